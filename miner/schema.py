@@ -107,3 +107,75 @@ class CorpusManifest(BaseModel):
 def corpus_manifest_path(corpus_dir: Path) -> Path:
     """Where a prepared corpus keeps its manifest."""
     return corpus_dir / "manifest.json"
+
+
+Site = Literal["hidden", "mlp"]
+
+
+class EarlyStop(StrictModel):
+    """Stop mining once the queues have settled (the paper's figure 1)."""
+
+    max_update_rate: float = Field(
+        gt=0, le=1, description="Stop when a block changes fewer than this share of all queue entries."
+    )
+    patience: int = Field(2, ge=1, description="...for this many consecutive blocks.")
+    min_sentences: int = Field(0, ge=0, description="Never stop before this many sentences were mined.")
+
+
+class JobSpec(StrictModel):
+    """A mining job: which model, which corpus, which units, how many sentences per unit, where to write.
+
+    Loaded from YAML (see jobs/demo.yaml); paths are resolved relative to the job file's folder.
+    """
+
+    name: str = Field(description="Job name; the default output folder is runs/<name>.", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    model: str = Field(
+        description="Local Hugging Face model folder, or a bundled model's short name ('minilm' = all-MiniLM-L6-v2)."
+    )
+    corpus: Path = Field(description="Prepared corpus folder (from `miner corpus prepare` or `miner corpus fetch`).")
+    output: Path | None = Field(None, description="Run folder (default: runs/<name> next to the job file's project).")
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained", description="random re-initialises every weight except the embeddings (seeded) for a baseline."
+    )
+    init_seed: int = Field(0, description="Seed of the random re-initialisation.")
+    sites: list[Site] = Field(
+        default_factory=lambda: ["hidden"],
+        min_length=1,
+        description="hidden = output of each transformer layer (the paper's units); mlp = FFN neurons after the activation.",
+    )
+    layers: list[int] | None = Field(
+        None, description="Layers to mine, 1 = first transformer layer (default: all). 0 = embeddings (hidden site only)."
+    )
+    top_n: int = Field(1000, gt=0, description="Sentences kept per unit and direction (the paper's N).")
+    bottom: bool = Field(True, description="Also keep the N sentences with the lowest activation.")
+    aggregation: Literal["mean", "max"] = Field(
+        "mean", description="Sentence score of a unit: mean over real tokens (the paper) or the maximum."
+    )
+    max_length: int = Field(128, gt=1, description="Truncate sentences to this many model tokens (counted in the manifest).")
+    batch_size: int = Field(64, gt=0, description="Sentences per forward pass (per worker).")
+    block_size: int | None = Field(
+        None, gt=0, description="Sentences per work block (the unit of scheduling, checkpoints and convergence; default: auto)."
+    )
+    max_sentences: int | None = Field(None, gt=0, description="Mine only the first this many sentences of the corpus.")
+    workers: int = Field(1, gt=0, description="Mining actors (one per GPU when GPUs are used).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when the actor has a GPU, else CPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on CUDA, float32 on CPU."
+    )
+    threads_per_worker: int = Field(0, ge=0, description="CPU threads per actor (0 = cores / workers).")
+    gpus_per_worker: float = Field(0, ge=0, description="GPUs per actor (0 = 1 when the cluster has GPUs, else none).")
+    checkpoint_seconds: float = Field(60, ge=0, description="Checkpoint the merged queues at most this often (0 = every block).")
+    early_stop: EarlyStop | None = Field(None, description="Optional early stop when the queues have converged.")
+    allow_pickle: bool = Field(False, description="Allow loading .bin (pickle) weights; safetensors are always preferred.")
+    trust_remote_code: bool = Field(False, description="Allow model code shipped in the model folder.")
+
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
+        if len(set(self.sites)) != len(self.sites):
+            raise ValueError("sites: listed twice")
+        if self.layers is not None:
+            if any(layer < 0 for layer in self.layers):
+                raise ValueError("layers: must be >= 0")
+            if 0 in self.layers and self.sites == ["mlp"]:
+                raise ValueError("layers: 0 (embeddings) has no mlp site")
+        return self

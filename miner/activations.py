@@ -1,0 +1,231 @@
+"""Forward passes and per-sentence unit scores: the worker-side hot path of mining.
+
+`BlockMiner.mine_block` takes one block of sentences (ids + texts), tokenises them, sorts them by
+length into batches (less padding), runs one forward pass per batch that feeds every selected layer
+and site, scores every unit (mean over real tokens; padding and special tokens excluded) and keeps,
+per unit, the block's candidates that beat the dispatched global threshold, with their peak token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from miner.model_loading import LoadedModel, UnitLayout, down_projection, transformer_blocks
+from miner.topn import SENTINEL, Candidates, WindowedQueues, encode_keys, pack_payload
+
+
+@dataclass
+class Batch:
+    """One padded batch of tokenised sentences."""
+
+    ids: torch.Tensor
+    """int64 [B] sentence ids."""
+    input_ids: torch.Tensor
+    """int64 [B, T] token ids, right-padded."""
+    attention: torch.Tensor
+    """int64 [B, T] 1 for tokens the model attends to."""
+    real: torch.Tensor
+    """bool [B, T] tokens that count for scores (attended and not special)."""
+
+
+@dataclass
+class BlockStats:
+    """What one block cost and contained."""
+
+    sentences: int = 0
+    real_tokens: int = 0
+    computed_tokens: int = 0
+    truncated: int = 0
+    batches: int = 0
+    seconds: float = 0.0
+    forward_seconds: float = 0.0
+    tokenize_seconds: float = 0.0
+    merge_seconds: float = 0.0
+
+
+@dataclass
+class BlockResult:
+    """A block's queue candidates per direction (numpy arrays, unit-major) and its stats."""
+
+    block: int
+    directions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    stats: BlockStats = field(default_factory=BlockStats)
+
+
+def make_batches(tokenizer: object, ids: np.ndarray, texts: list[str], max_length: int, batch_size: int,
+                 ) -> tuple[list[Batch], int]:
+    """Tokenise, sort by length (stable), and cut into padded batches; returns (batches, truncated count).
+
+    Example: lengths [9, 3, 5, 3] with batch_size 2 -> batches of the sentences at [1, 3] and [2, 0].
+    """
+    enc = tokenizer(texts, add_special_tokens=True, truncation=False, return_special_tokens_mask=True)
+    input_ids: list[list[int]] = enc["input_ids"]
+    special: list[list[int]] = enc["special_tokens_mask"]
+    long_rows = [i for i, row in enumerate(input_ids) if len(row) > max_length]
+    if long_rows:
+        cut = tokenizer([texts[i] for i in long_rows], add_special_tokens=True, truncation=True,
+                        max_length=max_length, return_special_tokens_mask=True)
+        for j, i in enumerate(long_rows):
+            input_ids[i] = cut["input_ids"][j]
+            special[i] = cut["special_tokens_mask"][j]
+    lengths = np.fromiter((len(r) for r in input_ids), dtype=np.int64, count=len(input_ids))
+    order = np.argsort(lengths, kind="stable")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batches = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        t = int(lengths[rows].max())
+        arr = np.full((len(rows), t), pad, dtype=np.int64)
+        att = np.zeros((len(rows), t), dtype=np.int64)
+        real = np.zeros((len(rows), t), dtype=bool)
+        for k, i in enumerate(rows):
+            n = len(input_ids[i])
+            arr[k, :n] = input_ids[i]
+            att[k, :n] = 1
+            real[k, :n] = np.asarray(special[i], dtype=bool) == 0
+            if not real[k].any():  # a sentence of special tokens only: score over everything attended
+                real[k, :n] = True
+        batches.append(Batch(torch.from_numpy(ids[rows].astype(np.int64)), torch.from_numpy(arr),
+                             torch.from_numpy(att), torch.from_numpy(real)))
+    return batches, len(long_rows)
+
+
+class BlockMiner:
+    """Scores blocks of sentences for every unit of a layout and keeps per-unit candidates."""
+
+    def __init__(self, loaded: LoadedModel, layout: UnitLayout, top_n: int, bottom: bool = True,
+                 aggregation: str = "mean", max_length: int = 128, batch_size: int = 64, window: int | None = None,
+                 ) -> None:
+        self.loaded = loaded
+        self.layout = layout
+        self.top_n = top_n
+        self.directions = ("top", "bottom") if bottom else ("top",)
+        self.aggregation = aggregation
+        self.max_length = min(max_length, _model_max_length(loaded))
+        self.batch_size = batch_size
+        self.window = window or max(batch_size, 16 * batch_size)
+        self.offsets = layout.offsets()
+        self._captured: dict[int, torch.Tensor] = {}
+        self._hooks = []
+        self._need_hidden = any(site == "hidden" for site, _, _ in layout.layers)
+        blocks = transformer_blocks(loaded.model) if any(s == "mlp" for s, _, _ in layout.layers) else None
+        for site, layer, _ in layout.layers:
+            if site == "mlp":
+                mod = down_projection(blocks[layer - 1])
+                self._hooks.append(mod.register_forward_pre_hook(self._capture(layer)))
+
+    def _capture(self, layer: int):  # noqa: ANN202 - torch hook signature
+        def hook(_module: torch.nn.Module, args: tuple) -> None:
+            self._captured[layer] = args[0]
+        return hook
+
+    def close(self) -> None:
+        for h in self._hooks:
+            h.remove()
+
+    @torch.inference_mode()
+    def forward(self, batch: Batch) -> list[torch.Tensor]:
+        """One forward pass; returns the mined activation tensors [B, T, width] in layout order."""
+        dev = self.loaded.device
+        self._captured.clear()
+        out = self.loaded.model(input_ids=batch.input_ids.to(dev, non_blocking=True),
+                                attention_mask=batch.attention.to(dev, non_blocking=True),
+                                output_hidden_states=self._need_hidden, use_cache=False)
+        tensors = []
+        for site, layer, _ in self.layout.layers:
+            tensors.append(out.hidden_states[layer] if site == "hidden" else self._captured[layer])
+        return tensors
+
+    def scores(self, tensors: list[torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+        """float32 [B, U]: each unit's sentence score (mean, or max, over real tokens)."""
+        b = real.shape[0]
+        out = torch.empty((b, self.layout.n_units), dtype=torch.float32, device=real.device)
+        if self.aggregation == "mean":
+            weights = real.to(torch.float32) / real.sum(1, keepdim=True).to(torch.float32)
+            for x, off in zip(tensors, self.offsets):
+                out[:, off : off + x.shape[2]] = torch.einsum("bt,btw->bw", weights, x.to(torch.float32))
+        else:
+            neg = torch.where(real, 0.0, float("-inf")).to(torch.float32)[:, :, None]
+            for x, off in zip(tensors, self.offsets):
+                out[:, off : off + x.shape[2]] = (x.to(torch.float32) + neg).amax(1)
+        return out
+
+    def peaks(self, tensors: list[torch.Tensor], real: torch.Tensor, units: torch.Tensor, rows: torch.Tensor,
+              largest: bool) -> torch.Tensor:
+        """Packed (peak activation, position) for candidate (unit, row) pairs; units sorted ascending."""
+        payload = torch.empty(units.shape[0], dtype=torch.int64, device=units.device)
+        if units.numel() == 0:
+            return payload
+        bounds = torch.searchsorted(units, torch.tensor(self.offsets[1:], device=units.device)).tolist()
+        starts = [0, *bounds]
+        ends = [*bounds, units.shape[0]]
+        fill = float("-inf") if largest else float("inf")
+        for x, off, lo, hi in zip(tensors, self.offsets, starts, ends):
+            if hi <= lo:
+                continue
+            _, t, w = x.shape
+            d = units[lo:hi] - off
+            r = rows[lo:hi]
+            flat = (r * (t * w) + d)[:, None] + (torch.arange(t, device=x.device) * w)[None, :]
+            vals = x.reshape(-1)[flat].to(torch.float32).masked_fill(~real[r], fill)
+            best = vals.max(1) if largest else vals.min(1)
+            payload[lo:hi] = pack_payload(best.values, best.indices)
+        return payload
+
+    def mine_block(self, block: int, ids: np.ndarray, texts: list[str],
+                   floors: dict[str, np.ndarray] | None = None) -> BlockResult:
+        """Mine one block; candidates are the block's local top-N entries that beat `floors` (per direction)."""
+        t0 = time.perf_counter()
+        stats = BlockStats(sentences=len(texts))
+        dev = self.loaded.device
+        batches, stats.truncated = make_batches(self.loaded.tokenizer, np.asarray(ids), texts, self.max_length,
+                                                self.batch_size)
+        stats.tokenize_seconds = time.perf_counter() - t0
+        n_units = self.layout.n_units
+        queues = {}
+        for d in self.directions:
+            floor = torch.from_numpy(np.array(floors[d], copy=True)) if floors is not None else None
+            queues[d] = WindowedQueues(n_units, self.top_n, max(self.window, self.batch_size), floor, dev)
+        for batch in batches:
+            tf = time.perf_counter()
+            tensors = self.forward(batch)
+            stats.forward_seconds += time.perf_counter() - tf
+            stats.batches += 1
+            stats.real_tokens += int(batch.real.sum())
+            stats.computed_tokens += int(batch.input_ids.numel())
+            real = batch.real.to(dev)
+            scores = self.scores(tensors, real)
+            ids_dev = batch.ids.to(dev)
+            for d in self.directions:
+                q = queues[d]
+                if q.room() < scores.shape[0]:
+                    q.flush()
+                keys = encode_keys(scores.T if d == "top" else -scores.T, ids_dev[None, :])
+                mask = keys > q.thresh[:, None]
+                units, cols = mask.nonzero(as_tuple=True)
+                payload = self.peaks(tensors, real, units, cols, largest=(d == "top"))
+                q.add_batch(keys, mask, units, cols, payload)
+        result = BlockResult(block=block, stats=stats)
+        for d in self.directions:
+            queues[d].flush()
+            result.directions[d] = queues[d].entries(above=queues[d].floor).to_numpy()
+        stats.seconds = time.perf_counter() - t0
+        stats.merge_seconds = stats.seconds - stats.forward_seconds - stats.tokenize_seconds
+        return result
+
+
+def _model_max_length(loaded: LoadedModel) -> int:
+    n = getattr(loaded.config, "max_position_embeddings", None) or getattr(loaded.config, "n_positions", None)
+    return int(n) if isinstance(n, int) and n > 0 else 1 << 30
+
+
+def empty_floors(n_units: int, directions: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Floors for a first block: every candidate may enter."""
+    return {d: np.full(n_units, SENTINEL, dtype=np.int64) for d in directions}
+
+
+__all__ = ["Batch", "BlockMiner", "BlockResult", "BlockStats", "Candidates", "empty_floors", "make_batches"]

