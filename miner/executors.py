@@ -1,0 +1,162 @@
+"""Where blocks are mined: in this process (tests, debugging) or on Ray actors (the default).
+
+Both executors take blocks (ids, texts, floors) and hand back BlockResults in completion order; the
+driver merges them in block order, so the result never depends on the executor or the worker count.
+Ray lives only here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from miner.activations import BlockMiner, BlockResult
+from miner.errors import MinerError
+from miner.model_loading import load_model, unit_layout
+from miner.schema import JobSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker needs to build its BlockMiner (sent to remote actors)."""
+
+    model_folder: str
+    job: JobSpec
+    threads: int
+
+
+def build_block_miner(cfg: WorkerConfig) -> BlockMiner:
+    """Load the model and build the block miner of a job (runs inside each worker)."""
+    import torch
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    job = cfg.job
+    from pathlib import Path
+
+    loaded = load_model(Path(cfg.model_folder), job.device, job.dtype, job.init, job.init_seed, job.allow_pickle,
+                        job.trust_remote_code)
+    layout = unit_layout(loaded.config, list(job.sites), job.layers)
+    return BlockMiner(loaded, layout, job.top_n, job.bottom, job.aggregation, job.max_length, job.batch_size)
+
+
+class Executor(Protocol):
+    """Mines submitted blocks and returns results as they complete."""
+
+    capacity: int
+
+    def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None: ...
+
+    def next_result(self) -> BlockResult: ...
+
+    def in_flight(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class InlineExecutor:
+    """Runs blocks one at a time in the calling process."""
+
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.miner = build_block_miner(cfg)
+        self.capacity = 1
+        self._queue: deque[tuple] = deque()
+
+    def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None:
+        self._queue.append((block, ids, texts, floors))
+
+    def next_result(self) -> BlockResult:
+        return self.miner.mine_block(*self._queue.popleft())
+
+    def in_flight(self) -> int:
+        return len(self._queue)
+
+    def close(self) -> None:
+        self.miner.close()
+
+
+class MiningActorImpl:
+    """Body of the Ray mining actor: one model on one device, mining blocks on request."""
+
+    def __init__(self, cfg: WorkerConfig) -> None:
+        self.miner = build_block_miner(cfg)
+
+    def node(self) -> dict:
+        import ray
+
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "device": str(self.miner.loaded.device)}
+
+    def mine(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> BlockResult:
+        return self.miner.mine_block(block, np.array(ids, copy=True), texts, floors)
+
+
+class RayExecutor:
+    """Runs blocks on `workers` Ray actors (restarted and retried by Ray if their process dies)."""
+
+    def __init__(self, cfg: WorkerConfig, workers: int, address: str | None = None, num_cpus: int | None = None) -> None:
+        import ray
+
+        self._ray = ray
+        if not ray.is_initialized():
+            kwargs: dict = {"ignore_reinit_error": True, "logging_level": logging.ERROR, "log_to_driver": False}
+            if address:
+                kwargs["address"] = address
+            else:
+                kwargs.update(address="local", num_cpus=num_cpus or max(os.cpu_count() or 1, workers),
+                              include_dashboard=False)
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise MinerError(f"--address {address}: cannot connect to Ray ({str(exc).splitlines()[0]})") from None
+        gpus = cfg.job.gpus_per_worker
+        if gpus == 0 and ray.cluster_resources().get("GPU", 0) >= 1 and cfg.job.device != "cpu":
+            gpus = 1
+        cpus = max(0.25, (ray.cluster_resources().get("CPU", 1) - 0.5) / workers) if not address else 1
+        actor_cls = ray.remote(MiningActorImpl).options(num_cpus=min(cpus, 1.0), num_gpus=gpus, max_restarts=4,
+                                                        max_task_retries=4, max_concurrency=1)
+        self.actors = [actor_cls.remote(cfg) for _ in range(workers)]
+        self.capacity = 2 * workers
+        self._refs: dict = {}
+        self._load: list[int] = [0] * workers
+        self.nodes = ray.get([a.node.remote() for a in self.actors])
+        log.info("mining on %d Ray actor(s): %s", workers, ", ".join(n["device"] for n in self.nodes))
+
+    def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None:
+        k = min(range(len(self.actors)), key=lambda i: self._load[i])
+        ref = self.actors[k].mine.remote(block, ids, texts, floors)
+        self._refs[ref] = (k, block, ids, texts, floors)
+        self._load[k] += 1
+
+    def next_result(self) -> BlockResult:
+        ray = self._ray
+        while True:
+            done, _ = ray.wait(list(self._refs), num_returns=1)
+            ref = done[0]
+            k, block, ids, texts, floors = self._refs.pop(ref)
+            self._load[k] -= 1
+            try:
+                return ray.get(ref)
+            except ray.exceptions.RayActorError:
+                log.warning("mining actor %d died on block %d; resubmitting", k, block)
+                self.submit(block, ids, texts, floors)
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if hasattr(exc, "cause") else exc
+                if isinstance(cause, MinerError):
+                    raise cause from None
+                raise
+
+    def in_flight(self) -> int:
+        return len(self._refs)
+
+    def close(self) -> None:
+        for a in self.actors:
+            self._ray.kill(a)
+        self.actors = []

@@ -1,0 +1,434 @@
+"""Step 1 driver: plan blocks, dispatch them to workers, merge results exactly in block order,
+checkpoint, resume, record convergence, and write the run's tables.
+
+Blocks are fixed, contiguous slices of corpus shards, so the merged queues are identical for any number
+of workers and after any interruption: the driver merges block k only after blocks 0..k-1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+import yaml
+
+from miner import __version__
+from miner.activations import BlockResult, model_max_length, tokenize_sentences
+from miner.errors import ConfigError, InputError, OutputConflictError
+from miner.executors import Executor, InlineExecutor, RayExecutor, WorkerConfig
+from miner.model_loading import resolve_model_path, unit_layout, validate_model_folder, weights_sha256
+from miner.prepare import load_corpus
+from miner.schema import CorpusManifest, JobSpec
+from miner.topn import Candidates, TopNQueues, decode_keys, unpack_payload
+
+log = logging.getLogger(__name__)
+
+# Fields that do not change a run's result (excluded from its fingerprint).
+_EXECUTION_FIELDS = {"workers", "threads_per_worker", "gpus_per_worker", "checkpoint_seconds", "output", "name"}
+
+
+def load_job(path: Path) -> tuple[JobSpec, Path]:
+    """Read and validate a YAML job file; returns the spec and the folder relative paths resolve against."""
+    from miner.cli import validate_model
+
+    if not path.exists():
+        raise ConfigError(f"{path}: no such job file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a job file must be a YAML mapping of fields, got {type(data).__name__}")
+    try:
+        job = validate_model(JobSpec, data, "field")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return job, path.resolve().parent
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """A contiguous slice of one corpus shard: the unit of scheduling, checkpointing and convergence."""
+
+    index: int
+    shard: str
+    row_start: int
+    rows: int
+    first_id: int
+
+
+def auto_block_size(total: int) -> int:
+    """Default block size: about 20 blocks, between 1,000 and 100,000 sentences (deterministic).
+
+    Example: 20,000 sentences -> 1,000; 1,000,000 -> 50,000; 10,000,000 -> 100,000.
+    """
+    return int(min(100_000, max(1_000, -(-total // 20))))
+
+
+def plan_blocks(manifest: CorpusManifest, block_size: int | None, max_sentences: int | None) -> list[BlockPlan]:
+    """Cut the corpus into blocks that never cross a shard boundary."""
+    total = manifest.sentences if max_sentences is None else min(manifest.sentences, max_sentences)
+    size = block_size or auto_block_size(total)
+    plans: list[BlockPlan] = []
+    remaining = total
+    for shard in manifest.shards:
+        for start in range(0, shard.sentences, size):
+            if remaining <= 0:
+                return plans
+            rows = min(size, shard.sentences - start, remaining)
+            plans.append(BlockPlan(len(plans), shard.file, start, rows, shard.first_id + start))
+            remaining -= rows
+    return plans
+
+
+class CorpusReader:
+    """Reads block texts from shards, keeping the current shard in memory."""
+
+    def __init__(self, corpus_dir: Path) -> None:
+        self.dir = corpus_dir
+        self._name: str | None = None
+        self._table: pa.Table | None = None
+
+    def block(self, plan: BlockPlan) -> tuple[np.ndarray, list[str]]:
+        if plan.shard != self._name:
+            try:
+                self._table = pq.read_table(self.dir / plan.shard, columns=["sentence_id", "text"])
+            except (pa.ArrowException, OSError) as exc:
+                raise InputError(f"{self.dir / plan.shard}: corrupt or unreadable shard ({exc})") from None
+            self._name = plan.shard
+        part = self._table.slice(plan.row_start, plan.rows)
+        return part["sentence_id"].to_numpy(), part["text"].to_pylist()
+
+
+def job_fingerprint(job: JobSpec, corpus_fp: str, weights: str) -> str:
+    """Identity of a run's result: result-shaping job fields, corpus and model weights."""
+    fields = job.model_dump(mode="json", exclude=_EXECUTION_FIELDS)
+    fields["corpus"] = corpus_fp
+    fields["model"] = weights
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class MiningState:
+    """What a checkpoint holds: merged queues after blocks [0, next_block), convergence and counters."""
+
+    queues: dict[str, TopNQueues]
+    next_block: int
+    convergence: list[dict]
+    counters: dict[str, float]
+    calm_blocks: int = 0
+    stopped_early: bool = False
+
+
+class RunFolder:
+    """Layout of runs/<job>/ and its atomic writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.manifest = path / "manifest.json"
+        self.checkpoint = path / "checkpoint"
+
+    def status(self) -> dict | None:
+        if not self.manifest.exists():
+            return None
+        try:
+            return json.loads(self.manifest.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def claim(self, fingerprint: str, job: JobSpec) -> None:
+        """Refuse a folder that holds another job; mark it as ours (status: running) otherwise."""
+        existing = self.status()
+        if existing is None and self.path.exists() and any(self.path.iterdir()):
+            raise OutputConflictError(f"{self.path}: exists and is not a neuron-miner run; choose another output")
+        if existing is not None and existing.get("fingerprint") != fingerprint:
+            raise OutputConflictError(
+                f"{self.path}: holds a different job ('{existing.get('job', {}).get('name')}', other settings, corpus "
+                "or model); choose another output or delete it"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        if existing is None:
+            self.write_json(self.manifest, {"status": "running", "fingerprint": fingerprint,
+                                            "job": job.model_dump(mode="json"), "code_version": __version__})
+
+    @staticmethod
+    def write_json(path: Path, data: dict) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        os.replace(tmp, path)
+
+    @staticmethod
+    def write_table(path: Path, table: pa.Table) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+
+    def save_checkpoint(self, state: MiningState, fingerprint: str) -> None:
+        tmp = self.path / f".checkpoint.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for d, q in state.queues.items():
+            np.savez(tmp / f"queues-{d}.npz", **q.state())
+        self.write_json(tmp / "state.json", {
+            "fingerprint": fingerprint, "next_block": state.next_block, "convergence": state.convergence,
+            "counters": state.counters, "calm_blocks": state.calm_blocks, "stopped_early": state.stopped_early,
+            "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+        })
+        old = self.path / "checkpoint.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if self.checkpoint.exists():
+            self.checkpoint.rename(old)
+        tmp.rename(self.checkpoint)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load_checkpoint(self, fingerprint: str) -> MiningState | None:
+        for folder in (self.checkpoint, self.path / "checkpoint.old"):
+            state_path = folder / "state.json"
+            if not state_path.exists():
+                continue
+            meta = json.loads(state_path.read_text())
+            if meta.get("fingerprint") != fingerprint:
+                return None
+            queues = {}
+            for f in sorted(folder.glob("queues-*.npz")):
+                with np.load(f) as z:
+                    queues[f.stem.split("-", 1)[1]] = TopNQueues.from_state(dict(z))
+            return MiningState(queues, meta["next_block"], meta["convergence"], meta["counters"],
+                               meta.get("calm_blocks", 0), meta.get("stopped_early", False))
+        return None
+
+
+def _layer_slices(layout_layers: tuple) -> list[tuple[str, int, int, int]]:
+    out, acc = [], 0
+    for site, layer, width in layout_layers:
+        out.append((site, layer, acc, acc + width))
+        acc += width
+    return out
+
+
+def convergence_rows(block: BlockPlan, seen: int, gains: dict[str, torch.Tensor], layers: list, n: int) -> list[dict]:
+    """Per direction: entries the block changed, overall (site 'all', layer -1) and per (site, layer)."""
+    rows = []
+    for d, gain in gains.items():
+        total = int(gain.sum())
+        rows.append({"block": block.index, "first_sentence_id": block.first_id, "sentences": block.rows,
+                     "sentences_seen": seen, "direction": d, "site": "all", "layer": -1, "updates": total,
+                     "entries": int(gain.numel()) * n, "update_rate": total / (gain.numel() * n)})
+        for site, layer, lo, hi in layers:
+            upd = int(gain[lo:hi].sum())
+            rows.append({"block": block.index, "first_sentence_id": block.first_id, "sentences": block.rows,
+                         "sentences_seen": seen, "direction": d, "site": site, "layer": layer, "updates": upd,
+                         "entries": (hi - lo) * n, "update_rate": upd / ((hi - lo) * n)})
+    return rows
+
+
+def _format_eta(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: str = "ray",
+               stop_after_blocks: int | None = None) -> dict:
+    """Mine a job to completion (resuming from a checkpoint when one matches); returns the run manifest.
+
+    `stop_after_blocks` ends the run early after merging that many blocks (for tests of resume).
+    """
+    started = time.monotonic()
+    corpus_dir = job.corpus if job.corpus.is_absolute() else base / job.corpus
+    corpus = load_corpus(corpus_dir)
+    model_folder = resolve_model_path(job.model, base)
+    config_dict = validate_model_folder(model_folder, job.allow_pickle)
+    from transformers import AutoConfig, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(model_folder, trust_remote_code=job.trust_remote_code)
+    layout = unit_layout(config, list(job.sites), job.layers)
+    weights = weights_sha256(model_folder, job.allow_pickle)
+    fingerprint = job_fingerprint(job, corpus.fingerprint, weights)
+    out = job.output if job.output is not None else Path("runs") / job.name
+    out = out if out.is_absolute() else (base / out if job.output is not None else Path.cwd() / out)
+    run = RunFolder(out)
+    existing = run.status()
+    if existing and existing.get("fingerprint") == fingerprint and existing.get("status") == "complete":
+        log.info("%s: already complete; nothing to do", out)
+        return existing
+    run.claim(fingerprint, job)
+
+    plans = plan_blocks(corpus, job.block_size, job.max_sentences)
+    directions = ("top", "bottom") if job.bottom else ("top",)
+    state = run.load_checkpoint(fingerprint)
+    if state is not None:
+        log.info("resuming %s at block %d/%d", out, state.next_block, len(plans))
+    else:
+        state = MiningState({d: TopNQueues(layout.n_units, job.top_n) for d in directions}, 0, [],
+                            {k: 0 for k in ("sentences", "real_tokens", "computed_tokens", "truncated",
+                                            "forward_seconds", "worker_seconds")})
+    layers = _layer_slices(layout.layers)
+    n_workers = job.workers
+    threads = job.threads_per_worker or max(1, (os.cpu_count() or 1) // n_workers)
+    cfg = WorkerConfig(str(model_folder), job, threads)
+    pool: Executor = InlineExecutor(cfg) if executor == "inline" else RayExecutor(cfg, n_workers, address)
+    reader = CorpusReader(corpus_dir)
+    pending: dict[int, BlockResult] = {}
+    next_dispatch = state.next_block
+    last_ckpt = time.monotonic()
+    t_loop = time.monotonic()
+    mined_this_session = 0
+    total = sum(p.rows for p in plans)
+    end_block = len(plans) if stop_after_blocks is None else min(len(plans), state.next_block + stop_after_blocks)
+    nodes = getattr(pool, "nodes", [])
+    try:
+        while state.next_block < end_block and not state.stopped_early:
+            while next_dispatch < end_block and pool.in_flight() < pool.capacity:
+                ids, texts = reader.block(plans[next_dispatch])
+                floors = {d: q.threshold().numpy() for d, q in state.queues.items()}
+                pool.submit(next_dispatch, ids, texts, floors)
+                next_dispatch += 1
+            result = pool.next_result()
+            pending[result.block] = result
+            while state.next_block in pending:
+                res = pending.pop(state.next_block)
+                plan = plans[state.next_block]
+                gains = {d: state.queues[d].merge(Candidates.from_numpy(res.directions[d])) for d in directions}
+                s = res.stats
+                for k in ("sentences", "real_tokens", "computed_tokens", "truncated"):
+                    state.counters[k] += getattr(s, k)
+                state.counters["forward_seconds"] += s.forward_seconds
+                state.counters["worker_seconds"] += s.seconds
+                state.next_block += 1
+                mined_this_session += plan.rows
+                rows = convergence_rows(plan, int(state.counters["sentences"]), gains, layers, job.top_n)
+                state.convergence.extend(rows)
+                rate = sum(r["updates"] for r in rows if r["site"] == "all") / sum(
+                    r["entries"] for r in rows if r["site"] == "all")
+                if job.early_stop is not None:
+                    calm = rate < job.early_stop.max_update_rate
+                    state.calm_blocks = state.calm_blocks + 1 if calm else 0
+                    if state.calm_blocks >= job.early_stop.patience and state.counters["sentences"] >= job.early_stop.min_sentences:
+                        state.stopped_early = True
+                elapsed = time.monotonic() - t_loop
+                speed = mined_this_session / elapsed if elapsed > 0 else 0.0
+                left = total - state.counters["sentences"]
+                log.info("block %d/%d  %s sentences  %.0f sent/s  ETA %s  update rate %.2f%%",
+                         state.next_block, len(plans), f"{int(state.counters['sentences']):,}", speed,
+                         _format_eta(left / speed if speed else 0), 100 * rate)
+                if time.monotonic() - last_ckpt >= job.checkpoint_seconds or state.next_block == end_block or state.stopped_early:
+                    run.save_checkpoint(state, fingerprint)
+                    last_ckpt = time.monotonic()
+                if state.stopped_early:
+                    log.info("queues converged (update rate < %.3g for %d blocks); stopping early",
+                             job.early_stop.max_update_rate, job.early_stop.patience)
+                    break
+    finally:
+        pool.close()
+    if state.next_block < len(plans) and not state.stopped_early:
+        return {"status": "incomplete", "next_block": state.next_block, "blocks": len(plans)}
+    tokenizer = AutoTokenizer.from_pretrained(model_folder, trust_remote_code=job.trust_remote_code)
+    manifest = write_outputs(run, job, layout, state, corpus_dir, corpus, tokenizer, config)
+    manifest.update({
+        "fingerprint": fingerprint, "status": "complete", "code_version": __version__,
+        "job": job.model_dump(mode="json"),
+        "model": {"path": str(model_folder), "weights_sha256": weights, "model_type": config_dict.get("model_type"),
+                  "init": job.init, "init_seed": job.init_seed, "layers": config.num_hidden_layers
+                  if hasattr(config, "num_hidden_layers") else None},
+        "corpus": {"path": str(corpus_dir.resolve()), "fingerprint": corpus.fingerprint,
+                   "shards": [{"file": s.file, "sha256": s.sha256} for s in corpus.shards]},
+        "blocks": {"planned": len(plans), "merged": state.next_block, "stopped_early": state.stopped_early},
+        "workers": {"count": n_workers, "executor": executor, "nodes": nodes},
+        "stats": _stats(state.counters),
+        "timings": {"last_session_seconds": round(time.monotonic() - started, 3),
+                    "forward_seconds": round(state.counters["forward_seconds"], 3),
+                    "worker_seconds": round(state.counters["worker_seconds"], 3)},
+        "completed": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_dir": str(run.path.resolve()),
+    })
+    RunFolder.write_json(run.manifest, manifest)
+    shutil.rmtree(run.path / "checkpoint.old", ignore_errors=True)
+    return manifest
+
+
+def _stats(c: dict) -> dict:
+    return {"sentences": int(c["sentences"]), "real_tokens": int(c["real_tokens"]),
+            "computed_tokens": int(c["computed_tokens"]), "truncated": int(c["truncated"]),
+            "padding_efficiency": round(c["real_tokens"] / c["computed_tokens"], 4) if c["computed_tokens"] else None}
+
+
+def write_outputs(run: RunFolder, job: JobSpec, layout, state: MiningState, corpus_dir: Path,
+                  corpus: CorpusManifest, tokenizer, tokenizer_config) -> dict:
+    """Write units, top_sentences, sentences and convergence tables; returns manifest fields."""
+    unit_rows = {"unit_id": [], "site": [], "layer": [], "idx": []}
+    uid = 0
+    for site, layer, width in layout.layers:
+        unit_rows["unit_id"].extend(range(uid, uid + width))
+        unit_rows["site"].extend([site] * width)
+        unit_rows["layer"].extend([layer] * width)
+        unit_rows["idx"].extend(range(width))
+        uid += width
+    run.write_table(run.path / "units.parquet", pa.table({
+        "unit_id": pa.array(unit_rows["unit_id"], pa.int32()), "site": pa.array(unit_rows["site"]),
+        "layer": pa.array(unit_rows["layer"], pa.int16()), "idx": pa.array(unit_rows["idx"], pa.int32())}))
+
+    parts = []
+    for d, q in state.queues.items():
+        units, ranks, keys, payload = q.sorted_entries()
+        scores, ids = decode_keys(keys)
+        if d == "bottom":
+            scores = -scores
+        peak_val, peak_pos = unpack_payload(payload)
+        parts.append(pa.table({
+            "unit_id": pa.array(units.numpy().astype(np.int32)), "direction": pa.array([d] * len(units)),
+            "rank": pa.array(ranks.numpy().astype(np.int32)), "sentence_id": pa.array(ids.numpy()),
+            "score": pa.array(scores.numpy()), "peak_position": pa.array(peak_pos.numpy().astype(np.int32)),
+            "peak_score": pa.array(peak_val.numpy())}))
+    top = pa.concat_tables(parts)
+    used = np.unique(top["sentence_id"].to_numpy())
+    sentences = _collect_sentences(corpus_dir, corpus, used)
+    max_len = min(job.max_length, model_max_length(tokenizer_config))
+    token_lists, n_model, truncated = _model_tokens(tokenizer, sentences["text"].to_pylist(), max_len)
+    sentences = sentences.append_column("n_model_tokens", pa.array(n_model, pa.int32()))
+    sentences = sentences.append_column("truncated", pa.array(truncated))
+    pos_of = {int(s): i for i, s in enumerate(sentences["sentence_id"].to_numpy())}
+    sid = top["sentence_id"].to_numpy()
+    pp = top["peak_position"].to_numpy()
+    peak_tokens = [token_lists[pos_of[int(s)]][int(p)] if int(p) < len(token_lists[pos_of[int(s)]]) else None
+                   for s, p in zip(sid, pp)]
+    top = top.add_column(top.schema.get_field_index("peak_score"), "peak_token", pa.array(peak_tokens, pa.string()))
+    run.write_table(run.path / "top_sentences.parquet", top)
+    run.write_table(run.path / "sentences.parquet", sentences)
+    conv = pa.Table.from_pylist(state.convergence) if state.convergence else pa.table({"block": pa.array([], pa.int64())})
+    run.write_table(run.path / "convergence.parquet", conv)
+    return {"tables": ["units", "top_sentences", "sentences", "convergence"], "units": layout.n_units,
+            "distinct_sentences": int(len(used))}
+
+
+def _collect_sentences(corpus_dir: Path, corpus: CorpusManifest, ids: np.ndarray) -> pa.Table:
+    """The corpus rows of the given sentence ids (read shard by shard, only shards that hold some)."""
+    parts = []
+    wanted = pa.array(ids)
+    for shard in corpus.shards:
+        lo, hi = shard.first_id, shard.first_id + shard.sentences
+        if not ((ids >= lo) & (ids < hi)).any():
+            continue
+        table = pq.read_table(corpus_dir / shard.file)
+        parts.append(table.filter(pc.is_in(table["sentence_id"], value_set=wanted)))
+    return pa.concat_tables(parts, promote_options="permissive").sort_by("sentence_id")
+
+
+def _model_tokens(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[str]], list[int], list[bool]]:
+    """Model tokens of each sentence exactly as the miner saw them (special tokens included, truncated)."""
+    ids, _special, long_rows = tokenize_sentences(tokenizer, texts, max_length)
+    long_set = set(long_rows)
+    tokens = [tokenizer.convert_ids_to_tokens(row) for row in ids]
+    return tokens, [len(r) for r in ids], [i in long_set for i in range(len(ids))]
