@@ -38,6 +38,9 @@ class BlockStats:
 
     sentences: int = 0
     real_tokens: int = 0
+    """Tokens that count for scores (special tokens and padding excluded)."""
+    attended_tokens: int = 0
+    """Tokens the model attends to (real + special tokens); padding efficiency = attended / computed."""
     computed_tokens: int = 0
     truncated: int = 0
     batches: int = 0
@@ -190,6 +193,9 @@ class BlockMiner:
         t0 = time.perf_counter()
         stats = BlockStats(sentences=len(texts))
         dev = self.loaded.device
+        if not texts:
+            empty = {"units": np.zeros(0, np.int64), "keys": np.zeros(0, np.int64), "payload": np.zeros(0, np.int64)}
+            return BlockResult(block=block, directions={d: dict(empty) for d in self.directions}, stats=stats)
         batches, stats.truncated = make_batches(self.loaded.tokenizer, np.asarray(ids), texts, self.max_length,
                                                 self.batch_size)
         stats.tokenize_seconds = time.perf_counter() - t0
@@ -204,6 +210,7 @@ class BlockMiner:
             stats.forward_seconds += time.perf_counter() - tf
             stats.batches += 1
             stats.real_tokens += int(batch.real.sum())
+            stats.attended_tokens += int(batch.attention.sum())
             stats.computed_tokens += int(batch.input_ids.numel())
             real = batch.real.to(dev)
             scores = self.scores(tensors, real)

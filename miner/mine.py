@@ -203,9 +203,11 @@ class RunFolder:
             if meta.get("fingerprint") != fingerprint:
                 return None
             queues = {}
-            for f in sorted(folder.glob("queues-*.npz")):
-                with np.load(f) as z:
-                    queues[f.stem.split("-", 1)[1]] = TopNQueues.from_state(dict(z))
+            for d in ("top", "bottom"):
+                f = folder / f"queues-{d}.npz"
+                if f.exists():
+                    with np.load(f) as z:
+                        queues[d] = TopNQueues.from_state(dict(z))
             return MiningState(queues, meta["next_block"], meta["convergence"], meta["counters"],
                                meta.get("calm_blocks", 0), meta.get("stopped_early", False))
         return None
@@ -273,7 +275,7 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
         log.info("resuming %s at block %d/%d", out, state.next_block, len(plans))
     else:
         state = MiningState({d: TopNQueues(layout.n_units, job.top_n) for d in directions}, 0, [],
-                            {k: 0 for k in ("sentences", "real_tokens", "computed_tokens", "truncated",
+                            {k: 0 for k in ("sentences", "real_tokens", "attended_tokens", "computed_tokens", "truncated",
                                             "forward_seconds", "worker_seconds")})
     layers = _layer_slices(layout.layers)
     n_workers = job.workers
@@ -303,8 +305,8 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
                 plan = plans[state.next_block]
                 gains = {d: state.queues[d].merge(Candidates.from_numpy(res.directions[d])) for d in directions}
                 s = res.stats
-                for k in ("sentences", "real_tokens", "computed_tokens", "truncated"):
-                    state.counters[k] += getattr(s, k)
+                for k in ("sentences", "real_tokens", "attended_tokens", "computed_tokens", "truncated"):
+                    state.counters[k] = state.counters.get(k, 0) + getattr(s, k)
                 state.counters["forward_seconds"] += s.forward_seconds
                 state.counters["worker_seconds"] += s.seconds
                 state.next_block += 1
@@ -360,9 +362,12 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
 
 
 def _stats(c: dict) -> dict:
+    computed = c["computed_tokens"]
     return {"sentences": int(c["sentences"]), "real_tokens": int(c["real_tokens"]),
-            "computed_tokens": int(c["computed_tokens"]), "truncated": int(c["truncated"]),
-            "padding_efficiency": round(c["real_tokens"] / c["computed_tokens"], 4) if c["computed_tokens"] else None}
+            "attended_tokens": int(c["attended_tokens"]), "computed_tokens": int(computed),
+            "truncated": int(c["truncated"]),
+            "padding_efficiency": round(c["attended_tokens"] / computed, 4) if computed else None,
+            "scored_token_share": round(c["real_tokens"] / computed, 4) if computed else None}
 
 
 def write_outputs(run: RunFolder, job: JobSpec, layout, state: MiningState, corpus_dir: Path,

@@ -71,3 +71,32 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     """Write rows as JSON Lines."""
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def make_corpus(folder: Path, n: int = 300, seed: int = 0, shard_size: int = 120) -> Path:
+    """Prepare a small corpus of n pseudo-sentences (words of SENTENCES) with domain/sentiment labels."""
+    import random
+
+    from miner.prepare import prepare_corpus
+    from miner.schema import PrepareOptions, RunOptions
+
+    rng = random.Random(seed)
+    words = " ".join(SENTENCES).replace(".", "").replace(",", "").split()
+    rows = []
+    for i in range(n):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(3, 18))).capitalize() + "."
+        rows.append({"text": text, "domain": ["news", "social", "wiki"][i % 3],
+                     "sentiment": ["positive", "negative"][rng.random() < 0.5]})
+    folder.mkdir(parents=True, exist_ok=True)
+    src = write_jsonl(folder / "docs.jsonl", rows)
+    out = folder / "corpus"
+    prepare_corpus([src], out, PrepareOptions(shard_size=shard_size), RunOptions(workers=1))
+    return out
+
+
+def write_job(path: Path, **fields: object) -> Path:
+    """Write a job YAML file."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({k: (str(v) if isinstance(v, Path) else v) for k, v in fields.items()}))
+    return path

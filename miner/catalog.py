@@ -1,0 +1,209 @@
+"""The run catalog: RUN/catalog.duckdb holds only VIEWS over the run's Parquet tables (absolute paths).
+
+Every `RUN/<table>.parquet` becomes a view `<table>`; `corpus` is a view over the whole corpus's shards
+(from the run manifest); `unit_top` joins each queue entry with its unit and sentence; `catalog_info` says
+which run and tables the catalog was built for. The catalog stores no data, so it is small and cheap to
+rebuild; it is rebuilt whenever a Parquet table is added, replaced or removed, or the run folder moved.
+
+Open it from Python (`open_catalog(run)`), pandas/polars (`duckdb.connect(path, read_only=True)`) or the
+duckdb shell (`duckdb -readonly RUN/catalog.duckdb`). Queries always open it read-only: DuckDB lets only
+one process hold a database file for writing, so the builder writes a temporary file and renames it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from miner import __version__
+from miner.errors import InputError, MinerError
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE = "catalog.duckdb"
+# Views the catalog adds itself; a run Parquet file with one of these names is not exposed.
+CORPUS_VIEW = "corpus"
+UNIT_TOP_VIEW = "unit_top"
+INFO_VIEW = "catalog_info"
+RESERVED = (CORPUS_VIEW, UNIT_TOP_VIEW, INFO_VIEW)
+_TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def catalog_path(run_dir: Path) -> Path:
+    """Where a run keeps its catalog."""
+    return Path(run_dir) / CATALOG_FILE
+
+
+def _quote_literal(text: str) -> str:
+    """SQL string literal: "it's" -> "'it''s'"."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def read_run_manifest(run_dir: Path) -> dict:
+    """The manifest of a complete mining run; one clear InputError if the folder holds none."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: no such run folder")
+    manifest = run_dir / "manifest.json"
+    if not manifest.exists() or not (run_dir / "top_sentences.parquet").exists():
+        raise InputError(f"{run_dir}: not a mining run (no manifest.json or top_sentences.parquet); "
+                         "run `miner mine` first")
+    try:
+        data = json.loads(manifest.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{manifest}: not valid JSON ({exc})") from None
+    if data.get("status") != "complete":
+        raise InputError(f"{run_dir}: mining is not complete (status: {data.get('status')}); "
+                         "finish or resume `miner mine` first")
+    return data
+
+
+def run_tables(run_dir: Path) -> dict[str, Path]:
+    """The run's Parquet tables by view name (absolute paths), in name order.
+
+    Only top-level `<name>.parquet` files with a lower-case SQL-safe name count (checkpoints live in a
+    subfolder); names reserved for the catalog's own views are skipped.
+    """
+    run_dir = Path(run_dir).resolve()
+    tables = {}
+    for path in sorted(run_dir.glob("*.parquet")):
+        name = path.stem
+        if not _TABLE_NAME.match(name):
+            log.warning("%s: not exposed in the catalog (name is not a plain SQL identifier)", path)
+        elif name in RESERVED:
+            log.warning("%s: not exposed in the catalog (%s is a reserved view name)", path, name)
+        else:
+            tables[name] = path
+    return tables
+
+
+def corpus_shards(manifest: dict) -> list[Path]:
+    """Absolute paths of the corpus shards named in a run manifest (empty if any is missing)."""
+    corpus = manifest.get("corpus") or {}
+    folder = corpus.get("path")
+    if not folder:
+        return []
+    shards = [Path(folder) / s["file"] for s in corpus.get("shards", [])]
+    missing = [p for p in shards if not p.exists()]
+    if missing:
+        log.warning("%s: corpus shard missing; the catalog has no 'corpus' view", missing[0])
+        return []
+    return shards
+
+
+def catalog_sources(run_dir: Path) -> list[Path]:
+    """Every file the catalog's views read (run tables and corpus shards): the sandbox's allow-list."""
+    manifest = read_run_manifest(run_dir)
+    return [*run_tables(run_dir).values(), *corpus_shards(manifest)]
+
+
+def _view_statements(run_dir: Path, manifest: dict) -> list[tuple[str, str]]:
+    """(view name, CREATE VIEW statement) for every view of the catalog, in creation order."""
+    tables = run_tables(run_dir)
+    views = [(name, f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_quote_literal(str(path))})")
+             for name, path in tables.items()]
+    shards = corpus_shards(manifest)
+    if shards:
+        files = "[" + ", ".join(_quote_literal(str(p)) for p in shards) + "]"
+        views.append((CORPUS_VIEW, f"CREATE VIEW {CORPUS_VIEW} AS SELECT * FROM read_parquet({files}, "
+                                   "union_by_name = true)"))
+    if {"top_sentences", "units", "sentences"} <= tables.keys():
+        views.append((UNIT_TOP_VIEW, f"""CREATE VIEW {UNIT_TOP_VIEW} AS
+            SELECT t.unit_id, u.site, u.layer, u.idx, t.direction, t.rank, t.score, t.sentence_id, s.text,
+                   t.peak_position, t.peak_token, t.peak_score, s.* EXCLUDE (sentence_id, text)
+            FROM top_sentences t JOIN units u USING (unit_id) JOIN sentences s USING (sentence_id)"""))
+    names = [name for name, _ in views]
+    info = (f"CREATE VIEW {INFO_VIEW} AS SELECT {_quote_literal(str(Path(run_dir).resolve()))} AS run_dir, "
+            f"{_quote_literal(datetime.now(UTC).isoformat(timespec='seconds'))} AS built_at, "
+            f"{_quote_literal(__version__)} AS code_version, "
+            f"{_quote_literal(duckdb.__version__)} AS duckdb_version, "
+            f"[{', '.join(_quote_literal(n) for n in names)}]::VARCHAR[] AS views")
+    return [*views, (INFO_VIEW, info)]
+
+
+def build_catalog(run_dir: Path) -> Path:
+    """Write RUN/catalog.duckdb (views only) atomically: a temporary file, then os.replace.
+
+    Readers that hold the old catalog open keep reading it; new readers see the new one.
+    """
+    run_dir = Path(run_dir).resolve()
+    manifest = read_run_manifest(run_dir)
+    target = catalog_path(run_dir)
+    fd, tmp_name = tempfile.mkstemp(prefix=".catalog-", suffix=".duckdb", dir=run_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()  # DuckDB refuses an existing empty file as a database
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            for name, statement in _view_statements(run_dir, manifest):
+                try:
+                    con.execute(statement)
+                except duckdb.Error as exc:
+                    raise MinerError(f"{run_dir}: cannot create view {name}: {_one_line(exc)}") from None
+        finally:
+            con.close()
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise MinerError(f"{target}: cannot write the catalog ({exc.strerror or exc})") from None
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+    return target
+
+
+def catalog_is_current(run_dir: Path) -> bool:
+    """True if the catalog exists, is newer than every run table, and covers exactly the run's tables."""
+    run_dir = Path(run_dir).resolve()
+    path = catalog_path(run_dir)
+    if not path.exists():
+        return False
+    tables = run_tables(run_dir)
+    built = path.stat().st_mtime
+    if any(p.stat().st_mtime > built for p in tables.values()):
+        return False
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error:
+        return False
+    try:
+        row = con.sql(f"SELECT run_dir, views FROM {INFO_VIEW}").fetchall()[0]
+    except (duckdb.Error, IndexError):
+        return False
+    finally:
+        con.close()
+    views = set(row[1]) - {CORPUS_VIEW, UNIT_TOP_VIEW}
+    return row[0] == str(run_dir) and views == set(tables)
+
+
+def ensure_catalog(run_dir: Path) -> Path:
+    """The run's catalog, (re)built first if it is missing or stale."""
+    read_run_manifest(run_dir)
+    if catalog_is_current(run_dir):
+        return catalog_path(Path(run_dir).resolve())
+    return build_catalog(run_dir)
+
+
+def open_catalog(run_dir: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the run's catalog (built or refreshed first when needed).
+
+    Example: open_catalog(run).sql("SELECT layer, count(*) FROM units GROUP BY layer").fetchall()
+    """
+    path = ensure_catalog(run_dir)
+    try:
+        return duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        raise MinerError(f"{path}: cannot open the catalog: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

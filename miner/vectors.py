@@ -1,0 +1,359 @@
+"""Sentence and unit vectors from fastText, and each unit's typical sentence (the paper's section 3.2).
+
+- A word vector comes from a fastText skipgram model trained on (a deterministic sample of) the corpus,
+  or from an existing `.bin` model the job names. Subword n-grams stay on, so unseen words get vectors.
+- Sentence vector = the plain mean of the word vectors of its tokens (the paper: "mean fastText word
+  vector"). fastText's own get_sentence_vector divides every word vector by its norm first; we do not,
+  so frequent well-trained words weigh as much as the model says. A sentence without word tokens gets
+  the zero vector.
+- Unit vector = mean of the sentence vectors of a unit's queue (per direction), for clustering and maps.
+- Typical sentence = the queue sentence whose vector is nearest (Euclidean; cosine optional) to that
+  mean; ties go to the smaller sentence_id.
+
+Tokenisation (training and sentence vectors alike): lower-cased runs of letters/digits, inner
+apostrophes kept, punctuation dropped: "Hello, World! It's 2021." -> ["hello", "world", "it's", "2021"].
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import Field, model_validator
+from scipy import sparse
+
+from miner.errors import InputError
+from miner.schema import StrictModel
+
+if TYPE_CHECKING:
+    import fasttext.FastText
+
+log = logging.getLogger(__name__)
+
+FASTTEXT_MAGIC = 793712314  # first int32 of every fastText .bin (FASTTEXT_FILEFORMAT_MAGIC_INT32)
+_TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_CHUNK_ENTRIES = 1 << 17  # queue entries per distance chunk (x dim x 8 bytes of float64 scratch)
+
+
+class VectorOptions(StrictModel):
+    """How sentence vectors are made: train fastText on the corpus, or load an existing model."""
+
+    model: Path | None = Field(
+        None, description="An existing fastText .bin model to use instead of training one on the corpus.")
+    max_sentences: int = Field(
+        200_000, gt=0, description="Train on at most this many corpus sentences (a seeded random sample).")
+    dim: int = Field(100, gt=0, description="fastText vector size.")
+    epoch: int = Field(5, gt=0, description="fastText training epochs.")
+    min_count: int = Field(5, gt=0, description="fastText: ignore words rarer than this in training.")
+    minn: int = Field(3, gt=0, description="fastText: shortest character n-gram (subwords must stay on).")
+    maxn: int = Field(6, gt=0, description="fastText: longest character n-gram.")
+    bucket: int = Field(200_000, gt=0, description="fastText: hash buckets for n-grams (model size).")
+    ws: int = Field(5, gt=0, description="fastText: context window size.")
+    lr: float = Field(0.05, gt=0, description="fastText: learning rate.")
+    thread: int = Field(2, gt=0, description="fastText training threads (1 = bit-reproducible).")
+    seed: int = Field(
+        0, ge=0, description="Seed of the training sample (fastText's own seed is its fixed default, 0).")
+    metric: Literal["euclidean", "cosine"] = Field(
+        "euclidean", description="Distance to the unit's mean vector that picks the typical sentence.")
+
+    @model_validator(mode="after")
+    def _check(self) -> VectorOptions:
+        if self.maxn < self.minn:
+            raise ValueError("maxn: must be >= minn")
+        return self
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased word tokens: "Hello, World! It's 2021." -> ["hello", "world", "it's", "2021"]."""
+    return _TOKEN.findall(text.lower())
+
+
+def sample_corpus_texts(corpus_dir: Path, max_sentences: int, seed: int = 0) -> list[str]:
+    """Every corpus sentence's text, or a seeded uniform sample of `max_sentences` of them, in id order."""
+    from miner.prepare import load_corpus
+
+    manifest = load_corpus(corpus_dir)
+    total = manifest.sentences
+    keep = None
+    if total > max_sentences:
+        keep = np.sort(np.random.default_rng(seed).choice(total, max_sentences, replace=False))
+    texts: list[str] = []
+    offset = 0
+    for shard in manifest.shards:
+        column = pq.read_table(corpus_dir / shard.file, columns=["text"])["text"]
+        if keep is None:
+            texts.extend(column.to_pylist())
+        else:
+            lo, hi = np.searchsorted(keep, [offset, offset + shard.sentences])
+            texts.extend(column.take(pa.array(keep[lo:hi] - offset)).to_pylist())
+        offset += shard.sentences
+    return texts
+
+
+def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions) -> Path:
+    """Train an unsupervised skipgram model on the corpus (sampled) and save it atomically to out_path.
+
+    A sidecar `<out_path>.json` records the corpus fingerprint and the options, so the model can be reused.
+    fastText with more than one thread is not bit-reproducible (Hogwild updates); use thread=1 for that.
+    """
+    import fasttext
+
+    from miner.prepare import load_corpus
+
+    started = time.monotonic()
+    corpus_dir, out_path = Path(corpus_dir), Path(out_path)
+    fingerprint = load_corpus(corpus_dir).fingerprint
+    texts = sample_corpus_texts(corpus_dir, options.max_sentences, options.seed)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".fasttext-") as tmp:
+        train_file = Path(tmp) / "train.txt"
+        n_tokens = 0
+        with train_file.open("w", encoding="utf-8") as fh:
+            for text in texts:
+                tokens = tokenize(text)
+                n_tokens += len(tokens)
+                if tokens:
+                    fh.write(" ".join(tokens) + "\n")
+        try:
+            model = fasttext.train_unsupervised(
+                str(train_file), model="skipgram", dim=options.dim, epoch=options.epoch,
+                minCount=options.min_count, minn=options.minn, maxn=options.maxn, bucket=options.bucket,
+                ws=options.ws, lr=options.lr, thread=options.thread, verbose=0)
+        except (RuntimeError, ValueError) as exc:
+            raise InputError(f"{corpus_dir}: fastText training failed ({str(exc).strip()}); "
+                             "the corpus may be too small for min_count") from None
+        tmp_model = Path(tmp) / "model.bin"
+        model.save_model(str(tmp_model))
+        os.replace(tmp_model, out_path)
+    info = {"corpus_fingerprint": fingerprint, "options": _training_options(options), "sentences": len(texts),
+            "tokens": n_tokens, "seconds": round(time.monotonic() - started, 2)}
+    Path(str(out_path) + ".json").write_text(json.dumps(info, indent=2) + "\n")
+    log.info("fastText: %d sentences, %d tokens, %.1f s -> %s", len(texts), n_tokens, info["seconds"], out_path)
+    return out_path
+
+
+def _training_options(options: VectorOptions) -> dict:
+    return options.model_dump(mode="json", exclude={"model", "metric", "thread"})
+
+
+def load_fasttext(path: Path) -> fasttext.FastText._FastText:
+    """Load a fastText .bin model; one InputError naming the path if it is missing or not a model."""
+    import fasttext
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such fastText model file")
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if len(head) < 4 or int.from_bytes(head, "little", signed=True) != FASTTEXT_MAGIC:
+        raise InputError(f"{path}: not a fastText model (.bin file expected)")
+    try:
+        return fasttext.load_model(str(path))
+    except (ValueError, RuntimeError, MemoryError) as exc:
+        raise InputError(f"{path}: not a usable fastText model ({str(exc).strip()})") from None
+
+
+def ensure_fasttext(corpus_dir: Path, model_path: Path, options: VectorOptions) -> Path:
+    """options.model if set; else model_path, (re)trained unless its sidecar matches corpus and options."""
+    if options.model is not None:
+        return Path(options.model)
+    from miner.prepare import load_corpus
+
+    sidecar = Path(str(model_path) + ".json")
+    if Path(model_path).exists() and sidecar.exists():
+        try:
+            info = json.loads(sidecar.read_text())
+        except ValueError:
+            info = {}
+        if (info.get("corpus_fingerprint") == load_corpus(Path(corpus_dir)).fingerprint
+                and info.get("options") == _training_options(options)):
+            return Path(model_path)
+    return train_fasttext(corpus_dir, model_path, options)
+
+
+def sentence_vectors(model: fasttext.FastText._FastText, texts: list[str]) -> np.ndarray:
+    """Mean fastText word vector of each text, float32 [n, dim]; zero for a text without word tokens.
+
+    Each distinct word is looked up once; the mean is a sparse (texts x words) averaging matrix product.
+    Example: texts ["a b", "b b"] with vec(a)=[1, 0], vec(b)=[0, 1] -> [[0.5, 0.5], [0, 1]].
+    """
+    vocab: dict[str, int] = {}
+    rows, cols = [], []
+    for i, text in enumerate(texts):
+        for token in tokenize(text):
+            rows.append(i)
+            cols.append(vocab.setdefault(token, len(vocab)))
+    dim = model.get_dimension()
+    words = np.zeros((len(vocab), dim), np.float32)
+    for word, j in vocab.items():
+        words[j] = model.get_word_vector(word)
+    rows_a = np.asarray(rows, np.int64)
+    counts = np.bincount(rows_a, minlength=len(texts)).astype(np.float64)
+    weights = 1.0 / counts[rows_a] if len(rows_a) else np.zeros(0)
+    mean = sparse.csr_matrix((weights, (rows_a, np.asarray(cols, np.int64))), shape=(len(texts), len(vocab)))
+    return np.asarray(mean @ words.astype(np.float64), dtype=np.float32).reshape(len(texts), dim)
+
+
+@dataclass(frozen=True)
+class QueueGroups:
+    """Queue entries grouped by (unit_id, direction): group index and vector row of every entry."""
+
+    unit_id: np.ndarray
+    """[G] int32: unit of each group."""
+    direction: np.ndarray
+    """[G] object: 'top' or 'bottom' of each group."""
+    group: np.ndarray
+    """[E] int64: group index of each queue entry."""
+    row: np.ndarray
+    """[E] int64: row of each entry's sentence in the vector matrix."""
+    sentence_id: np.ndarray
+    """[E] int64: sentence_id of each entry."""
+
+
+def queue_groups(top_sentences: pa.Table, vector_ids: np.ndarray) -> QueueGroups:
+    """Group a top_sentences table by (unit_id, direction) and find each sentence's vector row.
+
+    Example: entries (unit 3, top, s=7), (unit 3, top, s=9), (unit 1, top, s=9) with vector_ids [7, 9]
+    -> groups [(1, top), (3, top)], group [1, 1, 0], row [0, 1, 1].
+    """
+    unit = top_sentences["unit_id"].to_numpy().astype(np.int64)
+    is_bottom = pc.equal(top_sentences["direction"], "bottom").to_numpy(zero_copy_only=False).astype(np.int64)
+    sid = top_sentences["sentence_id"].to_numpy().astype(np.int64)
+    keys, group = np.unique(unit * 2 + is_bottom, return_inverse=True)
+    vector_ids = np.asarray(vector_ids, np.int64)
+    order = np.argsort(vector_ids, kind="stable")
+    pos = np.searchsorted(vector_ids[order], sid)
+    found = pos < len(vector_ids)
+    found[found] = vector_ids[order[pos[found]]] == sid[found]
+    if not found.all():
+        raise ValueError(f"sentence {sid[~found][0]} of top_sentences has no vector")
+    row = order[pos] if len(sid) else np.zeros(0, np.int64)
+    names = np.where(keys % 2 == 1, "bottom", "top").astype(object)
+    return QueueGroups((keys // 2).astype(np.int32), names, group.astype(np.int64), row.astype(np.int64), sid)
+
+
+def group_means(groups: QueueGroups, vectors: np.ndarray) -> np.ndarray:
+    """Mean vector of every group, float64 [G, dim] (a sparse group x sentence indicator product)."""
+    n_groups = len(groups.unit_id)
+    indicator = sparse.csr_matrix((np.ones(len(groups.group)), (groups.group, groups.row)),
+                                  shape=(n_groups, len(vectors)))
+    counts = np.bincount(groups.group, minlength=n_groups).astype(np.float64)
+    return np.asarray(indicator @ vectors.astype(np.float64)) / np.maximum(counts, 1)[:, None]
+
+
+def nearest_to_mean(groups: QueueGroups, vectors: np.ndarray,
+                    metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
+    """Per group, the sentence_id nearest to the group's mean vector and its distance; ties -> smaller id.
+
+    Euclidean distance, or cosine distance 1 - cos (a zero vector is at distance 1). Computed in float64
+    over chunks of entries. Example: a group with vectors s=4:[0, 0], s=2:[2, 2], s=9:[1, 1] has mean
+    [1, 1] -> (9, 0.0); a group with s=5:[0, 0], s=3:[2, 2] is a tie at distance sqrt(2) -> (3, 1.414...).
+    """
+    means = group_means(groups, vectors)
+    dist = np.empty(len(groups.group), np.float64)
+    for lo in range(0, len(dist), _CHUNK_ENTRIES):
+        hi = min(lo + _CHUNK_ENTRIES, len(dist))
+        v = vectors[groups.row[lo:hi]].astype(np.float64)
+        c = means[groups.group[lo:hi]]
+        if metric == "euclidean":
+            dist[lo:hi] = np.sqrt(((v - c) ** 2).sum(axis=1))
+        elif metric == "cosine":
+            norms = np.linalg.norm(v, axis=1) * np.linalg.norm(c, axis=1)
+            cos = np.divide((v * c).sum(axis=1), norms, out=np.zeros(hi - lo), where=norms > 0)
+            dist[lo:hi] = 1.0 - cos
+        else:
+            raise ValueError(f"metric: unknown {metric!r} (euclidean or cosine)")
+    order = np.lexsort((groups.sentence_id, dist, groups.group))
+    first = order[np.r_[True, groups.group[order][1:] != groups.group[order][:-1]]] if len(order) else order
+    return groups.sentence_id[first], dist[first]
+
+
+def vectors_table(ids: np.ndarray, vectors: np.ndarray, id_name: str = "sentence_id") -> pa.Table:
+    """(id int64, vector fixed_size_list<float32>[dim]) rows, e.g. the sentence_vectors table."""
+    flat = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
+    return pa.table({id_name: pa.array(np.asarray(ids, np.int64)),
+                     "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})
+
+
+def vectors_from_table(table: pa.Table, id_name: str = "sentence_id") -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of vectors_table: (ids int64 [n], vectors float32 [n, dim])."""
+    column = table["vector"].combine_chunks()
+    dim = column.type.list_size
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return table[id_name].to_numpy().astype(np.int64), values.reshape(len(table), dim)
+
+
+def typical_sentences(top_sentences: pa.Table, vector_ids: np.ndarray, vectors: np.ndarray,
+                      metric: str = "euclidean") -> pa.Table:
+    """(unit_id, direction, typical_sentence_id, distance) for every queue of a top_sentences table."""
+    groups = queue_groups(top_sentences, vector_ids)
+    chosen, dist = nearest_to_mean(groups, vectors, metric)
+    return pa.table({"unit_id": pa.array(groups.unit_id, pa.int32()),
+                     "direction": pa.array(groups.direction, pa.string()),
+                     "typical_sentence_id": pa.array(chosen, pa.int64()), "distance": pa.array(dist, pa.float32())})
+
+
+def unit_vectors(top_sentences: pa.Table, vector_ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
+    """(unit_id, direction, vector fixed_size_list<float32>[dim]): mean sentence vector of every queue."""
+    groups = queue_groups(top_sentences, vector_ids)
+    means = group_means(groups, vectors).astype(np.float32)
+    flat = pa.array(means.reshape(-1))
+    return pa.table({"unit_id": pa.array(groups.unit_id, pa.int32()),
+                     "direction": pa.array(groups.direction, pa.string()),
+                     "vector": pa.FixedSizeListArray.from_arrays(flat, means.shape[1])})
+
+
+@dataclass(frozen=True)
+class VectorTables:
+    """Everything the vector stage produces for a run."""
+
+    sentence_vectors: pa.Table
+    """sentence_id, vector: one row per sentence in any queue."""
+    unit_vectors: pa.Table
+    """unit_id, direction, vector: mean sentence vector per queue."""
+    typical: pa.Table
+    """unit_id, direction, typical_sentence_id, distance (goes into unit_stats)."""
+    model_path: Path
+    """The fastText model used."""
+
+
+def compute_vector_tables(run_dir: Path, options: VectorOptions, corpus_dir: Path | None = None) -> VectorTables:
+    """Vectors of a mining run's sentences and queues; trains RUN/fasttext.bin unless options.model is set.
+
+    The corpus folder defaults to the one recorded in RUN/manifest.json.
+    """
+    run_dir = Path(run_dir)
+    if corpus_dir is None:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        corpus_dir = Path(manifest["corpus"]["path"])
+    model_path = ensure_fasttext(corpus_dir, run_dir / "fasttext.bin", options)
+    model = load_fasttext(model_path)
+    sentences = pq.read_table(run_dir / "sentences.parquet", columns=["sentence_id", "text"])
+    top = pq.read_table(run_dir / "top_sentences.parquet", columns=["unit_id", "direction", "sentence_id"])
+    ids = sentences["sentence_id"].to_numpy().astype(np.int64)
+    vecs = sentence_vectors(model, sentences["text"].to_pylist())
+    return VectorTables(vectors_table(ids, vecs), unit_vectors(top, ids, vecs),
+                        typical_sentences(top, ids, vecs, options.metric), model_path)
+
+
+def write_vector_tables(run_dir: Path, tables: VectorTables) -> list[Path]:
+    """Write sentence_vectors.parquet and unit_vectors.parquet into the run folder (atomic renames)."""
+    written = []
+    for name, table in (("sentence_vectors", tables.sentence_vectors), ("unit_vectors", tables.unit_vectors)):
+        path = Path(run_dir) / f"{name}.parquet"
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+        written.append(path)
+    return written

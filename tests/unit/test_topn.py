@@ -1,0 +1,101 @@
+"""Exact top-N queues: key packing, merging, ties, windowed hot path — each against a brute-force sort."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from miner.topn import (SENTINEL, Candidates, TopNQueues, WindowedQueues, decode_keys, encode_keys, pack_payload,
+                        unpack_payload)
+
+
+def brute_top(scores: np.ndarray, ids: np.ndarray, n: int) -> list[list[int]]:
+    """Per unit (column), the ids of the n highest scores, ties by smaller id."""
+    return [[int(ids[i]) for i in sorted(range(len(ids)), key=lambda i: (-scores[i, u], ids[i]))[:n]]
+            for u in range(scores.shape[1])]
+
+
+def test_keys_round_trip_and_order() -> None:
+    scores = torch.tensor([0.5, 0.5, -1.0, -0.0, 0.0, 3e38, -3e38, 1e-30])
+    ids = torch.tensor([7, 3, 1, 4, 2, 0, 9, 5])
+    keys = encode_keys(scores, ids)
+    s, i = decode_keys(keys)
+    assert torch.equal(s, scores + 0.0) and torch.equal(i, ids)
+    order = torch.argsort(keys, descending=True).tolist()
+    expected = sorted(range(8), key=lambda k: (-float(scores[k]), int(ids[k])))
+    assert order == expected  # -0.0 and 0.0 tie and fall back to the id
+
+
+def test_payload_round_trip() -> None:
+    vals = torch.tensor([1.5, -2.25, 0.0, float("inf")])
+    pos = torch.tensor([0, 3, 4095, 70000])
+    v, p = unpack_payload(pack_payload(vals, pos))
+    assert torch.equal(v, vals) and torch.equal(p, pos)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_incremental_merge_equals_brute_force_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_sent, n_units, n = 400, 6, 25
+    scores = rng.integers(-4, 4, size=(n_sent, n_units)).astype(np.float32) / 2  # many ties
+    ids = rng.permutation(10_000)[:n_sent].astype(np.int64)
+    q = TopNQueues(n_units, n)
+    gained_total = 0
+    for lo in range(0, n_sent, 37):
+        k = encode_keys(torch.from_numpy(scores[lo:lo + 37].T), torch.from_numpy(ids[lo:lo + 37])[None, :])
+        mask = k > q.threshold()[:, None]
+        u, c = mask.nonzero(as_tuple=True)
+        gained_total += int(q.merge(Candidates(u, k[u, c], pack_payload(torch.zeros(len(u)), c))).sum())
+    units, ranks, keys, _ = q.sorted_entries()
+    _, got_ids = decode_keys(keys)
+    expected = brute_top(scores, ids, n)
+    for unit in range(n_units):
+        assert got_ids[units == unit].tolist() == expected[unit]
+        assert ranks[units == unit].tolist() == list(range(1, n + 1))
+    assert gained_total >= n * n_units
+
+
+def test_windowed_queue_equals_plain_queue_and_keeps_payload() -> None:
+    rng = np.random.default_rng(5)
+    n_sent, n_units, n = 300, 4, 10
+    scores = torch.from_numpy(rng.normal(size=(n_sent, n_units)).astype(np.float32))
+    ids = torch.arange(1000, 1000 + n_sent)
+    wq = WindowedQueues(n_units, n, window=64)
+    for lo in range(0, n_sent, 16):
+        if wq.room() < 16:
+            wq.flush()
+        k = encode_keys(scores[lo:lo + 16].T, ids[lo:lo + 16][None, :])
+        mask = k > wq.thresh[:, None]
+        u, c = mask.nonzero(as_tuple=True)
+        wq.add_batch(k, mask, u, c, pack_payload(scores[lo + c, u], (lo + c) % 7))
+    wq.flush()
+    units, _, keys, payload = wq.sorted_entries()
+    s, got = decode_keys(keys)
+    peak, pos = unpack_payload(payload)
+    assert torch.equal(peak, s)  # payload travelled with its key
+    assert torch.equal(pos, (got - 1000) % 7)
+    expected = brute_top(scores.numpy(), ids.numpy(), n)
+    for unit in range(n_units):
+        assert got[units == unit].tolist() == expected[unit]
+
+
+def test_floor_excludes_what_cannot_enter_and_fewer_than_n() -> None:
+    floor = encode_keys(torch.tensor([0.0]), torch.tensor([0]))
+    wq = WindowedQueues(1, 5, window=8, floor=floor)
+    k = encode_keys(torch.tensor([[-1.0, 2.0, 0.0, 1.0]]), torch.tensor([[1, 2, 3, 4]]))
+    mask = k > wq.thresh[:, None]
+    u, c = mask.nonzero(as_tuple=True)
+    wq.add_batch(k, mask, u, c, torch.zeros(len(u), dtype=torch.int64))
+    wq.flush()
+    _, got = decode_keys(wq.entries(above=wq.floor).keys)
+    assert sorted(got.tolist()) == [2, 4]  # 0.0 from id 3 ties the floor's score but has a larger id
+    assert int((wq.keys == SENTINEL).sum()) == 3
+
+
+def test_checkpoint_state_round_trip() -> None:
+    q = TopNQueues(3, 4)
+    k = encode_keys(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1, 2, 3]))
+    q.merge(Candidates(torch.tensor([0, 1, 2]), k, torch.tensor([5, 6, 7])))
+    r = TopNQueues.from_state(q.state())
+    assert torch.equal(r.keys, q.keys) and torch.equal(r.payload, q.payload)
