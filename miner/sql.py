@@ -9,7 +9,7 @@
    identifiers. DuckDB 2.0 parses a data-modifying CTE, `WITH a AS (INSERT ... RETURNING *) SELECT ...`,
    as a SELECT statement, and `EXPLAIN ANALYZE` executes its statement: this layer refuses both.
    (A column named like such a keyword must be double-quoted: SELECT "update" FROM t.)
-3. Execution sandbox: the catalog is opened read_only=True; file access is limited to exactly the files
+3. Execution sandbox: the catalog is attached READ_ONLY to a private in-memory DuckDB; file access is limited to exactly the files
    the views read (allowed_paths, enable_external_access=false), extension auto-install/auto-load is off,
    and lock_configuration=true forbids changing any of it. The statement objects the guard classified
    are the ones executed.
@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from miner.catalog import _one_line, catalog_sources, ensure_catalog
+from miner.catalog import _one_line, _quote_literal, catalog_sources, ensure_catalog
 from miner.errors import MinerError
 
 OutputFormat = Literal["table", "csv", "json", "parquet"]
@@ -116,11 +116,18 @@ def check_read_only(sql: str) -> list[duckdb.Statement]:
 
 
 def sandboxed_connection(run_dir: Path) -> duckdb.DuckDBPyConnection:
-    """The run's catalog opened read-only, able to read only the files its views name, config locked."""
+    """A private in-memory DuckDB with the run's catalog attached READ_ONLY (and made current), able to
+    read only the files its views name, with extension loading off and its configuration locked.
+
+    A private instance keeps the lock-down from leaking into other connections of the process (DuckDB
+    shares one instance among connections to the same database file).
+    """
     path = ensure_catalog(run_dir)
     try:
-        con = duckdb.connect(str(path), read_only=True, config={
+        con = duckdb.connect(":memory:", config={
             "autoinstall_known_extensions": False, "autoload_known_extensions": False})
+        con.execute(f"ATTACH {_quote_literal(str(path))} AS catalog (READ_ONLY)")
+        con.execute("USE catalog")
         con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in catalog_sources(run_dir)]})
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")

@@ -271,7 +271,7 @@ def nearest_to_mean(groups: QueueGroups, vectors: np.ndarray,
         elif metric == "cosine":
             norms = np.linalg.norm(v, axis=1) * np.linalg.norm(c, axis=1)
             cos = np.divide((v * c).sum(axis=1), norms, out=np.zeros(hi - lo), where=norms > 0)
-            dist[lo:hi] = 1.0 - cos
+            dist[lo:hi] = np.maximum(1.0 - cos, 0.0)
         else:
             raise ValueError(f"metric: unknown {metric!r} (euclidean or cosine)")
     order = np.lexsort((groups.sentence_id, dist, groups.group))

@@ -42,3 +42,11 @@ def tiny_run(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
                   max_sentences=300, threads_per_worker=2)
     run_mining(job, base, executor="inline")
     return base / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_fasttext(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fastText skipgram model trained on the tiny corpus (default options; the sidecar JSON has timings)."""
+    from miner.vectors import VectorOptions, train_fasttext
+
+    return train_fasttext(tiny_corpus, tmp_path_factory.mktemp("fasttext") / "model.bin", VectorOptions())

@@ -1,0 +1,146 @@
+"""Mining on a real local Ray cluster and with the real MiniLM: workers, kill-and-resume, exactness."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from helpers import make_corpus, tiny_model, write_job
+from mining_oracle import all_scores, expected_queues
+from miner.mine import load_job, run_mining
+
+pytestmark = pytest.mark.integration
+TABLES = ("top_sentences", "sentences", "units", "convergence")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("corpus"), n=400, shard_size=150)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def actor_pids() -> list[int]:
+    """Process ids of live mining actors (Ray titles them ray::MiningActorImpl)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"MiningActorImpl" in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return sorted(pids)
+
+
+def same_tables(a: Path, b: Path) -> None:
+    for table in TABLES:
+        assert pq.read_table(a / f"{table}.parquet").equals(pq.read_table(b / f"{table}.parquet")), table
+
+
+def test_one_and_two_ray_workers_equal_inline(tmp_path: Path, corpus: Path, ray_local) -> None:
+    model = tiny_model(tmp_path / "m", "bert")
+    common = {"model": str(model), "corpus": str(corpus), "top_n": 8, "block_size": 50, "sites": ["hidden", "mlp"]}
+    inline = run_mining(*load_job(write_job(tmp_path / "i.yaml", name="i", output="i", **common)), executor="inline")
+    one = run_mining(*load_job(write_job(tmp_path / "a.yaml", name="a", output="a", workers=1, **common)))
+    two = run_mining(*load_job(write_job(tmp_path / "b.yaml", name="b", output="b", workers=2, **common)))
+    assert len({n["pid"] for n in two["workers"]["nodes"]}) == 2
+    same_tables(Path(inline["run_dir"]), Path(one["run_dir"]))
+    same_tables(Path(inline["run_dir"]), Path(two["run_dir"]))
+
+
+def test_killed_actor_is_replaced_and_result_identical(tmp_path: Path, corpus: Path, ray_local) -> None:
+    import threading
+
+    model = tiny_model(tmp_path / "m", "bert")
+    common = {"model": str(model), "corpus": str(corpus), "top_n": 8, "block_size": 20, "batch_size": 4,
+              "checkpoint_seconds": 0}
+    ref = run_mining(*load_job(write_job(tmp_path / "r.yaml", name="r", output="r", **common)), executor="inline")
+    job, base = load_job(write_job(tmp_path / "k.yaml", name="k", output="k", workers=2, **common))
+    killed: list[int] = []
+
+    def kill_one() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline and not killed:
+            for st in (tmp_path / "k" / "checkpoint" / "state.json",):
+                if st.exists() and json.loads(st.read_text())["next_block"] >= 2:
+                    for pid in actor_pids():
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                        return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=kill_one)
+    t.start()
+    out = run_mining(job, base)
+    t.join()
+    assert killed, "no actor was killed (run finished too fast?)"
+    same_tables(Path(ref["run_dir"]), Path(out["run_dir"]))
+
+
+def test_killed_driver_resumes_identically(tmp_path: Path, corpus: Path) -> None:
+    model = tiny_model(tmp_path / "m", "bert")
+    common = {"model": str(model), "corpus": str(corpus), "top_n": 8, "block_size": 20, "batch_size": 4,
+              "checkpoint_seconds": 0}
+    ref = run_mining(*load_job(write_job(tmp_path / "r.yaml", name="r", output="r", **common)), executor="inline")
+    job_path = write_job(tmp_path / "k.yaml", name="k", output="k", **common)
+    cmd = [sys.executable, "-m", "miner.cli", "mine", str(job_path), "--executor", "inline"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "k" / "checkpoint" / "state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if state.exists() and json.loads(state.read_text())["next_block"] >= 3:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    done_before = json.loads(state.read_text())["next_block"]
+    assert done_before < 20, "the run finished before it could be killed"
+    assert json.loads((tmp_path / "k" / "manifest.json").read_text())["status"] == "running"
+    resumed = subprocess.run([*cmd, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {tmp_path / 'k'} at block" in resumed.stderr
+    same_tables(Path(ref["run_dir"]), tmp_path / "k")
+
+
+def test_minilm_queues_equal_brute_force(tmp_path: Path, corpus: Path) -> None:
+    job_path = write_job(tmp_path / "job.yaml", name="minilm", model="minilm", corpus=str(corpus), output="run",
+                         top_n=20, block_size=100, max_sentences=250, layers=[1, 6])
+    job, base = load_job(job_path)
+    manifest = run_mining(job, base, executor="inline")
+    assert manifest["units"] == 768 and manifest["model"]["weights_sha256"]
+    top = pq.read_table(Path(manifest["run_dir"]) / "top_sentences.parquet").to_pandas()
+    ids, scores, _, _ = all_scores(job, base)
+    for direction in ("top", "bottom"):
+        expected = expected_queues(ids, scores, 20, direction)
+        got = top[top.direction == direction].sort_values(["unit_id", "rank"])
+        for unit in range(0, 768, 7):
+            assert got[got.unit_id == unit].sentence_id.tolist() == expected[unit].tolist()
+
+
+def test_cli_mine_on_ray_with_progress(tmp_path: Path, corpus: Path) -> None:
+    model = tiny_model(tmp_path / "m", "gpt2")
+    job_path = write_job(tmp_path / "job.yaml", name="cli", model=str(model), corpus=str(corpus), output="run",
+                         top_n=5, workers=2, max_sentences=200, block_size=50)
+    done = subprocess.run([sys.executable, "-m", "miner.cli", "mine", str(job_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "sent/s" in done.stderr and "ETA" in done.stderr and "update rate" in done.stderr
+    assert "mined 200 sentences" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "miner.cli", "mine", str(tmp_path / "missing.yaml")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "missing.yaml" in bad.stderr

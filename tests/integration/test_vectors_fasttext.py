@@ -1,0 +1,86 @@
+"""Real fastText: training on a few thousand real sentences, loading, bad model paths, the vector stage."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from miner.errors import InputError
+from miner.vectors import (
+    VectorOptions,
+    compute_vector_tables,
+    ensure_fasttext,
+    load_fasttext,
+    sentence_vectors,
+    vectors_from_table,
+    write_vector_tables,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_training_is_fast_and_gives_finite_vectors(tiny_fasttext: Path) -> None:
+    info = json.loads(Path(str(tiny_fasttext) + ".json").read_text())
+    assert info["sentences"] >= 2000
+    assert info["seconds"] < 15
+    model = load_fasttext(tiny_fasttext)
+    assert model.get_dimension() == 100
+    vecs = sentence_vectors(model, ["The president spoke to the nation.", "lol im so happy", "!!!"])
+    assert vecs.shape == (3, 100) and vecs.dtype == np.float32
+    assert np.isfinite(vecs).all()
+    assert np.abs(vecs[:2]).sum(axis=1).min() > 0 and not vecs[2].any()  # no word tokens -> zero vector
+
+
+def test_sample_is_capped_and_deterministic(tiny_corpus: Path, tmp_path: Path) -> None:
+    from miner.vectors import sample_corpus_texts
+
+    a = sample_corpus_texts(tiny_corpus, 500, seed=3)
+    assert len(a) == 500 and a == sample_corpus_texts(tiny_corpus, 500, seed=3)
+    assert a != sample_corpus_texts(tiny_corpus, 500, seed=4)
+
+
+@pytest.mark.parametrize("content", [b"hello, I am not a model\n", b"", bytes(range(256)) * 4])
+def test_a_file_that_is_not_a_model_is_one_clear_error(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "vectors.bin"
+    bad.write_bytes(content)
+    with pytest.raises(InputError, match=str(bad)) as info:
+        load_fasttext(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_a_missing_model_or_folder_is_one_clear_error(tmp_path: Path) -> None:
+    for path in (tmp_path / "missing.bin", tmp_path):
+        with pytest.raises(InputError, match=str(path)):
+            load_fasttext(path)
+
+
+def test_a_truncated_model_is_an_error(tiny_fasttext: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.bin"
+    cut.write_bytes(tiny_fasttext.read_bytes()[:1000])
+    with pytest.raises(InputError, match=str(cut)):
+        load_fasttext(cut)
+
+
+def test_vector_stage_on_a_run(tiny_run: Path, tiny_fasttext: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoint", "catalog.duckdb"))
+    options = VectorOptions(model=tiny_fasttext)
+    assert ensure_fasttext(Path("/nonexistent"), run / "fasttext.bin", options) == tiny_fasttext
+    tables = compute_vector_tables(run, options)
+    write_vector_tables(run, tables)
+    top = pq.read_table(run / "top_sentences.parquet")
+    sentences = pq.read_table(run / "sentences.parquet")
+    ids, vecs = vectors_from_table(pq.read_table(run / "sentence_vectors.parquet"))
+    assert sorted(ids.tolist()) == sorted(sentences["sentence_id"].to_pylist())
+    assert vecs.shape == (len(ids), 100) and np.isfinite(vecs).all()
+    units = pq.read_table(run / "unit_vectors.parquet")
+    assert units.num_rows == len(set(zip(top["unit_id"].to_pylist(), top["direction"].to_pylist())))
+    typical = tables.typical.to_pylist()
+    queue = {(u, d, s) for u, d, s in zip(top["unit_id"].to_pylist(), top["direction"].to_pylist(),
+                                         top["sentence_id"].to_pylist())}
+    assert all((t["unit_id"], t["direction"], t["typical_sentence_id"]) in queue for t in typical)
