@@ -24,6 +24,8 @@ corpus: $(STAMP)
 
 demo: corpus
 	$(BIN)/miner corpus info $(DEMO_CORPUS)
+	$(BIN)/miner mine $(DEMO_JOB)
+	@echo "Results: runs/demo (manifest.json, top_sentences.parquet, sentences.parquet, convergence.parquet)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

@@ -159,28 +159,32 @@ def build_catalog(run_dir: Path) -> Path:
     return target
 
 
+def _matches(info: tuple, run_dir: Path) -> bool:
+    """Is a catalog_info row (run_dir, views) the current one for this run?"""
+    tables = run_tables(run_dir)
+    built = catalog_path(run_dir).stat().st_mtime
+    if any(p.stat().st_mtime > built for p in tables.values()):
+        return False
+    return info[0] == str(run_dir) and set(info[1]) - {CORPUS_VIEW, UNIT_TOP_VIEW} == set(tables)
+
+
 def catalog_is_current(run_dir: Path) -> bool:
-    """True if the catalog exists, is newer than every run table, and covers exactly the run's tables."""
+    """True if the catalog exists, is newer than every run table, and covers exactly the run's tables
+    of this very folder (a moved run folder needs a new catalog: the views hold absolute paths)."""
     run_dir = Path(run_dir).resolve()
     path = catalog_path(run_dir)
     if not path.exists():
-        return False
-    tables = run_tables(run_dir)
-    built = path.stat().st_mtime
-    if any(p.stat().st_mtime > built for p in tables.values()):
         return False
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error:
         return False
     try:
-        row = con.sql(f"SELECT run_dir, views FROM {INFO_VIEW}").fetchall()[0]
+        return _matches(con.sql(f"SELECT run_dir, views FROM {INFO_VIEW}").fetchall()[0], run_dir)
     except (duckdb.Error, IndexError):
         return False
     finally:
         con.close()
-    views = set(row[1]) - {CORPUS_VIEW, UNIT_TOP_VIEW}
-    return row[0] == str(run_dir) and views == set(tables)
 
 
 def ensure_catalog(run_dir: Path) -> Path:
@@ -189,6 +193,31 @@ def ensure_catalog(run_dir: Path) -> Path:
     if catalog_is_current(run_dir):
         return catalog_path(Path(run_dir).resolve())
     return build_catalog(run_dir)
+
+
+def attach_catalog(con: duckdb.DuckDBPyConnection, run_dir: Path, alias: str = "catalog") -> Path:
+    """ATTACH the run's catalog READ_ONLY to `con` as `alias`, rebuilding it first if missing or stale.
+
+    One open of the catalog instead of two (check, then use): DuckDB instances are not free to start.
+    """
+    run_dir = Path(run_dir).resolve()
+    read_run_manifest(run_dir)
+    path = catalog_path(run_dir)
+    attach = f"ATTACH {_quote_literal(str(path))} AS {alias} (READ_ONLY)"
+    if path.exists():
+        try:
+            con.execute(attach)
+            if _matches(con.sql(f"SELECT run_dir, views FROM {alias}.{INFO_VIEW}").fetchall()[0], run_dir):
+                return path
+        except (duckdb.Error, IndexError):
+            pass
+        con.execute(f"DETACH DATABASE IF EXISTS {alias}")
+    build_catalog(run_dir)
+    try:
+        con.execute(attach)
+    except duckdb.Error as exc:
+        raise MinerError(f"{path}: cannot open the catalog: {_one_line(exc)}") from None
+    return path
 
 
 def open_catalog(run_dir: Path) -> duckdb.DuckDBPyConnection:

@@ -5,11 +5,13 @@ A pattern ``p = (p1, ..., pk)`` is *supported* by a sequence ``s`` when ``s`` ho
 pattern items (``i(j+1) - ij - 1 <= max_gap``). Support counts sequences, not occurrences. With
 ``max_gap`` at least the longest sequence this is PrefixSpan's (unbounded-gap) semantics.
 
-Method (exact, no hashing): Apriori level by level. Level 1 gives every item a dense id; the occurrences
-of level k (end position, pattern id) extend by one item at each allowed gap, an extension's key is
-``prefix_id * V + item`` (V = number of kept items), keys are de-duplicated per sequence, counted, pruned
-below ``min_support`` (a pattern is never more frequent than its prefix, so pruning loses nothing above
-the threshold) and renumbered densely for the next level. Work is done in chunks of whole sequences.
+Method (exact, no hashing): Apriori level by level. Level 1 gives every kept item a dense id; each
+occurrence of a level-k pattern (end position, pattern id) extends by one kept item at each allowed gap;
+an extension's key packs ``(prefix id, item)`` into one int64; keys are de-duplicated per sequence,
+counted, pruned below ``min_support`` (a pattern is never more frequent than its prefix, so pruning loses
+nothing at or above the threshold) and renumbered densely for the next level. Sequences are laid out
+with ``max_gap + 1`` sentinel slots after each, so extensions need no bounds checks; work is chunked by
+whole sequences to bound memory.
 
 The result, :class:`PatternIndex`, stores each sequence's distinct pattern ids (CSR). Per-sequence work is
 thus done once; the support of every pattern in any set of sequences (a unit's queue) is one gather and
@@ -21,12 +23,13 @@ Example (max_gap=1, lengths 2..2): ``[[1, 2, 3], [1, 3], [2, 1]]`` -> ``{(1, 2):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-_FITS = 1 << 62
+_DENSE_KEYS = 1 << 24
+"""Key spaces up to this size are counted and mapped with flat arrays instead of sorting/searching."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ class PatternIndex:
     items: np.ndarray
     """(P, max_len) int64: the items of pattern i, padded with -1 after its length."""
     lengths: np.ndarray
-    """(P,) int8: pattern lengths; ids are ordered by length, then by items."""
+    """(P,) int8: pattern lengths; ids are ordered by length, then by (prefix id, last item)."""
     support: np.ndarray
     """(P,) int64: supporting sequences among the counted ones."""
     offsets: np.ndarray
@@ -57,7 +60,7 @@ class PatternIndex:
 
         Example: ids of rows 0 and 2 are [0, 3] and [3] -> counts[3] == 2, counts[0] == 1.
         """
-        return np.bincount(self.gather(np.asarray(rows, np.int64)), minlength=self.n_patterns)
+        return np.bincount(self.gather(rows), minlength=self.n_patterns)
 
     def pattern(self, pid: int) -> tuple[int, ...]:
         """Items of one pattern as a tuple."""
@@ -88,17 +91,37 @@ def to_csr(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     return offsets, items
 
 
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort + neighbour compare; np.unique is far slower on large int64 arrays).
+
+    Example: [3, 1, 3, 2] -> [1, 2, 3].
+    """
+    s = np.sort(x)
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def bits_for(size: int) -> int:
+    """Bits that hold the values 0..size-1. Example: 1 -> 0, 2 -> 1, 5 -> 3."""
+    return max(int(size) - 1, 0).bit_length()
+
+
 def unique_pairs(a: np.ndarray, b: np.ndarray, b_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (a, b) pairs of non-negative ints (b < b_size), sorted by a then b.
 
-    Example: a [1, 0, 1], b [2, 5, 2], b_size 9 -> ([0, 1], [5, 2]).
+    Packs ``a << bits | b`` into one int64 when it fits (it always does for the sizes mined here),
+    otherwise sorts lexicographically. Example: a [1, 0, 1], b [2, 5, 2], b_size 9 -> ([0, 1], [5, 2]).
     """
     if len(a) == 0:
         return a.astype(np.int64), b.astype(np.int64)
-    hi = int(a.max()) + 1
-    if hi * b_size < _FITS:
-        key = np.unique(a.astype(np.int64) * b_size + b)
-        return key // b_size, key % b_size
+    shift = bits_for(b_size)
+    if bits_for(int(a.max()) + 1) + shift <= 62:
+        key = sorted_unique((a.astype(np.int64, copy=False) << shift) | b)
+        return key >> shift, key & ((1 << shift) - 1)
     order = np.lexsort((b, a))
     a, b = a[order], b[order]
     keep = np.ones(len(a), bool)
@@ -106,15 +129,27 @@ def unique_pairs(a: np.ndarray, b: np.ndarray, b_size: int) -> tuple[np.ndarray,
     return a[keep].astype(np.int64), b[keep].astype(np.int64)
 
 
+def _dense_items(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct values, index of each item among them); a lookup table when values are small ints.
+
+    Example: [7, 3, 7] -> ([3, 7], [1, 0, 1]).
+    """
+    if len(items) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if items.max() < _DENSE_KEYS:
+        present = np.bincount(items) > 0
+        return np.flatnonzero(present), (np.cumsum(present) - 1)[items]
+    values, inv = np.unique(items, return_inverse=True)
+    return values, inv.astype(np.int64)
+
+
 def _chunk_bounds(occ_seq: np.ndarray, size: int) -> list[tuple[int, int]]:
     """Split sorted occurrence rows into chunks of about `size` rows that never split a sequence."""
     n = len(occ_seq)
     bounds, start = [], 0
     while start < n:
-        stop = start + size
-        if stop >= n:
-            stop = n
-        else:
+        stop = min(start + size, n)
+        if stop < n:
             stop = int(np.searchsorted(occ_seq, occ_seq[stop], "left"))
             if stop <= start:
                 stop = int(np.searchsorted(occ_seq, occ_seq[start], "right"))
@@ -123,24 +158,65 @@ def _chunk_bounds(occ_seq: np.ndarray, size: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _extend(pos: np.ndarray, pid: np.ndarray, tok: np.ndarray, end_of: np.ndarray, n_items: int,
+def _extend(pos: np.ndarray, pid: np.ndarray, tokp: np.ndarray, item_bits: int,
             max_gap: int) -> tuple[np.ndarray, np.ndarray]:
-    """Extend occurrences (end position, pattern id) by one kept item at each gap 0..max_gap.
+    """Extend occurrences (end position, pattern id) by the item at each gap 0..max_gap.
 
-    Returns (new end positions, keys prefix_id * n_items + item). Example: pos [0], pid [4], tokens
-    [a, b, c] with ids a=0 b=1 c=2, n_items 3, max_gap 1 -> pos [1, 2], keys [13, 14].
+    tokp: padded item ids, where the sentinel ``n_items`` marks a dropped item or the end of a sequence.
+    Returns (new end positions, keys ``pid << item_bits | item``), sentinel extensions included (callers
+    drop them: they are never kept). Example: pos [0], pid [4], tokp [0, 1, 2, 3, 3] (sentinel 3),
+    item_bits 2, max_gap 1 -> pos [1, 2], keys [17, 18].
     """
-    ends = end_of[pos]
-    out_pos, out_key = [], []
-    for gap in range(max_gap + 1):
-        nxt = pos + 1 + gap
-        ok = nxt < ends
-        nxt = nxt[ok]
-        item = tok[nxt]
-        kept = item >= 0
-        out_pos.append(nxt[kept])
-        out_key.append(pid[ok][kept] * n_items + item[kept])
-    return np.concatenate(out_pos), np.concatenate(out_key)
+    nxt = (pos[:, None] + np.arange(1, max_gap + 2, dtype=np.int64)).ravel()
+    key = ((pid << item_bits)[:, None] | tokp[nxt].reshape(len(pos), max_gap + 1)).ravel()
+    return nxt, key
+
+
+class _KeyCounter:
+    """Sums per-key counts over chunks: a dense array for small key spaces, sorted runs otherwise."""
+
+    def __init__(self, key_size: int) -> None:
+        self.dense = np.zeros(key_size, np.int64) if key_size <= _DENSE_KEYS else None
+        self.parts: list[np.ndarray] = []
+
+    def add(self, keys: np.ndarray) -> None:
+        if self.dense is not None:
+            self.dense += np.bincount(keys, minlength=len(self.dense))
+        else:
+            self.parts.append(keys)
+
+    def frequent(self, min_support: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted keys with total count >= min_support, and their counts."""
+        if self.dense is not None:
+            keys = np.flatnonzero(self.dense >= min_support)
+            return keys, self.dense[keys]
+        keys = np.sort(np.concatenate(self.parts)) if self.parts else np.zeros(0, np.int64)
+        if len(keys) == 0:
+            return keys, np.zeros(0, np.int64)
+        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+        counts = np.diff(np.append(starts, len(keys)))
+        keep = counts >= min_support
+        return keys[starts[keep]], counts[keep]
+
+
+def _key_mapper(kept_keys: np.ndarray, key_size: int) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Function mapping keys to (dense id, hit mask) among sorted kept keys (lookup table when small)."""
+    if key_size <= _DENSE_KEYS:
+        lut = np.full(key_size, -1, np.int64)
+        lut[kept_keys] = np.arange(len(kept_keys))
+
+        def by_table(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            pid = lut[keys]
+            return pid, pid >= 0
+
+        return by_table
+    last = len(kept_keys) - 1
+
+    def by_search(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pid = np.searchsorted(kept_keys, keys)
+        return pid, kept_keys[np.minimum(pid, last)] == keys
+
+    return by_search
 
 
 def build_pattern_index(
@@ -172,24 +248,38 @@ def build_pattern_index(
         raise ValueError(f"min_support: must be >= 1, got {min_support}")
     offsets = np.asarray(offsets, np.int64)
     items = np.asarray(items, np.int64)
+    if len(items) and items.min() < 0:
+        raise ValueError("items: must be non-negative")
     n_seq = len(offsets) - 1
-    lens = np.diff(offsets)
-    seq_of = np.repeat(np.arange(n_seq, dtype=np.int64), lens)
-    end_of = np.repeat(offsets[1:], lens)
     counted = np.ones(n_seq, bool) if counted is None else np.asarray(counted, bool)
     if len(counted) != n_seq:
         raise ValueError("counted: needs one flag per sequence")
+    lens = np.diff(offsets)
+    seq_of = np.repeat(np.arange(n_seq, dtype=np.int64), lens)
 
     # Level 1: dense ids for items with enough support.
-    values, inv = np.unique(items, return_inverse=True)
-    s1, i1 = unique_pairs(seq_of, inv.astype(np.int64), max(len(values), 1))
+    values, inv = _dense_items(items)
+    s1, i1 = unique_pairs(seq_of, inv, max(len(values), 1))
     sup1 = np.bincount(i1[counted[s1]], minlength=len(values))
     frequent = sup1 >= min_support
     n_items = int(frequent.sum())
     remap = np.full(len(values), -1, np.int64)
     remap[frequent] = np.arange(n_items)
-    tok = remap[inv] if len(items) else np.zeros(0, np.int64)
     item_values = values[frequent]
+    sentinel = n_items
+    item_bits = bits_for(n_items + 1)
+
+    # Padded layout: sequence s starts at offsets[s] + s * (max_gap + 1); sentinels follow it and
+    # replace dropped items, so an extension never crosses into the next sequence.
+    pad = max_gap + 1
+    start_p = offsets[:-1] + np.arange(n_seq, dtype=np.int64) * pad
+    slot = np.arange(len(items), dtype=np.int64) + seq_of * pad
+    tokp = np.full(len(items) + n_seq * pad, sentinel, np.int64)
+    tokp[slot] = np.where(remap[inv] >= 0, remap[inv], sentinel)
+    seqp = np.zeros(len(tokp), np.int64)
+    seqp[slot] = seq_of
+    all_counted = bool(counted.all())
+    del seq_of, inv
 
     level_items = [item_values.reshape(-1, 1)]
     level_support = [sup1[frequent].astype(np.int64)]
@@ -197,58 +287,59 @@ def build_pattern_index(
     if min_len <= 1:
         keep = frequent[i1]
         level_csr.append((s1[keep], remap[i1[keep]]))
-    occ_pos = np.flatnonzero(tok >= 0)
-    occ_pid = tok[occ_pos]
+    occ_pos = np.flatnonzero(tokp != sentinel)
+    occ_pid = tokp[occ_pos]
 
     for k in range(2, max_len + 1):
-        n_prev = len(level_support[-1])
-        if len(occ_pos) == 0 or n_items == 0:
+        if len(occ_pos) == 0:
             break
-        key_size = n_prev * n_items
-        bounds = _chunk_bounds(seq_of[occ_pos], chunk_size)
+        key_size = len(level_support[-1]) << item_bits
+        bounds = _chunk_bounds(seqp[occ_pos], chunk_size)
         # Pass 1: support of each candidate key over counted sequences.
-        part_keys, part_counts = [], []
+        counter = _KeyCounter(key_size)
         for a, b in bounds:
-            pos, key = _extend(occ_pos[a:b], occ_pid[a:b], tok, end_of, n_items, max_gap)
-            seq0 = seq_of[occ_pos[a]]
-            s, kk = unique_pairs(seq_of[pos] - seq0, key, key_size)
-            uk, uc = np.unique(kk[counted[s + seq0]], return_counts=True)
-            part_keys.append(uk)
-            part_counts.append(uc)
-        all_keys = np.concatenate(part_keys)
-        uk, uinv = np.unique(all_keys, return_inverse=True)
-        sup = np.bincount(uinv, weights=np.concatenate(part_counts), minlength=len(uk)).astype(np.int64)
-        keep = sup >= min_support
-        kept_keys = uk[keep]
+            pos, key = _extend(occ_pos[a:b], occ_pid[a:b], tokp, item_bits, max_gap)
+            seq0 = seqp[occ_pos[a]]
+            s, key = unique_pairs(seqp[pos] - seq0, key, key_size)
+            counter.add(key if all_counted else key[counted[s + seq0]])
+        kept_keys, sup = counter.frequent(min_support)
+        real = (kept_keys & ((1 << item_bits) - 1)) != sentinel
+        kept_keys, sup = kept_keys[real], sup[real]
+        del counter
         if len(kept_keys) == 0:
             break
         # Pass 2: renumber kept keys densely; next occurrences and per-sequence ids.
-        new_pos, new_pid, csr_s, csr_p = [], [], [], []
+        to_id = _key_mapper(kept_keys, key_size)
         n_kept = len(kept_keys)
+        new_pos, new_pid, csr_s, csr_p = [], [], [], []
         for a, b in bounds:
-            pos, key = _extend(occ_pos[a:b], occ_pid[a:b], tok, end_of, n_items, max_gap)
-            pid = np.searchsorted(kept_keys, key)
-            hit = kept_keys[np.minimum(pid, n_kept - 1)] == key
+            pos, key = _extend(occ_pos[a:b], occ_pid[a:b], tokp, item_bits, max_gap)
+            pid, hit = to_id(key)
             pos, pid = pos[hit], pid[hit]
+            if len(pos) == 0:
+                continue
             if k < max_len:
-                p_, d_ = unique_pairs(pos, pid, n_kept)
-                new_pos.append(p_)
-                new_pid.append(d_)
-            if k >= min_len and len(pos):
-                seq0 = seq_of[pos[0]]
-                s_, q_ = unique_pairs(seq_of[pos] - seq0, pid, n_kept)
+                pos, pid = unique_pairs(pos, pid, n_kept)
+                new_pos.append(pos)
+                new_pid.append(pid)
+            if k >= min_len:
+                seq0 = seqp[pos[0]]
+                s_, q_ = unique_pairs(seqp[pos] - seq0, pid, n_kept)
                 csr_s.append(s_ + seq0)
                 csr_p.append(q_)
-        prefix, last = kept_keys // n_items, kept_keys % n_items
+        del to_id
+        prefix, last = kept_keys >> item_bits, kept_keys & ((1 << item_bits) - 1)
         level_items.append(np.hstack([level_items[-1][prefix], item_values[last].reshape(-1, 1)]))
-        level_support.append(sup[keep])
+        level_support.append(sup.astype(np.int64))
         if k >= min_len:
-            level_csr.append((np.concatenate(csr_s) if csr_s else np.zeros(0, np.int64),
-                              np.concatenate(csr_p) if csr_p else np.zeros(0, np.int64)))
+            level_csr.append((_cat(csr_s), _cat(csr_p)))
         if k < max_len:
-            occ_pos, occ_pid = np.concatenate(new_pos), np.concatenate(new_pid)
-
+            occ_pos, occ_pid = _cat(new_pos), _cat(new_pid)
     return _assemble(level_items, level_support, level_csr, min_len, max_len, n_seq)
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def _assemble(level_items: list[np.ndarray], level_support: list[np.ndarray],
@@ -258,24 +349,25 @@ def _assemble(level_items: list[np.ndarray], level_support: list[np.ndarray],
     padded, sizes = [], []
     for k in out_levels:
         it = level_items[k - 1]
-        pad = np.full((len(it), max_len), -1, np.int64)
-        pad[:, :k] = it
-        padded.append(pad)
+        block = np.full((len(it), max_len), -1, np.int64)
+        block[:, :k] = it
+        padded.append(block)
         sizes.append(len(it))
     bases = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     counts = [np.bincount(s, minlength=n_seq) for s, _ in level_csr]
-    total = np.sum(counts, axis=0) if counts else np.zeros(n_seq, np.int64)
     offsets = np.zeros(n_seq + 1, np.int64)
-    np.cumsum(total, out=offsets[1:])
+    if counts:
+        np.cumsum(np.sum(counts, axis=0), out=offsets[1:])
     ids = np.empty(int(offsets[-1]), np.int32)
-    before = np.zeros(n_seq, np.int64)
+    before = offsets[:-1].copy()
     for li, (s, p) in enumerate(level_csr):
-        start = np.cumsum(counts[li]) - counts[li]
-        rank = np.arange(len(s), dtype=np.int64) - start[s]
-        ids[offsets[s] + before[s] + rank] = bases[li] + p
+        # Row j of this level (sequence s[j]) goes after the earlier levels' ids of s[j], in order.
+        shift = before - (np.cumsum(counts[li]) - counts[li])
+        ids[shift[s] + np.arange(len(s), dtype=np.int64)] = bases[li] + p
         before += counts[li]
     items = np.concatenate(padded) if padded else np.zeros((0, max_len), np.int64)
-    lengths = np.concatenate([np.full(n, k, np.int8) for n, k in zip(sizes, out_levels)]) if sizes else np.zeros(0, np.int8)
+    lengths = (np.concatenate([np.full(n, k, np.int8) for n, k in zip(sizes, out_levels)])
+               if sizes else np.zeros(0, np.int8))
     support = np.concatenate([level_support[k - 1] for k in out_levels]) if out_levels else np.zeros(0, np.int64)
     return PatternIndex(items=items, lengths=lengths, support=support, offsets=offsets, ids=ids)
 

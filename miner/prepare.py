@@ -9,6 +9,7 @@ shard at a time (only the optional exact de-duplication keeps 8 bytes per distin
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import multiprocessing
@@ -187,25 +188,45 @@ class _Assembler:
             self._count_labels(meta)
 
 
+def _file_documents(path: Path, opts: PrepareOptions, dropped: Counter[str]) -> Iterator[tuple[str, str, dict, str]]:
+    """Yield (source, domain, metadata, text) for every document of one input, in file order."""
+    doc: Document
+    for doc in read_documents(path, opts):
+        if len(doc.text) > opts.max_document_chars:
+            if opts.skip_long_documents:
+                dropped["long_document"] += 1
+                log.warning("%s: skipped a document of %d characters", doc.where, len(doc.text))
+                continue
+            raise InputError(
+                f"{doc.where}: document of {len(doc.text):,} characters exceeds max_document_chars="
+                f"{opts.max_document_chars:,} (no usable sentence boundaries?); pass --skip-long-documents"
+                " or raise --max-document-chars"
+            )
+        meta = {k if k not in CORE_COLUMNS else f"input_{k}": v for k, v in doc.meta.items()}
+        source = meta.pop("input_source", None) or path.name
+        domain = meta.pop("input_domain", None) or opts.domain or path.name.split(".")[0]
+        yield source, domain, meta, doc.text
+
+
 def _document_stream(inputs: list[Path], opts: PrepareOptions, dropped: Counter[str]) -> Iterator[tuple[str, str, dict, str]]:
-    """Yield (source, domain, metadata, text) for every document of every input, in order."""
-    for path in inputs:
-        doc: Document
-        for doc in read_documents(path, opts):
-            if len(doc.text) > opts.max_document_chars:
-                if opts.skip_long_documents:
-                    dropped["long_document"] += 1
-                    log.warning("%s: skipped a document of %d characters", doc.where, len(doc.text))
-                    continue
-                raise InputError(
-                    f"{doc.where}: document of {len(doc.text):,} characters exceeds max_document_chars="
-                    f"{opts.max_document_chars:,} (no usable sentence boundaries?); pass --skip-long-documents"
-                    " or raise --max-document-chars"
-                )
-            meta = {k if k not in CORE_COLUMNS else f"input_{k}": v for k, v in doc.meta.items()}
-            source = meta.pop("input_source", None) or path.name
-            domain = meta.pop("input_domain", None) or opts.domain or path.name.split(".")[0]
-            yield source, domain, meta, doc.text
+    """All documents of all inputs: file after file, or interleaved so that every input has contributed about
+    the same number of characters at any point (the next document comes from the input that has given the
+    least text so far; ties go to the earlier input). Deterministic.
+
+    Example (interleave): a = [a1 (10 chars), a2 (10), a3 (10)], b = [b1 (25)] -> a1 b1 a2 a3
+    """
+    streams = [_file_documents(p, opts, dropped) for p in inputs]
+    if not opts.interleave:
+        for stream in streams:
+            yield from stream
+        return
+    heap = [(0, i) for i in range(len(streams))]
+    while heap:
+        given, i = heapq.heappop(heap)
+        item = next(streams[i], None)
+        if item is not None:
+            yield item
+            heapq.heappush(heap, (given + len(item[3]), i))
 
 
 def _chunks(docs: Iterator[tuple[str, str, dict, str]]) -> Iterator[list[tuple[str, str, dict, str]]]:

@@ -51,16 +51,12 @@ LIMIT 20""",
     ),
     NamedQuery(
         "The unit with the highest share of tweets among its top sentences, per layer",
-        """WITH tweet_share AS (
-  SELECT unit_id, avg(CASE WHEN domain = 'social_media' THEN 1.0 ELSE 0.0 END) AS share
-  FROM top_sentences JOIN sentences USING (sentence_id)
-  WHERE direction = 'top'
-  GROUP BY unit_id)
-SELECT u.layer, t.unit_id, u.idx, round(t.share, 3) AS tweet_share
-FROM tweet_share t JOIN units u USING (unit_id)
-QUALIFY row_number() OVER (PARTITION BY u.layer ORDER BY t.share DESC, t.unit_id) = 1
+        """SELECT u.layer, m.unit_id, u.idx, round(m.share, 3) AS tweet_share, m.count AS tweets
+FROM unit_metadata m JOIN units u USING (unit_id)
+WHERE m.direction = 'top' AND m.field = 'domain' AND m.value = 'social_media'
+QUALIFY row_number() OVER (PARTITION BY u.layer ORDER BY m.share DESC, m.unit_id) = 1
 ORDER BY u.layer""",
-        ("top_sentences", "sentences", "units"),
+        ("unit_metadata", "units"),
     ),
     NamedQuery(
         "The most positive units (share of positive sentences in the top queue)",
@@ -113,15 +109,14 @@ ORDER BY s.rel_freq DESC, s.unit_id""",
         ("signatures", "units"),
     ),
     NamedQuery(
-        "Units whose top sentences most often peak on the same token",
-        """SELECT unit_id, any_value(layer) AS layer, peak_token, count(*) AS sentences,
-       round(count(*) / any_value(n), 3) AS share
-FROM (SELECT t.unit_id, u.layer, t.peak_token, count(*) OVER (PARTITION BY t.unit_id) AS n
-      FROM top_sentences t JOIN units u USING (unit_id)
-      WHERE t.direction = 'top')
-GROUP BY unit_id, peak_token
-ORDER BY share DESC, unit_id
+        "The tokens one unit peaks on most often in its top sentences",
+        """SELECT peak_token, count(*) AS sentences, round(avg(peak_score), 3) AS mean_peak_score,
+       min(rank) AS best_rank
+FROM top_sentences
+WHERE unit_id = 1000 AND direction = 'top'
+GROUP BY peak_token
+ORDER BY sentences DESC, best_rank
 LIMIT 20""",
-        ("top_sentences", "units"),
+        ("top_sentences",),
     ),
 ]

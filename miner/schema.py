@@ -51,6 +51,9 @@ class PrepareOptions(StrictModel):
     skip_long_documents: bool = Field(
         False, description="Skip over-long documents (recorded in the manifest) instead of stopping."
     )
+    interleave: bool = Field(
+        False, description="Take documents round-robin across the input files, so any prefix of the corpus mixes all inputs."
+    )
     dedup: bool = Field(False, description="Drop exact duplicate sentences (after normalisation).")
     shard_size: int = Field(50_000, ge=1, description="Sentences per Parquet shard.")
     max_sentences: int | None = Field(None, ge=1, description="Stop after this many sentences in total.")

@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from miner.catalog import _one_line, _quote_literal, catalog_sources, ensure_catalog
+from miner.catalog import _one_line, attach_catalog, catalog_sources
 from miner.errors import MinerError
 
 OutputFormat = Literal["table", "csv", "json", "parquet"]
@@ -122,11 +122,10 @@ def sandboxed_connection(run_dir: Path) -> duckdb.DuckDBPyConnection:
     A private instance keeps the lock-down from leaking into other connections of the process (DuckDB
     shares one instance among connections to the same database file).
     """
-    path = ensure_catalog(run_dir)
+    con = duckdb.connect(":memory:", config={
+        "autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    path = attach_catalog(con, run_dir, "catalog")
     try:
-        con = duckdb.connect(":memory:", config={
-            "autoinstall_known_extensions": False, "autoload_known_extensions": False})
-        con.execute(f"ATTACH {_quote_literal(str(path))} AS catalog (READ_ONLY)")
         con.execute("USE catalog")
         con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in catalog_sources(run_dir)]})
         con.execute("SET enable_external_access = false")

@@ -159,9 +159,17 @@ def load_fasttext(path: Path) -> fasttext.FastText._FastText:
     if len(head) < 4 or int.from_bytes(head, "little", signed=True) != FASTTEXT_MAGIC:
         raise InputError(f"{path}: not a fastText model (.bin file expected)")
     try:
-        return fasttext.load_model(str(path))
+        model = fasttext.load_model(str(path))
     except (ValueError, RuntimeError, MemoryError) as exc:
         raise InputError(f"{path}: not a usable fastText model ({str(exc).strip()})") from None
+    # fastText reads a truncated matrix without complaint: the input matrix alone needs this many bytes.
+    if not model.is_quantized():
+        args = model.f.getArgs()
+        needed = 4 * args.dim * (len(model.get_words()) + args.bucket)
+        if path.stat().st_size < needed:
+            raise InputError(f"{path}: truncated fastText model ({path.stat().st_size:,} bytes, "
+                             f"at least {needed:,} expected)")
+    return model
 
 
 def ensure_fasttext(corpus_dir: Path, model_path: Path, options: VectorOptions) -> Path:

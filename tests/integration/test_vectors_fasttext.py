@@ -60,10 +60,12 @@ def test_a_missing_model_or_folder_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_truncated_model_is_an_error(tiny_fasttext: Path, tmp_path: Path) -> None:
-    cut = tmp_path / "cut.bin"
-    cut.write_bytes(tiny_fasttext.read_bytes()[:1000])
-    with pytest.raises(InputError, match=str(cut)):
-        load_fasttext(cut)
+    data = tiny_fasttext.read_bytes()
+    for size in (1000, len(data) // 2):
+        cut = tmp_path / f"cut-{size}.bin"
+        cut.write_bytes(data[:size])
+        with pytest.raises(InputError, match=str(cut)):
+            load_fasttext(cut)
 
 
 def test_vector_stage_on_a_run(tiny_run: Path, tiny_fasttext: Path, tmp_path: Path) -> None:

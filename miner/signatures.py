@@ -1,0 +1,413 @@
+"""Step 2b: each unit's signature (the paper's table 2) for its top and bottom queues, all units at once.
+
+Per-sentence work runs once per distinct sentence (:func:`sentence_features`): word and POS sequences,
+their bounded-gap patterns (:mod:`miner.patterns`), per-sentence tag counts and metadata codes. Per queue
+(:func:`unit_signatures`) the rest is aggregation: one gather + bincount per pattern kind, and sparse
+matrix products (queues x sentences) for POS ratios, lengths and metadata.
+
+Relative frequency of a word or pattern w for a queue q of n sentences, against a background of B
+sentences: ``rel_freq = (support_q(w) / n) / ((support_bg(w) + 1) / (B + 1))``, counting sentences that
+contain w (once per sentence). Only w with ``support_q(w) >= max(min_support, ceil(min_share * n))`` are
+ranked. Example: w in 10 of a unit's 20 sentences and in 9 of 999 background sentences ->
+(10 / 20) / (10 / 1000) = 50.0.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from miner.patterns import PatternIndex, build_pattern_index
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = ("top", "bottom")
+POS_GROUPS = {"noun": ("NN",), "verb": ("V",), "adj": ("J",)}
+"""Tag prefixes of the POS ratios: nouns NN* (NFP, a punctuation tag, is not a noun), verbs V*, adjectives J*."""
+SENTIMENT_POLARITY = {"positive": 1.0, "neutral": 0.0, "negative": -1.0}
+_NOT_METADATA = {"sentence_id", "text", "n_tokens", "doc_id", "n_model_tokens", "truncated"}
+
+
+class SignatureOptions(BaseModel):
+    """What a unit's signature holds and how words and patterns are ranked."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    min_support: int = Field(3, ge=1, description="A word or pattern must occur in at least this many of a unit's sentences.")
+    min_share: float = Field(
+        0.02, ge=0, le=1, description="...and in at least this share of the unit's sentences (the larger bound wins)."
+    )
+    top_k: int = Field(20, ge=1, description="Words / word patterns / POS patterns kept per unit, direction and kind.")
+    min_len: int = Field(2, ge=2, description="Shortest word and POS pattern (items).")
+    max_len: int = Field(4, ge=2, le=8, description="Longest word and POS pattern (items).")
+    max_gap: int = Field(2, ge=0, description="Most items skipped between consecutive pattern items.")
+    max_metadata_values: int = Field(
+        50, ge=1, description="Metadata columns with more distinct values than this (titles, ids) are not summarised."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SignatureOptions:
+        if self.min_len > self.max_len:
+            raise ValueError("min_len: must be <= max_len")
+        return self
+
+    def threshold(self, n: int) -> int:
+        """Minimum support for a queue of n sentences. Example: defaults, n=1000 -> 20; n=50 -> 3."""
+        return max(self.min_support, math.ceil(self.min_share * n - 1e-9))
+
+
+@dataclass
+class SentenceFeatures:
+    """Per-sentence work for every queue and background sentence, done once (arrays only: cheap to share)."""
+
+    sentence_ids: np.ndarray
+    """(S,) int64, ascending: the row order of everything below."""
+    background_rows: np.ndarray
+    """Rows of the background sample."""
+    n_tokens: np.ndarray
+    """(S,) int64 sentence length in tokens."""
+    words: PatternIndex
+    """Words (length 1) and word patterns (min_len..max_len) over lowercased tokens."""
+    word_vocab: np.ndarray
+    """Lowercased token string of each word item id."""
+    pos: PatternIndex
+    """POS patterns (min_len..max_len) over PTB tags."""
+    tag_vocab: np.ndarray
+    """Tag string of each tag id."""
+    tag_counts: np.ndarray
+    """(S, T) int32 tokens per tag per sentence."""
+    fields: list[str]
+    """Metadata fields summarised (<= max_metadata_values distinct values)."""
+    field_values: list[np.ndarray]
+    """Per field, its values; code len(values) is the null bucket."""
+    field_codes: np.ndarray
+    """(F, S) int32 value code of each sentence per field."""
+    polarity: np.ndarray | None
+    """(S,) float64 sentiment polarity (+1/0/-1, NaN when unlabelled), when a sentiment field exists."""
+
+
+def sentence_features(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.Table,
+                      background_ids: np.ndarray, options: SignatureOptions) -> SentenceFeatures:
+    """Per-sentence work for the queue sentences of top_sentences and the background sample.
+
+    sentences must hold a row (sentence_id, n_tokens, metadata columns) and tokens the tagged tokens of
+    every queue and background sentence. Patterns below the smallest queue's support threshold in the
+    queue sentences are pruned: no queue could rank them.
+    """
+    queue_ids = np.unique(top_sentences["sentence_id"].to_numpy())
+    background_ids = np.unique(np.asarray(background_ids, np.int64))
+    sids = np.union1d(queue_ids, background_ids)
+    sentences = _rows_of(sentences, sids, "sentences")
+    counted = np.isin(sids, queue_ids)
+    bg_rows = np.flatnonzero(np.isin(sids, background_ids))
+
+    tokens = tokens.filter(pc.is_in(tokens["sentence_id"], value_set=pa.array(sids))).sort_by(
+        [("sentence_id", "ascending"), ("position", "ascending")])
+    tok_sid = tokens["sentence_id"].to_numpy()
+    offsets = np.searchsorted(tok_sid, np.append(sids, np.iinfo(np.int64).max)).astype(np.int64)
+    offsets[-1] = len(tok_sid)
+    word_vocab, words = _encode(tokens["lower"])
+    tag_vocab, tags = _encode(tokens["pos"])
+
+    sizes = _queue_sizes(top_sentences)
+    floor = options.threshold(int(sizes.min())) if len(sizes) else options.min_support
+    kw = {"max_len": options.max_len, "max_gap": options.max_gap, "min_support": floor, "counted": counted}
+    word_index = build_pattern_index(offsets, words, min_len=1, **kw)
+    pos_index = build_pattern_index(offsets, tags, min_len=options.min_len, **kw)
+    if options.min_len > 2:
+        word_index = _drop_lengths(word_index, 2, options.min_len - 1)
+
+    seq = np.repeat(np.arange(len(sids)), np.diff(offsets))
+    n_tags = len(tag_vocab)
+    tag_counts = np.bincount(seq * n_tags + tags, minlength=len(sids) * n_tags).reshape(len(sids), n_tags)
+    n_tokens = (sentences["n_tokens"].to_numpy().astype(np.int64) if "n_tokens" in sentences.column_names
+                else np.diff(offsets))
+
+    fields, values, codes = [], [], []
+    for name in sentences.column_names:
+        col = sentences[name]
+        if name in _NOT_METADATA or not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            continue
+        vals, code = _encode(col, null_code=True)
+        if 0 < len(vals) <= options.max_metadata_values:
+            fields.append(name)
+            values.append(vals)
+            codes.append(code)
+    polarity = None
+    if "sentiment" in sentences.column_names:
+        labels = sentences["sentiment"].to_pylist()
+        polarity = np.array([SENTIMENT_POLARITY.get(str(v).lower(), np.nan) if v is not None else np.nan
+                             for v in labels])
+    return SentenceFeatures(
+        sentence_ids=sids, background_rows=bg_rows, n_tokens=n_tokens, words=word_index, word_vocab=word_vocab,
+        pos=pos_index, tag_vocab=tag_vocab, tag_counts=tag_counts.astype(np.int32), fields=fields,
+        field_values=values, field_codes=np.array(codes, np.int32).reshape(len(codes), len(sids)), polarity=polarity)
+
+
+def unit_signatures(features: SentenceFeatures, top_sentences: pa.Table, options: SignatureOptions) -> dict[str, pa.Table]:
+    """signatures, unit_stats and unit_metadata tables for every (unit, direction) queue in top_sentences."""
+    unit, direction, rows, bounds = _queues(features, top_sentences)
+    n_queue = len(unit)
+    sizes = np.diff(bounds)
+    q_of = np.repeat(np.arange(n_queue), sizes)
+    member = sp.csr_matrix((np.ones(len(rows), np.int64), (q_of, rows)),
+                           shape=(n_queue, len(features.sentence_ids)))
+    tables = {
+        "signatures": _pattern_table(features, unit, direction, rows, bounds, options),
+        "unit_metadata": _metadata_table(features, unit, direction, q_of, rows, sizes),
+    }
+    tables["unit_stats"] = _stats_table(features, unit, direction, member, sizes, options, tables["unit_metadata"])
+    return tables
+
+
+def compute_signatures(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.Table, background_ids: np.ndarray,
+                       options: SignatureOptions | None = None) -> dict[str, pa.Table]:
+    """All of step 2b in one call: :func:`sentence_features` then :func:`unit_signatures`."""
+    options = options or SignatureOptions()
+    features = sentence_features(top_sentences, sentences, tokens, background_ids, options)
+    return unit_signatures(features, top_sentences, options)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _encode(col: pa.ChunkedArray | pa.Array, null_code: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Dictionary-encode strings: (values, int64 code per row); nulls get code len(values) if null_code.
+
+    Example: ["b", "a", "b", None] with null_code -> (["b", "a"], [0, 1, 0, 2]).
+    """
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    enc = pc.dictionary_encode(arr)
+    values = np.array(enc.dictionary.to_pylist(), dtype=object)
+    codes = enc.indices.fill_null(len(values)) if null_code else enc.indices
+    return values, codes.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _rows_of(table: pa.Table, ids: np.ndarray, name: str) -> pa.Table:
+    """Rows of table for exactly the sorted ids (one each); error naming the table if any is missing."""
+    table = table.filter(pc.is_in(table["sentence_id"], value_set=pa.array(ids))).sort_by("sentence_id")
+    got = table["sentence_id"].to_numpy()
+    if len(got) != len(ids) or not np.array_equal(got, ids):
+        missing = np.setdiff1d(ids, got)
+        raise ValueError(f"{name}: {len(missing)} sentence ids missing (e.g. {missing[:3].tolist()}) or duplicated")
+    return table
+
+
+def _queue_sizes(top: pa.Table) -> np.ndarray:
+    key = top["unit_id"].to_numpy().astype(np.int64) * 2 + pc.equal(top["direction"], "bottom").to_numpy(
+        zero_copy_only=False)
+    return np.unique(key, return_counts=True)[1]
+
+
+def _queues(features: SentenceFeatures, top: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(unit id, direction per queue; sentence rows of all queues concatenated; CSR bounds), queues sorted
+    by unit then direction (top before bottom)."""
+    bottom = pc.equal(top["direction"], "bottom").to_numpy(zero_copy_only=False).astype(np.int64)
+    key = top["unit_id"].to_numpy().astype(np.int64) * 2 + bottom
+    sid = top["sentence_id"].to_numpy()
+    order = np.argsort(key, kind="stable")
+    key, sid = key[order], sid[order]
+    rows = np.searchsorted(features.sentence_ids, sid)
+    if len(sid) and (rows.max() >= len(features.sentence_ids) or not np.array_equal(features.sentence_ids[rows], sid)):
+        raise ValueError("top_sentences: holds sentences that the features were not computed for")
+    qkeys, starts = np.unique(key, return_index=True)
+    bounds = np.append(starts, len(key)).astype(np.int64)
+    return (qkeys // 2).astype(np.int32), np.array(DIRECTIONS, dtype=object)[qkeys % 2], rows, bounds
+
+
+def _drop_lengths(index: PatternIndex, lo: int, hi: int) -> PatternIndex:
+    """The index without patterns of length lo..hi (ids renumbered)."""
+    keep = (index.lengths < lo) | (index.lengths > hi)
+    new_id = np.cumsum(keep) - 1
+    ids_keep = keep[index.ids]
+    seq = np.repeat(np.arange(len(index.offsets) - 1), np.diff(index.offsets))[ids_keep]
+    offsets = np.zeros(len(index.offsets), np.int64)
+    np.cumsum(np.bincount(seq, minlength=len(index.offsets) - 1), out=offsets[1:])
+    return PatternIndex(items=index.items[keep], lengths=index.lengths[keep], support=index.support[keep],
+                        offsets=offsets, ids=new_id[index.ids[ids_keep]].astype(np.int32))
+
+
+def _pattern_table(features: SentenceFeatures, unit: np.ndarray, direction: np.ndarray, rows: np.ndarray,
+                   bounds: np.ndarray, options: SignatureOptions) -> pa.Table:
+    """Top-k words, word patterns and POS patterns per queue, ranked by relative frequency."""
+    n_bg = len(features.background_rows)
+    kinds = [
+        ("word", features.words, features.word_vocab, features.words.lengths == 1),
+        ("word_pattern", features.words, features.word_vocab, features.words.lengths >= 2),
+        ("pos_pattern", features.pos, features.tag_vocab, np.ones(features.pos.n_patterns, bool)),
+    ]
+    bg_support = {id(ix): ix.count(features.background_rows) for _, ix, _, _ in kinds}
+    out: dict[str, list[np.ndarray]] = {k: [] for k in ("q", "kind", "pid", "support", "rank")}
+    for q in range(len(unit)):
+        r = rows[bounds[q]:bounds[q + 1]]
+        n = len(r)
+        need = options.threshold(n)
+        counts = {}
+        for ki, (_, ix, _, mask) in enumerate(kinds):
+            if id(ix) not in counts:
+                counts[id(ix)] = ix.count(r)
+            c = counts[id(ix)]
+            cand = np.flatnonzero((c >= need) & mask)
+            if len(cand) == 0:
+                continue
+            sup = c[cand]
+            rel = (sup / n) / ((bg_support[id(ix)][cand] + 1) / (n_bg + 1))
+            top = np.lexsort((cand, -sup, -rel))[: options.top_k]
+            out["q"].append(np.full(len(top), q))
+            out["kind"].append(np.full(len(top), ki))
+            out["pid"].append(cand[top])
+            out["support"].append(sup[top])
+            out["rank"].append(np.arange(1, len(top) + 1))
+    cols = {k: (np.concatenate(v) if v else np.zeros(0, np.int64)) for k, v in out.items()}
+    q, kind, pid = cols["q"], cols["kind"], cols["pid"]
+    patterns = np.empty(len(pid), dtype=object)
+    lengths = np.zeros(len(pid), np.int8)
+    bg = np.zeros(len(pid), np.int64)
+    for ki, (_, ix, vocab, _) in enumerate(kinds):
+        sel = kind == ki
+        uniq, inv = np.unique(pid[sel], return_inverse=True)
+        text = np.array([" ".join(vocab[ix.items[p, : ix.lengths[p]]]) for p in uniq], dtype=object)
+        patterns[sel] = text[inv] if len(uniq) else text
+        lengths[sel] = ix.lengths[pid[sel]]
+        bg[sel] = bg_support[id(ix)][pid[sel]]
+    n_q = np.diff(bounds)[q] if len(q) else np.zeros(0, np.int64)
+    share = cols["support"] / np.maximum(n_q, 1)
+    bg_share = bg / max(n_bg, 1)
+    return pa.table({
+        "unit_id": pa.array(unit[q], pa.int32()),
+        "direction": pa.array(direction[q].tolist() if len(q) else [], pa.string()),
+        "kind": pa.array(np.array([k[0] for k in kinds], dtype=object)[kind].tolist() if len(q) else [], pa.string()),
+        "rank": pa.array(cols["rank"], pa.int32()),
+        "pattern": pa.array(patterns.tolist(), pa.string()),
+        "length": pa.array(lengths, pa.int8()),
+        "support": pa.array(cols["support"], pa.int32()),
+        "share": pa.array(share, pa.float64()),
+        "background_support": pa.array(bg, pa.int32()),
+        "background_share": pa.array(bg_share, pa.float64()),
+        "rel_freq": pa.array((share / ((bg + 1) / (n_bg + 1))), pa.float64()),
+    })
+
+
+def _metadata_table(features: SentenceFeatures, unit: np.ndarray, direction: np.ndarray, q_of: np.ndarray,
+                    rows: np.ndarray, sizes: np.ndarray) -> pa.Table:
+    """Counts and shares of every value (and the null bucket) of every summarised field, per queue."""
+    parts = []
+    n_queue, n_bg = len(unit), len(features.background_rows)
+    for f, name in enumerate(features.fields):
+        values = features.field_values[f]
+        m = len(values) + 1
+        codes = features.field_codes[f]
+        counts = np.bincount(q_of * m + codes[rows], minlength=n_queue * m).reshape(n_queue, m)
+        corpus = np.bincount(codes[features.background_rows], minlength=m) / max(n_bg, 1)
+        qi, vi = np.nonzero(counts)
+        share = counts[qi, vi] / sizes[qi]
+        cshare = np.where(n_bg > 0, corpus[vi], np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(cshare > 0, share / cshare, np.nan)
+        value_of = np.append(values, None)
+        parts.append(pa.table({
+            "unit_id": pa.array(unit[qi], pa.int32()),
+            "direction": pa.array(direction[qi].tolist(), pa.string()),
+            "field": pa.array([name] * len(qi), pa.string()),
+            "value": pa.array(value_of[vi].tolist(), pa.string()),
+            "count": pa.array(counts[qi, vi], pa.int32()),
+            "share": pa.array(share, pa.float64()),
+            "corpus_share": pa.array(cshare, pa.float64(), from_pandas=True),
+            "rel_share": pa.array(rel, pa.float64(), from_pandas=True),
+        }))
+    if not parts:
+        return pa.table({"unit_id": pa.array([], pa.int32()), "direction": pa.array([], pa.string()),
+                         "field": pa.array([], pa.string()), "value": pa.array([], pa.string()),
+                         "count": pa.array([], pa.int32()), "share": pa.array([], pa.float64()),
+                         "corpus_share": pa.array([], pa.float64()), "rel_share": pa.array([], pa.float64())})
+    return pa.concat_tables(parts)
+
+
+def _stats_table(features: SentenceFeatures, unit: np.ndarray, direction: np.ndarray, member: sp.csr_matrix,
+                 sizes: np.ndarray, options: SignatureOptions, metadata: pa.Table) -> pa.Table:
+    """One row per queue: size, length, POS ratios and selectivity, sentiment, dominant metadata values."""
+    n_queue = len(unit)
+    tags = features.tag_vocab.astype(str)
+    counts = np.asarray(member @ features.tag_counts.astype(np.int64))
+    present = np.asarray(member @ (features.tag_counts > 0).astype(np.int64))
+    tokens = counts.sum(axis=1)
+    bg_counts = features.tag_counts[features.background_rows].sum(axis=0).astype(np.int64)
+    bg_tokens = int(bg_counts.sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        freq = counts / tokens[:, None]
+    cols: dict[str, pa.Array] = {
+        "unit_id": pa.array(unit, pa.int32()),
+        "direction": pa.array(direction.tolist(), pa.string()),
+        "n_sentences": pa.array(sizes, pa.int32()),
+        "avg_length": pa.array(np.asarray(member @ features.n_tokens) / np.maximum(sizes, 1), pa.float64()),
+    }
+    for group, prefixes in POS_GROUPS.items():
+        sel = np.array([t.startswith(prefixes) for t in tags], bool)
+        ratio = freq[:, sel].sum(axis=1) if len(tags) else np.full(n_queue, np.nan)
+        corpus = bg_counts[sel].sum() / bg_tokens if bg_tokens else np.nan
+        cols[f"{group}_ratio"] = pa.array(ratio, pa.float64(), from_pandas=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cols[f"{group}_rel"] = pa.array(ratio / corpus if corpus else np.full(n_queue, np.nan), pa.float64(),
+                                            from_pandas=True)
+    # POS selectivity: max over tags (present in >= threshold sentences) of unit tag share / corpus tag share.
+    corpus_freq = (bg_counts + 1) / (bg_tokens + 1)
+    need = np.array([options.threshold(int(s)) for s in sizes])
+    sel = np.where(present >= need[:, None], freq / corpus_freq, -np.inf)
+    best = sel.argmax(axis=1) if len(tags) else np.zeros(n_queue, np.int64)
+    best_val = sel[np.arange(n_queue), best] if len(tags) else np.full(n_queue, -np.inf)
+    ok = np.isfinite(best_val)
+    cols["pos_selectivity"] = pa.array(np.where(ok, best_val, np.nan), pa.float64(), from_pandas=True)
+    cols["pos_selectivity_tag"] = pa.array([tags[b] if o else None for b, o in zip(best, ok)], pa.string())
+    cols.update(_sentiment_columns(features, member))
+    cols.update(_dominant_columns(features, unit, direction, metadata))
+    cols["typical_sentence_id"] = pa.nulls(n_queue, pa.int64())
+    return pa.table(cols)
+
+
+def _sentiment_columns(features: SentenceFeatures, member: sp.csr_matrix) -> dict[str, pa.Array]:
+    """Mean and standard deviation of sentiment polarity (+1 positive, 0 neutral, -1 negative) over the
+    labelled sentences of each queue, and how many were labelled (null columns without a sentiment field)."""
+    n_queue = member.shape[0]
+    if features.polarity is None:
+        return {"sentiment_n": pa.nulls(n_queue, pa.int32()), "sentiment_mean": pa.nulls(n_queue, pa.float64()),
+                "sentiment_std": pa.nulls(n_queue, pa.float64())}
+    labelled = ~np.isnan(features.polarity)
+    p = np.where(labelled, features.polarity, 0.0)
+    n = np.asarray(member @ labelled.astype(np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.asarray(member @ p) / n
+        var = np.maximum(np.asarray(member @ (p * p)) / n - mean * mean, 0.0)
+    return {"sentiment_n": pa.array(n.astype(np.int32), pa.int32()),
+            "sentiment_mean": pa.array(np.where(n > 0, mean, np.nan), pa.float64(), from_pandas=True),
+            "sentiment_std": pa.array(np.where(n > 0, np.sqrt(var), np.nan), pa.float64(), from_pandas=True)}
+
+
+def _dominant_columns(features: SentenceFeatures, unit: np.ndarray, direction: np.ndarray,
+                      metadata: pa.Table) -> dict[str, pa.Array]:
+    """dominant_<field> (most frequent non-null value; ties: the first by value) and dominant_<field>_share
+    (its share of all the queue's sentences), per field."""
+    cols: dict[str, pa.Array] = {}
+    n_queue = len(unit)
+    qkey = unit.astype(np.int64) * 2 + (direction == "bottom")
+    for name in features.fields:
+        part = metadata.filter(pc.and_(pc.equal(metadata["field"], name), pc.is_valid(metadata["value"])))
+        part = part.sort_by([("unit_id", "ascending"), ("direction", "ascending"), ("count", "descending"),
+                             ("value", "ascending")])
+        key = part["unit_id"].to_numpy().astype(np.int64) * 2 + pc.equal(part["direction"], "bottom").to_numpy(
+            zero_copy_only=False)
+        first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
+        where = np.searchsorted(qkey, key[first])
+        value = np.full(n_queue, None, dtype=object)
+        share = np.full(n_queue, np.nan)
+        value[where] = np.array(part["value"].to_pylist(), dtype=object)[first]
+        share[where] = part["share"].to_numpy()[first]
+        cols[f"dominant_{name}"] = pa.array(value.tolist(), pa.string())
+        cols[f"dominant_{name}_share"] = pa.array(share, pa.float64(), from_pandas=True)
+    return cols
