@@ -165,27 +165,42 @@ class BlockMiner:
                 out[:, off : off + x.shape[2]] = (x.to(torch.float32) + neg).amax(1)
         return out
 
-    def peaks(self, tensors: list[torch.Tensor], real: torch.Tensor, units: torch.Tensor, rows: torch.Tensor,
-              largest: bool) -> torch.Tensor:
-        """Packed (peak activation, position) for candidate (unit, row) pairs; units sorted ascending."""
-        payload = torch.empty(units.shape[0], dtype=torch.int64, device=units.device)
-        if units.numel() == 0:
-            return payload
-        bounds = torch.searchsorted(units, torch.tensor(self.offsets[1:], device=units.device)).tolist()
-        starts = [0, *bounds]
-        ends = [*bounds, units.shape[0]]
+    def extremes(self, tensors: list[torch.Tensor], real: torch.Tensor, largest: bool) -> torch.Tensor:
+        """int64 [B, U]: packed (peak activation, token position) of every unit over each row's real tokens.
+
+        Real tokens form one contiguous run per row (special tokens sit at the edges, padding at the end), so
+        the reduction runs over a view of the positions that are real in every row, and only the few edge
+        positions real in some rows are masked and folded in: no full masked copy of the activations.
+        Example: real rows [0 1 1 1 0], [0 1 1 0 0] -> core positions 1..2, edge position 3 (row 0 only).
+        """
+        b, t = real.shape
+        any_real = real.any(0)
+        all_real = real.all(0)
+        core = all_real.nonzero().squeeze(1)
+        lo, hi = (int(core[0]), int(core[-1]) + 1) if core.numel() else (0, 0)
+        if core.numel() and not bool(all_real[lo:hi].all()):
+            lo, hi = 0, 0  # non-contiguous real tokens: fall back to masking everything
+        edge = (any_real & ~(torch.arange(t, device=real.device).ge(lo) & torch.arange(t, device=real.device).lt(hi)))
+        edge_pos = edge.nonzero().squeeze(1)
         fill = float("-inf") if largest else float("inf")
-        for x, off, lo, hi in zip(tensors, self.offsets, starts, ends):
-            if hi <= lo:
-                continue
-            _, t, w = x.shape
-            d = units[lo:hi] - off
-            r = rows[lo:hi]
-            flat = (r * (t * w) + d)[:, None] + (torch.arange(t, device=x.device) * w)[None, :]
-            vals = x.reshape(-1)[flat].to(torch.float32).masked_fill(~real[r], fill)
-            best = vals.max(1) if largest else vals.min(1)
-            payload[lo:hi] = pack_payload(best.values, best.indices)
-        return payload
+        out = torch.empty((b, self.layout.n_units), dtype=torch.int64, device=real.device)
+        for x, off in zip(tensors, self.offsets):
+            vals = idx = None
+            if hi > lo:
+                red = x[:, lo:hi].max(1) if largest else x[:, lo:hi].min(1)
+                vals, idx = red.values.to(torch.float32), red.indices + lo
+            if edge_pos.numel():
+                ex = x[:, edge_pos].to(torch.float32).masked_fill(~real[:, edge_pos, None], fill)
+                red = ex.max(1) if largest else ex.min(1)
+                ev, ei = red.values, edge_pos[red.indices]
+                if vals is None:
+                    vals, idx = ev, ei
+                else:
+                    better = ev > vals if largest else ev < vals
+                    vals = torch.where(better, ev, vals)
+                    idx = torch.where(better, ei, idx)
+            out[:, off : off + x.shape[2]] = pack_payload(vals, idx)
+        return out
 
     def mine_block(self, block: int, ids: np.ndarray, texts: list[str],
                    floors: dict[str, np.ndarray] | None = None) -> BlockResult:
@@ -222,8 +237,9 @@ class BlockMiner:
                 keys = encode_keys(scores.T if d == "top" else -scores.T, ids_dev[None, :])
                 mask = keys > q.thresh[:, None]
                 units, cols = mask.nonzero(as_tuple=True)
-                payload = self.peaks(tensors, real, units, cols, largest=(d == "top"))
-                q.add_batch(keys, mask, units, cols, payload)
+                if units.numel():  # a batch with no candidate for any unit leaves the window untouched
+                    payload = self.extremes(tensors, real, largest=(d == "top"))[cols, units]
+                    q.add_batch(keys, mask, units, cols, payload)
         result = BlockResult(block=block, stats=stats)
         for d in self.directions:
             queues[d].flush()

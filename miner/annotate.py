@@ -213,3 +213,24 @@ def write_annotation(run_dir: Path, annotation: Annotation) -> None:
         tmp = run_dir / f".{name}.parquet.tmp"
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, run_dir / f"{name}.parquet")
+
+
+def signature_inputs(run_dir: Path, annotation: Annotation | None = None) -> tuple[pa.Table, pa.Table, pa.Table, np.ndarray]:
+    """(top_sentences, sentences, tokens, background ids) for :func:`miner.signatures.compute_signatures`.
+
+    sentences = the run's queue sentences plus the background-only corpus rows (one row per id). The
+    annotation comes from memory or from the run folder (tokens.parquet, background.parquet).
+    """
+    if annotation is None:
+        missing = [n for n in ("tokens.parquet", "background.parquet") if not (run_dir / n).exists()]
+        if missing:
+            raise InputError(f"{run_dir}: not annotated (missing {', '.join(missing)}); run the annotate step first")
+        annotation = Annotation(tokens=pq.read_table(run_dir / "tokens.parquet"),
+                                background=pq.read_table(run_dir / "background.parquet"), tagged=0, seconds=0.0)
+    top = pq.read_table(run_dir / "top_sentences.parquet", columns=["unit_id", "direction", "rank", "sentence_id"])
+    queue = pq.read_table(run_dir / "sentences.parquet")
+    queue = queue.drop([c for c in ("n_model_tokens", "truncated") if c in queue.column_names])
+    bg = annotation.background
+    extra = bg.filter(pc.invert(pc.is_in(bg["sentence_id"], value_set=queue["sentence_id"])))
+    sentences = pa.concat_tables([queue, extra], promote_options="permissive")
+    return top, sentences, annotation.tokens, bg["sentence_id"].to_numpy()

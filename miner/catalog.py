@@ -7,7 +7,8 @@ rebuild; it is rebuilt whenever a Parquet table is added, replaced or removed, o
 
 Open it from Python (`open_catalog(run)`), pandas/polars (`duckdb.connect(path, read_only=True)`) or the
 duckdb shell (`duckdb -readonly RUN/catalog.duckdb`). Queries always open it read-only: DuckDB lets only
-one process hold a database file for writing, so the builder writes a temporary file and renames it.
+one process hold a database file for writing, so the builder writes a temporary file and renames it
+(open readers keep the old file; new ones see the new views).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import logging
 import os
 import re
-import tempfile
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -136,10 +137,7 @@ def build_catalog(run_dir: Path) -> Path:
     run_dir = Path(run_dir).resolve()
     manifest = read_run_manifest(run_dir)
     target = catalog_path(run_dir)
-    fd, tmp_name = tempfile.mkstemp(prefix=".catalog-", suffix=".duckdb", dir=run_dir)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.unlink()  # DuckDB refuses an existing empty file as a database
+    tmp = run_dir / f".catalog-{os.getpid()}-{uuid.uuid4().hex[:8]}.duckdb"
     try:
         con = duckdb.connect(str(tmp))
         try:
@@ -147,12 +145,13 @@ def build_catalog(run_dir: Path) -> Path:
                 try:
                     con.execute(statement)
                 except duckdb.Error as exc:
-                    raise MinerError(f"{run_dir}: cannot create view {name}: {_one_line(exc)}") from None
+                    raise MinerError(f"{run_dir}: cannot create view {name}: {first_line(exc)}") from None
         finally:
             con.close()
         os.replace(tmp, target)
-    except OSError as exc:
-        raise MinerError(f"{target}: cannot write the catalog ({exc.strerror or exc})") from None
+    except (OSError, duckdb.IOException) as exc:
+        reason = getattr(exc, "strerror", None) or first_line(exc)
+        raise MinerError(f"{target}: cannot write the catalog ({reason})") from None
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
@@ -175,12 +174,10 @@ def catalog_is_current(run_dir: Path) -> bool:
     path = catalog_path(run_dir)
     if not path.exists():
         return False
+    con = duckdb.connect(":memory:")
     try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error:
-        return False
-    try:
-        return _matches(con.sql(f"SELECT run_dir, views FROM {INFO_VIEW}").fetchall()[0], run_dir)
+        con.execute(f"ATTACH {_quote_literal(str(path))} AS catalog (READ_ONLY)")
+        return _matches(con.sql(f"SELECT run_dir, views FROM catalog.{INFO_VIEW}").fetchall()[0], run_dir)
     except (duckdb.Error, IndexError):
         return False
     finally:
@@ -216,23 +213,29 @@ def attach_catalog(con: duckdb.DuckDBPyConnection, run_dir: Path, alias: str = "
     try:
         con.execute(attach)
     except duckdb.Error as exc:
-        raise MinerError(f"{path}: cannot open the catalog: {_one_line(exc)}") from None
+        raise MinerError(f"{path}: cannot open the catalog: {first_line(exc)}") from None
     return path
 
 
 def open_catalog(run_dir: Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to the run's catalog (built or refreshed first when needed).
+    """A connection with the run's catalog attached READ_ONLY as `catalog` and made current (built or
+    refreshed first when needed).
 
+    A private in-memory DuckDB attaches the file, rather than duckdb.connect(path): DuckDB caches one
+    instance per path in a process, which would keep serving the old views after a rebuild.
     Example: open_catalog(run).sql("SELECT layer, count(*) FROM units GROUP BY layer").fetchall()
     """
-    path = ensure_catalog(run_dir)
+    con = duckdb.connect(":memory:")
     try:
-        return duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        raise MinerError(f"{path}: cannot open the catalog: {_one_line(exc)}") from None
+        attach_catalog(con, run_dir, "catalog")
+        con.execute("USE catalog")
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
-def _one_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__

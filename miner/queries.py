@@ -120,3 +120,16 @@ LIMIT 20""",
         ("top_sentences",),
     ),
 ]
+
+
+def queries_markdown(queries: list[NamedQuery] | None = None) -> str:
+    """The queries as a numbered Markdown list with SQL blocks, for the README.
+
+    Example: [NamedQuery("Units per layer", "SELECT ...", ("units",))] -> a "1. **Units per layer**" line,
+    a blank line, then the SQL indented by three spaces between ```sql and ``` fences.
+    """
+    parts = []
+    for number, query in enumerate(queries if queries is not None else QUERIES, 1):
+        body = "\n".join("   " + line for line in ["```sql", *query.sql.splitlines(), "```"])
+        parts.append(f"{number}. **{query.title}**\n\n{body}\n")
+    return "\n".join(parts)

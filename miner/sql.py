@@ -9,10 +9,13 @@
    identifiers. DuckDB 2.0 parses a data-modifying CTE, `WITH a AS (INSERT ... RETURNING *) SELECT ...`,
    as a SELECT statement, and `EXPLAIN ANALYZE` executes its statement: this layer refuses both.
    (A column named like such a keyword must be double-quoted: SELECT "update" FROM t.)
-3. Execution sandbox: the catalog is attached READ_ONLY to a private in-memory DuckDB; file access is limited to exactly the files
-   the views read (allowed_paths, enable_external_access=false), extension auto-install/auto-load is off,
-   and lock_configuration=true forbids changing any of it. The statement objects the guard classified
-   are the ones executed.
+3. Execution sandbox: the catalog is attached READ_ONLY to a private in-memory DuckDB; file access is
+   limited to exactly the files the views read (allowed_paths, enable_external_access=false), extension
+   auto-install/auto-load is off, and lock_configuration=true forbids changing any of it. The statement
+   objects the guard classified are the ones executed.
+
+PIVOT without an IN list is refused (DuckDB runs it as two statements, the first creating an ENUM type):
+write `PIVOT t ON c IN ('a', 'b') USING ...`.
 
 Results: 'table' (aligned text), 'csv', 'json' (an array of row objects) or 'parquet' (needs an out path).
 """
@@ -32,7 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from miner.catalog import _one_line, attach_catalog, catalog_sources
+from miner.catalog import attach_catalog, catalog_path, catalog_sources, first_line
 from miner.errors import MinerError
 
 OutputFormat = Literal["table", "csv", "json", "parquet"]
@@ -86,7 +89,7 @@ def check_read_only(sql: str) -> list[duckdb.Statement]:
     try:
         statements = duckdb.extract_statements(sql)
     except (duckdb.Error, ValueError) as exc:  # ValueError: a statement kind the binding does not know
-        raise MinerError(f"SQL error: {_one_line(exc)}") from None
+        raise MinerError(f"SQL error: {first_line(exc)}") from None
     if not statements:
         raise MinerError("SQL error: no statement given")
     for number, statement in enumerate(statements, 1):
@@ -105,6 +108,9 @@ def check_read_only(sql: str) -> list[duckdb.Statement]:
                 raise ReadOnlyViolation(f"{where} refused: {first.upper()} statements are not allowed; the catalog "
                                         "is read-only")
             words = words[2:]
+        elif kind == duckdb.StatementType.MULTI and first == "pivot":
+            raise ReadOnlyViolation(f"{where} refused: PIVOT without an IN list creates a type; "
+                                    "list the values: PIVOT t ON c IN ('a', 'b') USING ...")
         elif kind not in _READ_KINDS:
             raise ReadOnlyViolation(f"{where} refused: {kind.name} statements are not allowed; "
                                     "the catalog is read-only (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)")
@@ -124,14 +130,18 @@ def sandboxed_connection(run_dir: Path) -> duckdb.DuckDBPyConnection:
     """
     con = duckdb.connect(":memory:", config={
         "autoinstall_known_extensions": False, "autoload_known_extensions": False})
-    path = attach_catalog(con, run_dir, "catalog")
     try:
+        path = attach_catalog(con, run_dir, "catalog")
         con.execute("USE catalog")
         con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in catalog_sources(run_dir)]})
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:
-        raise MinerError(f"{path}: cannot open the catalog: {_one_line(exc)}") from None
+        con.close()
+        raise MinerError(f"{catalog_path(run_dir)}: cannot open the catalog: {first_line(exc)}") from None
+    except BaseException:
+        con.close()
+        raise
     return con
 
 
@@ -146,7 +156,7 @@ def query_arrow(run_dir: Path, sql: str) -> pa.Table:
             result = relation.to_arrow_table() if relation is not None else pa.table({})
         return result
     except duckdb.Error as exc:
-        raise MinerError(f"SQL error: {_one_line(exc)}") from None
+        raise MinerError(f"SQL error: {first_line(exc)}") from None
     finally:
         con.close()
 
@@ -155,7 +165,8 @@ def run_query(run_dir: Path, sql: str, fmt: OutputFormat = "table", out: Path | 
               max_rows: int | None = 100) -> str | None:
     """Run read-only SQL and render the result; returns the text, or None when written to `out`.
 
-    'table' shows at most `max_rows` rows (None = all) with a footer saying how many there are; csv,
+    Several read-only statements may be given (all are checked before any runs); the last one's result
+    is rendered. 'table' shows at most `max_rows` rows (None = all) with a footer saying how many there are; csv,
     json and parquet hold every row. parquet needs `out`.
     """
     if fmt == "parquet" and out is None:
@@ -230,7 +241,7 @@ def format_table(table: pa.Table, max_rows: int | None = 100, max_width: int = 6
 
 
 def _plain(value: object) -> object:
-    """A JSON-safe value: NaN/inf -> None, dates and decimals -> str, bytes -> hex."""
+    """A JSON-safe value: NaN/inf -> None, decimals -> float, bytes -> hex, dates and others -> str."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, list):

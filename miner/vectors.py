@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import re
+import struct
 import tempfile
 import time
 from dataclasses import dataclass
@@ -147,29 +149,63 @@ def _training_options(options: VectorOptions) -> dict:
     return options.model_dump(mode="json", exclude={"model", "metric", "thread"})
 
 
+def check_fasttext_file(path: Path) -> None:
+    """Walk a fastText .bin's layout (header, args, dictionary, matrices) without loading it; InputError
+    naming the path unless the file is a complete model. fastText itself may read a truncated file for
+    minutes, allocate without bound, or accept missing matrix rows, so this runs first.
+
+    Layout: int32 magic, int32 version; args (12 int32, 1 float64); dictionary (int32 size, nwords, nlabels;
+    int64 ntokens, pruneidx_size; size x (word NUL, int64 count, int8 type); pruneidx_size x 2 int32);
+    bool quant; input matrix (int64 rows, cols; floats); bool qout; output matrix (same).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such fastText model file")
+    bad = InputError(f"{path}: not a fastText model (.bin file expected)")
+    truncated = InputError(f"{path}: truncated or damaged fastText model")
+    with path.open("rb") as fh:
+        if path.stat().st_size < 100:
+            raise bad
+        with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            magic, version = struct.unpack_from("<ii", mm, 0)
+            if magic != FASTTEXT_MAGIC or not 11 <= version <= 12:
+                raise bad
+            args = struct.unpack_from("<12id", mm, 8)
+            dim = args[0]
+            off = 8 + 56
+            try:
+                size, _nwords, _nlabels, _ntokens, prune = struct.unpack_from("<iiiqq", mm, off)
+                off += 28
+                if size < 0 or prune < -1 or dim <= 0:
+                    raise truncated
+                for _ in range(size):
+                    end = mm.find(b"\0", off)
+                    if end < 0:
+                        raise truncated
+                    off = end + 1 + 9
+                off += 8 * max(prune, 0)
+                quant = mm[off]
+                if quant:  # quantized (.ftz): product-quantizer layout, leave it to fastText
+                    return
+                rows, cols = struct.unpack_from("<qq", mm, off + 1)
+                off += 17 + 4 * rows * cols
+                out_rows, out_cols = struct.unpack_from("<qq", mm, off + 1)
+                off += 17 + 4 * out_rows * out_cols
+            except (struct.error, IndexError):
+                raise truncated from None
+            if cols != dim or off != len(mm):
+                raise truncated
+
+
 def load_fasttext(path: Path) -> fasttext.FastText._FastText:
     """Load a fastText .bin model; one InputError naming the path if it is missing or not a model."""
     import fasttext
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such fastText model file")
-    with path.open("rb") as fh:
-        head = fh.read(4)
-    if len(head) < 4 or int.from_bytes(head, "little", signed=True) != FASTTEXT_MAGIC:
-        raise InputError(f"{path}: not a fastText model (.bin file expected)")
+    check_fasttext_file(path)
     try:
-        model = fasttext.load_model(str(path))
+        return fasttext.load_model(str(path))
     except (ValueError, RuntimeError, MemoryError) as exc:
         raise InputError(f"{path}: not a usable fastText model ({str(exc).strip()})") from None
-    # fastText reads a truncated matrix without complaint: the input matrix alone needs this many bytes.
-    if not model.is_quantized():
-        args = model.f.getArgs()
-        needed = 4 * args.dim * (len(model.get_words()) + args.bucket)
-        if path.stat().st_size < needed:
-            raise InputError(f"{path}: truncated fastText model ({path.stat().st_size:,} bytes, "
-                             f"at least {needed:,} expected)")
-    return model
 
 
 def ensure_fasttext(corpus_dir: Path, model_path: Path, options: VectorOptions) -> Path:

@@ -61,7 +61,7 @@ def test_a_missing_model_or_folder_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_a_truncated_model_is_an_error(tiny_fasttext: Path, tmp_path: Path) -> None:
     data = tiny_fasttext.read_bytes()
-    for size in (1000, len(data) // 2):
+    for size in (1000, len(data) // 2, len(data) - 1):
         cut = tmp_path / f"cut-{size}.bin"
         cut.write_bytes(data[:size])
         with pytest.raises(InputError, match=str(cut)):

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pytest
 
 from miner.errors import MinerError
+from miner.queries import QUERIES, queries_markdown
 from miner.sql import ReadOnlyViolation, check_read_only, format_csv, format_json, format_table
 
 REFUSED = [
@@ -65,6 +66,7 @@ REFUSED = [
     "EXPLAIN ANALYZE INSERT INTO units VALUES (1, 'a', 1, 1)",
     "EXPLAIN ANALYZE COPY (SELECT 1) TO '/tmp/x.csv'",
     "EXPLAIN DROP TABLE units",
+    "PIVOT units ON site USING count(*)",  # without IN: DuckDB first creates an ENUM type
 ]
 
 ALLOWED = [
@@ -73,7 +75,9 @@ ALLOWED = [
     "  -- leading comment\n/* block */ SELECT count(*) FROM units;",
     "WITH per_layer AS (SELECT layer, count(*) AS n FROM units GROUP BY layer) SELECT * FROM per_layer",
     "SELECT unit_id, rank() OVER (PARTITION BY layer ORDER BY idx DESC) FROM units",
-    "SELECT unit_id, avg(score) OVER w FROM top_sentences WINDOW w AS (PARTITION BY unit_id) QUALIFY row_number() OVER w = 1",
+    "SELECT unit_id, avg(score) OVER w FROM top_sentences WINDOW w AS (PARTITION BY unit_id) "
+    "QUALIFY row_number() OVER w = 1",
+    "PIVOT units ON site IN ('hidden', 'mlp') USING count(*) GROUP BY layer",
     "FROM units",
     "VALUES (1, 2)",
     "DESCRIBE units",
@@ -134,3 +138,14 @@ def test_formats() -> None:
     assert format_csv(table).splitlines() == ["layer,name,v", "1,a,\"[1.5, 2.0]\"", "10,,\"[0.0, null]\""]
     assert format_json(table).strip() == ('[{"layer": 1, "name": "a", "v": [1.5, 2.0]}, '
                                           '{"layer": 10, "name": null, "v": [0.0, null]}]')
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=lambda q: q.title[:40])
+def test_example_queries_pass_the_guard(query) -> None:
+    assert len(check_read_only(query.sql)) == 1
+    assert query.tables
+
+
+def test_queries_markdown_lists_all_ten() -> None:
+    text = queries_markdown()
+    assert len(QUERIES) == 10 and text.count("```sql") == 10 and text.startswith("1. **")

@@ -98,7 +98,8 @@ def test_unit_vectors_are_queue_means() -> None:
     table = unit_vectors(top, ids, vectors)
     assert table.schema.field("vector").type == pa.list_(pa.float32(), 8)
     for row in table.to_pylist():
-        np.testing.assert_allclose(row["vector"], expected[(row["unit_id"], row["direction"])][1], rtol=1e-5, atol=1e-6)
+        mean = expected[(row["unit_id"], row["direction"])][1]
+        np.testing.assert_allclose(row["vector"], mean, rtol=1e-5, atol=1e-6)
 
 
 def test_missing_vector_is_an_error() -> None:

@@ -1,0 +1,149 @@
+"""Benchmark step 2 (POS tagging + per-sentence patterns + per-unit signatures) on a run folder; prints JSON.
+
+    python benchmarks/signatures.py RUN                     # the run's own queues (all units, top + bottom)
+    python benchmarks/signatures.py RUN --synthetic-units 2304 --n 1000 --pool 80000
+                                                            # queues of n random sentences from the first
+                                                            # `pool` corpus sentences (scale without mining)
+    python benchmarks/signatures.py RUN --one-unit 10000    # one unit whose queue is 10,000 corpus sentences
+
+--cache DIR keeps tagged tokens between invocations (tagging time is then reported from the first run).
+Targets (issue 4): whole step 2 for 2,304 units at N=1,000 <= 10 min on 2 cores; per unit after the
+per-sentence work <= 0.1 s; one unit at N=10,000 <= 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from miner.annotate import AnnotateOptions, background_ids, load_tagger, read_corpus_rows, run_corpus, tokens_table  # noqa: E402
+from miner.signatures import SignatureOptions, sentence_features, unit_signatures  # noqa: E402
+
+
+def tagged(corpus_dir: Path, corpus, ids: np.ndarray, cache: Path | None, batch_size: int) -> tuple[pa.Table, pa.Table, float, int]:
+    """(corpus rows, tokens) of sorted ids; tags only ids not in the cache. Returns seconds spent tagging
+    (or recorded in the cache) and sentences tagged."""
+    rows = read_corpus_rows(corpus_dir, corpus, ids)
+    have = pa.table({"sentence_id": pa.array([], pa.int64())})
+    old_tokens, old_seconds, old_count = None, 0.0, 0
+    if cache and (cache / "tokens.parquet").exists():
+        old_tokens = pq.read_table(cache / "tokens.parquet")
+        meta = json.loads((cache / "tagging.json").read_text())
+        have = pa.table({"sentence_id": pa.array(np.unique(old_tokens["sentence_id"].to_numpy()))})
+        old_seconds, old_count = meta["seconds"], meta["sentences"]
+    todo = rows.filter(pc.invert(pc.is_in(rows["sentence_id"], value_set=have["sentence_id"])))
+    started = time.monotonic()
+    new = tokens_table(todo["sentence_id"].to_numpy(), todo["text"].to_pylist(), load_tagger(), batch_size)
+    seconds = time.monotonic() - started
+    tokens = new if old_tokens is None else pa.concat_tables([old_tokens, new])
+    if cache and todo.num_rows:
+        cache.mkdir(parents=True, exist_ok=True)
+        pq.write_table(tokens, cache / "tokens.parquet")
+        (cache / "tagging.json").write_text(json.dumps({"seconds": old_seconds + seconds,
+                                                        "sentences": old_count + todo.num_rows}))
+    if todo.num_rows == 0:
+        return rows, tokens, old_seconds, old_count
+    return rows, tokens, seconds + old_seconds, todo.num_rows + old_count
+
+
+def synthetic_top(units: int, n: int, pool: np.ndarray, seed: int = 0) -> pa.Table:
+    """Queues of n distinct random pool sentences per unit and direction."""
+    rng = np.random.default_rng(seed)
+    parts = {"unit_id": [], "direction": [], "rank": [], "sentence_id": []}
+    for u in range(units):
+        for d in ("top", "bottom"):
+            parts["unit_id"].append(np.full(n, u, np.int32))
+            parts["direction"].append(np.full(n, d, dtype=object))
+            parts["rank"].append(np.arange(1, n + 1, dtype=np.int32))
+            parts["sentence_id"].append(rng.choice(pool, n, replace=False))
+    return pa.table({k: pa.array(np.concatenate(v).tolist() if k == "direction" else np.concatenate(v))
+                     for k, v in parts.items()})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--background", type=int, default=50_000, help="background sample size")
+    ap.add_argument("--cache", type=Path, default=None, help="folder keeping tagged tokens between invocations")
+    ap.add_argument("--synthetic-units", type=int, default=0, help="synthesise this many units' queues")
+    ap.add_argument("--n", type=int, default=1000, help="queue size of synthetic units")
+    ap.add_argument("--pool", type=int, default=80_000,
+                    help="synthetic queues draw from the first POOL corpus sentences (the background too)")
+    ap.add_argument("--one-unit", type=int, default=0, help="time one unit whose queue is this many corpus sentences")
+    ap.add_argument("--batch-size", type=int, default=256)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch_threads = os.environ.get("OMP_NUM_THREADS")
+
+    started = time.monotonic()
+    manifest, corpus_dir, corpus = run_corpus(args.run)
+    mined = manifest.get("stats", {}).get("sentences")
+    annotate = AnnotateOptions(background_size=args.background)
+    if args.synthetic_units and not args.one_unit:
+        mined = min(max(args.pool, mined or 0), corpus.sentences)  # synthetic queues: the pool counts as mined
+    bg = background_ids(corpus, annotate.background_size, annotate.background_seed, mined)
+    if args.one_unit:
+        pool = background_ids(corpus, args.one_unit, seed=12345)
+        top = pa.table({"unit_id": pa.array(np.zeros(len(pool), np.int32)), "direction": ["top"] * len(pool),
+                        "rank": pa.array(np.arange(1, len(pool) + 1, dtype=np.int32)), "sentence_id": pa.array(pool)})
+        mode = f"one unit, N={len(pool)}"
+    elif args.synthetic_units:
+        pool = np.arange(min(args.pool, corpus.sentences), dtype=np.int64)
+        top = synthetic_top(args.synthetic_units, args.n, pool)
+        mode = f"{args.synthetic_units} synthetic units x 2 directions, N={args.n}, pool {len(pool)}"
+    else:
+        top = pq.read_table(args.run / "top_sentences.parquet", columns=["unit_id", "direction", "rank", "sentence_id"])
+        mode = "run queues"
+    ids = np.union1d(np.unique(top["sentence_id"].to_numpy()), bg)
+    rows, tokens, tag_seconds, n_tagged = tagged(corpus_dir, corpus, ids, args.cache, args.batch_size)
+    options = SignatureOptions()
+
+    t0 = time.monotonic()
+    features = sentence_features(top, rows, tokens, bg, options)
+    t1 = time.monotonic()
+    tables = unit_signatures(features, top, options)
+    t2 = time.monotonic()
+    queues = tables["unit_stats"].num_rows
+    units = len(np.unique(top["unit_id"].to_numpy()))
+    wall = time.monotonic() - started
+    print(json.dumps({
+        "mode": mode,
+        "run": str(args.run),
+        "units": units,
+        "queues": queues,
+        "queue_sentences": int(top.num_rows),
+        "distinct_sentences": int(len(ids)),
+        "background_sentences": int(len(bg)),
+        "tagging_seconds": round(tag_seconds, 2),
+        "sentences_tagged": n_tagged,
+        "tagging_sentences_per_second": round(n_tagged / tag_seconds, 1) if tag_seconds else None,
+        "tagging_cached": bool(args.cache and n_tagged and tag_seconds and (t0 - started) < tag_seconds),
+        "pattern_extraction_seconds": round(t1 - t0, 2),
+        "patterns": {"word": int(features.words.n_patterns), "pos": int(features.pos.n_patterns),
+                     "word_ids_per_sentence": round(len(features.words.ids) / len(features.sentence_ids), 1),
+                     "pos_ids_per_sentence": round(len(features.pos.ids) / len(features.sentence_ids), 1)},
+        "unit_signature_seconds": round(t2 - t1, 2),
+        "seconds_per_unit": round((t2 - t1) / units, 4),
+        "seconds_per_queue": round((t2 - t1) / queues, 4),
+        "rows": {k: v.num_rows for k, v in tables.items()},
+        "total_seconds": round(tag_seconds + (t2 - t0), 2),
+        "wall_seconds_this_invocation": round(wall, 2),
+        "cpu_count": os.cpu_count(),
+        "omp_num_threads": torch_threads,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
