@@ -252,7 +252,14 @@ class BlockMiner:
 def model_max_length(config: object) -> int:
     """Longest input the model's position embeddings allow (unbounded if the config does not say)."""
     n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    return int(n) if isinstance(n, int) and n > 0 else 1 << 30
+    if not isinstance(n, int) or n <= 0:
+        return 1 << 30
+    if getattr(config, "model_type", "") in _PADDING_OFFSET_POSITIONS:  # positions start after padding_idx
+        n -= int(getattr(config, "pad_token_id", 1) or 1) + 1
+    return n
+
+
+_PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
 
 
 def empty_floors(n_units: int, directions: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -42,7 +42,8 @@ def byte_bpe_tokenizer(folder: Path, bos: bool) -> None:
 
 def tiny_model(folder: Path, arch: str = "bert", seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
     """Save a tiny random model of an architecture (bert, gpt2, llama) with a tokenizer into folder."""
-    from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaModel
+    from transformers import (AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel, GPT2Config,
+                              GPT2Model, LlamaConfig, LlamaModel, RobertaConfig, RobertaModel)
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -52,6 +53,19 @@ def tiny_model(folder: Path, arch: str = "bert", seed: int = 0, layers: int = 2,
         cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
                          intermediate_size=4 * hidden, max_position_embeddings=64)
         model = BertModel(cfg)
+    elif arch == "roberta":
+        tok = AutoTokenizer.from_pretrained(bundled_minilm())
+        tok.save_pretrained(folder)
+        cfg = RobertaConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                            num_attention_heads=4, intermediate_size=4 * hidden, max_position_embeddings=66,
+                            pad_token_id=tok.pad_token_id)
+        model = RobertaModel(cfg)
+    elif arch == "distilbert":
+        tok = AutoTokenizer.from_pretrained(bundled_minilm())
+        tok.save_pretrained(folder)
+        cfg = DistilBertConfig(vocab_size=tok.vocab_size, dim=hidden, n_layers=layers, n_heads=4, hidden_dim=4 * hidden,
+                               max_position_embeddings=64)
+        model = DistilBertModel(cfg)
     elif arch == "gpt2":
         byte_bpe_tokenizer(folder, bos=False)
         cfg = GPT2Config(vocab_size=400, n_embd=hidden, n_layer=layers, n_head=4, n_positions=64)

@@ -45,13 +45,23 @@ def check_against_oracle(job_path: Path) -> dict:
     return manifest
 
 
-@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "gpt2", "llama"])
 def test_queues_equal_brute_force(tmp_path: Path, corpus: Path, arch: str) -> None:
     model = tiny_model(tmp_path / arch, arch)
     job = write_job(tmp_path / "job.yaml", name=f"t-{arch}", model=str(model), corpus=str(corpus), output="run",
                     sites=["hidden", "mlp"], top_n=7, block_size=64, batch_size=8, checkpoint_seconds=0)
     manifest = check_against_oracle(job)
     assert manifest["units"] == 2 * 32 + 2 * (128 if arch != "llama" else 96)
+
+
+def test_empty_block_gives_no_candidates(tmp_path: Path) -> None:
+    from miner.activations import BlockMiner
+    from miner.model_loading import unit_layout
+
+    loaded = load_model(tiny_model(tmp_path / "m", "bert"))
+    miner = BlockMiner(loaded, unit_layout(loaded.config, ["hidden"], None), 3)
+    result = miner.mine_block(0, np.zeros(0, dtype=np.int64), [], None)
+    assert result.stats.sentences == 0 and all(len(v["units"]) == 0 for v in result.directions.values())
 
 
 def test_peaks_are_the_extreme_real_token(tmp_path: Path, corpus: Path) -> None:
