@@ -28,34 +28,48 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from miner.annotate import AnnotateOptions, background_ids, load_tagger, read_corpus_rows, run_corpus, tokens_table  # noqa: E402
+from miner.annotate import (  # noqa: E402
+    AnnotateOptions,
+    background_ids,
+    load_tagger,
+    read_corpus_rows,
+    run_corpus,
+    tokens_table,
+)
+from miner.schema import CorpusManifest  # noqa: E402
 from miner.signatures import SignatureOptions, sentence_features, unit_signatures  # noqa: E402
 
 
-def tagged(corpus_dir: Path, corpus, ids: np.ndarray, cache: Path | None, batch_size: int) -> tuple[pa.Table, pa.Table, float, int]:
-    """(corpus rows, tokens) of sorted ids; tags only ids not in the cache. Returns seconds spent tagging
-    (or recorded in the cache) and sentences tagged."""
+def tagged(corpus_dir: Path, corpus: CorpusManifest, ids: np.ndarray, cache: Path | None,
+           batch_size: int) -> tuple[pa.Table, pa.Table, dict]:
+    """(corpus rows, tokens, tagging facts) of sorted ids; tags only the ids not in the cache.
+
+    With a cache, the tagging time of all ids is estimated from the cache's measured rate."""
     rows = read_corpus_rows(corpus_dir, corpus, ids)
-    have = pa.table({"sentence_id": pa.array([], pa.int64())})
-    old_tokens, old_seconds, old_count = None, 0.0, 0
+    old_tokens, totals = None, {"seconds": 0.0, "sentences": 0}
+    have = pa.array([], pa.int64())
     if cache and (cache / "tokens.parquet").exists():
         old_tokens = pq.read_table(cache / "tokens.parquet")
-        meta = json.loads((cache / "tagging.json").read_text())
-        have = pa.table({"sentence_id": pa.array(np.unique(old_tokens["sentence_id"].to_numpy()))})
-        old_seconds, old_count = meta["seconds"], meta["sentences"]
-    todo = rows.filter(pc.invert(pc.is_in(rows["sentence_id"], value_set=have["sentence_id"])))
+        totals = json.loads((cache / "tagging.json").read_text())
+        have = pa.array(np.unique(old_tokens["sentence_id"].to_numpy()))
+    todo = rows.filter(pc.invert(pc.is_in(rows["sentence_id"], value_set=have)))
     started = time.monotonic()
     new = tokens_table(todo["sentence_id"].to_numpy(), todo["text"].to_pylist(), load_tagger(), batch_size)
     seconds = time.monotonic() - started
     tokens = new if old_tokens is None else pa.concat_tables([old_tokens, new])
+    totals = {"seconds": totals["seconds"] + seconds, "sentences": totals["sentences"] + todo.num_rows}
     if cache and todo.num_rows:
         cache.mkdir(parents=True, exist_ok=True)
         pq.write_table(tokens, cache / "tokens.parquet")
-        (cache / "tagging.json").write_text(json.dumps({"seconds": old_seconds + seconds,
-                                                        "sentences": old_count + todo.num_rows}))
-    if todo.num_rows == 0:
-        return rows, tokens, old_seconds, old_count
-    return rows, tokens, seconds + old_seconds, todo.num_rows + old_count
+        (cache / "tagging.json").write_text(json.dumps(totals))
+    rate = totals["sentences"] / totals["seconds"] if totals["seconds"] else None
+    facts = {
+        "sentences_tagged": len(ids),
+        "tagging_seconds": round(seconds if todo.num_rows == len(ids) else len(ids) / rate, 2),
+        "tagging_estimated_from_cache": todo.num_rows != len(ids),
+        "tagging_sentences_per_second": round(rate, 1) if rate else None,
+    }
+    return rows, tokens, facts
 
 
 def synthetic_top(units: int, n: int, pool: np.ndarray, seed: int = 0) -> pa.Table:
@@ -83,9 +97,10 @@ def main() -> None:
                     help="synthetic queues draw from the first POOL corpus sentences (the background too)")
     ap.add_argument("--one-unit", type=int, default=0, help="time one unit whose queue is this many corpus sentences")
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--min-support", type=int, default=SignatureOptions().min_support)
+    ap.add_argument("--min-share", type=float, default=SignatureOptions().min_share)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    torch_threads = os.environ.get("OMP_NUM_THREADS")
 
     started = time.monotonic()
     manifest, corpus_dir, corpus = run_corpus(args.run)
@@ -107,8 +122,8 @@ def main() -> None:
         top = pq.read_table(args.run / "top_sentences.parquet", columns=["unit_id", "direction", "rank", "sentence_id"])
         mode = "run queues"
     ids = np.union1d(np.unique(top["sentence_id"].to_numpy()), bg)
-    rows, tokens, tag_seconds, n_tagged = tagged(corpus_dir, corpus, ids, args.cache, args.batch_size)
-    options = SignatureOptions()
+    rows, tokens, tagging = tagged(corpus_dir, corpus, ids, args.cache, args.batch_size)
+    options = SignatureOptions(min_support=args.min_support, min_share=args.min_share)
 
     t0 = time.monotonic()
     features = sentence_features(top, rows, tokens, bg, options)
@@ -126,10 +141,8 @@ def main() -> None:
         "queue_sentences": int(top.num_rows),
         "distinct_sentences": int(len(ids)),
         "background_sentences": int(len(bg)),
-        "tagging_seconds": round(tag_seconds, 2),
-        "sentences_tagged": n_tagged,
-        "tagging_sentences_per_second": round(n_tagged / tag_seconds, 1) if tag_seconds else None,
-        "tagging_cached": bool(args.cache and n_tagged and tag_seconds and (t0 - started) < tag_seconds),
+        **tagging,
+        "signature_options": options.model_dump(),
         "pattern_extraction_seconds": round(t1 - t0, 2),
         "patterns": {"word": int(features.words.n_patterns), "pos": int(features.pos.n_patterns),
                      "word_ids_per_sentence": round(len(features.words.ids) / len(features.sentence_ids), 1),
@@ -138,10 +151,10 @@ def main() -> None:
         "seconds_per_unit": round((t2 - t1) / units, 4),
         "seconds_per_queue": round((t2 - t1) / queues, 4),
         "rows": {k: v.num_rows for k, v in tables.items()},
-        "total_seconds": round(tag_seconds + (t2 - t0), 2),
+        "total_seconds": round(tagging["tagging_seconds"] + (t2 - t0), 2),
         "wall_seconds_this_invocation": round(wall, 2),
         "cpu_count": os.cpu_count(),
-        "omp_num_threads": torch_threads,
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }, indent=2))
 
 

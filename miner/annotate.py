@@ -203,7 +203,8 @@ def annotate_run(run_dir: Path, options: AnnotateOptions | None = None, nlp: Lan
     tokens = tokens_table(todo["sentence_id"].to_numpy(), todo["text"].to_pylist(),
                           nlp or load_tagger(options.spacy_model), options.batch_size)
     seconds = time.monotonic() - started
-    log.info("tagged %s sentences in %.1f s (%.0f/s)", f"{todo.num_rows:,}", seconds, todo.num_rows / max(seconds, 1e-9))
+    log.info("tagged %s sentences in %.1f s (%.0f/s)", f"{todo.num_rows:,}", seconds,
+             todo.num_rows / max(seconds, 1e-9))
     return Annotation(tokens=tokens, background=background, tagged=todo.num_rows, seconds=seconds)
 
 
@@ -215,7 +216,8 @@ def write_annotation(run_dir: Path, annotation: Annotation) -> None:
         os.replace(tmp, run_dir / f"{name}.parquet")
 
 
-def signature_inputs(run_dir: Path, annotation: Annotation | None = None) -> tuple[pa.Table, pa.Table, pa.Table, np.ndarray]:
+def signature_inputs(run_dir: Path,
+                     annotation: Annotation | None = None) -> tuple[pa.Table, pa.Table, pa.Table, np.ndarray]:
     """(top_sentences, sentences, tokens, background ids) for :func:`miner.signatures.compute_signatures`.
 
     sentences = the run's queue sentences plus the background-only corpus rows (one row per id). The

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -51,9 +52,18 @@ class PatternIndex:
     def n_patterns(self) -> int:
         return len(self.lengths)
 
+    @cached_property
+    def _bounds(self) -> list[int]:
+        return self.offsets.tolist()
+
     def gather(self, rows: np.ndarray) -> np.ndarray:
-        """Concatenated pattern ids of the given sequences (in row order)."""
-        return self.ids[gather_ranges(self.offsets, rows)]
+        """Concatenated pattern ids of the given sequences (in row order).
+
+        Example: offsets [0, 2, 3, 6], ids [0, 3, 1, 0, 2, 3], rows [2, 0] -> [0, 2, 3, 0, 3].
+        """
+        bounds, ids = self._bounds, self.ids
+        parts = [ids[bounds[r]:bounds[r + 1]] for r in np.asarray(rows).tolist()]
+        return np.concatenate(parts) if parts else ids[:0]
 
     def count(self, rows: np.ndarray) -> np.ndarray:
         """Support of every pattern within the given distinct sequences: (P,) int64.
@@ -65,21 +75,6 @@ class PatternIndex:
     def pattern(self, pid: int) -> tuple[int, ...]:
         """Items of one pattern as a tuple."""
         return tuple(int(x) for x in self.items[pid, : self.lengths[pid]])
-
-
-def gather_ranges(offsets: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Flat indices of the CSR ranges ``offsets[r]:offsets[r + 1]`` for r in rows, concatenated.
-
-    Example: offsets [0, 2, 3, 6], rows [2, 0] -> [3, 4, 5, 0, 1].
-    """
-    rows = np.asarray(rows, np.int64)
-    starts = offsets[rows]
-    lens = offsets[rows + 1] - starts
-    total = int(lens.sum())
-    if total == 0:
-        return np.zeros(0, np.int64)
-    shift = starts - (np.cumsum(lens) - lens)
-    return np.arange(total, dtype=np.int64) + np.repeat(shift, lens)
 
 
 def to_csr(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +223,7 @@ def build_pattern_index(
     max_gap: int = 2,
     min_support: int = 1,
     counted: np.ndarray | None = None,
-    chunk_size: int = 1 << 21,
+    chunk_size: int = 1 << 20,
 ) -> PatternIndex:
     """Every pattern of length min_len..max_len with support >= min_support, and per-sequence ids.
 
@@ -254,8 +249,7 @@ def build_pattern_index(
     counted = np.ones(n_seq, bool) if counted is None else np.asarray(counted, bool)
     if len(counted) != n_seq:
         raise ValueError("counted: needs one flag per sequence")
-    lens = np.diff(offsets)
-    seq_of = np.repeat(np.arange(n_seq, dtype=np.int64), lens)
+    seq_of = np.repeat(np.arange(n_seq, dtype=np.int64), np.diff(offsets))
 
     # Level 1: dense ids for items with enough support.
     values, inv = _dense_items(items)
@@ -263,79 +257,115 @@ def build_pattern_index(
     sup1 = np.bincount(i1[counted[s1]], minlength=len(values))
     frequent = sup1 >= min_support
     n_items = int(frequent.sum())
-    remap = np.full(len(values), -1, np.int64)
+    remap = np.full(len(values), n_items, np.int64)  # dropped items become the sentinel n_items
     remap[frequent] = np.arange(n_items)
-    item_values = values[frequent]
-    sentinel = n_items
-    item_bits = bits_for(n_items + 1)
-
-    # Padded layout: sequence s starts at offsets[s] + s * (max_gap + 1); sentinels follow it and
-    # replace dropped items, so an extension never crosses into the next sequence.
-    pad = max_gap + 1
-    start_p = offsets[:-1] + np.arange(n_seq, dtype=np.int64) * pad
-    slot = np.arange(len(items), dtype=np.int64) + seq_of * pad
-    tokp = np.full(len(items) + n_seq * pad, sentinel, np.int64)
-    tokp[slot] = np.where(remap[inv] >= 0, remap[inv], sentinel)
-    seqp = np.zeros(len(tokp), np.int64)
-    seqp[slot] = seq_of
-    all_counted = bool(counted.all())
+    layout = _Layout.build(seq_of, remap[inv], n_items, max_gap, counted)
     del seq_of, inv
 
-    level_items = [item_values.reshape(-1, 1)]
+    level_items = [values[frequent].reshape(-1, 1)]
     level_support = [sup1[frequent].astype(np.int64)]
-    level_csr: list[tuple[np.ndarray, np.ndarray]] = []
+    level_csr: list[list[tuple[np.ndarray, np.ndarray]]] = []  # per level: chunks of (sequence, id) rows
     if min_len <= 1:
         keep = frequent[i1]
-        level_csr.append((s1[keep], remap[i1[keep]]))
-    occ_pos = np.flatnonzero(tokp != sentinel)
-    occ_pid = tokp[occ_pos]
-
+        level_csr.append([(s1[keep], remap[i1[keep]])])
+    occ_pos = np.flatnonzero(layout.tokp != n_items)
+    occ_pid = layout.tokp[occ_pos]
     for k in range(2, max_len + 1):
         if len(occ_pos) == 0:
             break
-        key_size = len(level_support[-1]) << item_bits
-        bounds = _chunk_bounds(seqp[occ_pos], chunk_size)
-        # Pass 1: support of each candidate key over counted sequences.
-        counter = _KeyCounter(key_size)
-        for a, b in bounds:
-            pos, key = _extend(occ_pos[a:b], occ_pid[a:b], tokp, item_bits, max_gap)
-            seq0 = seqp[occ_pos[a]]
-            s, key = unique_pairs(seqp[pos] - seq0, key, key_size)
-            counter.add(key if all_counted else key[counted[s + seq0]])
-        kept_keys, sup = counter.frequent(min_support)
-        real = (kept_keys & ((1 << item_bits) - 1)) != sentinel
-        kept_keys, sup = kept_keys[real], sup[real]
-        del counter
-        if len(kept_keys) == 0:
+        grown = _next_level(layout, occ_pos, occ_pid, len(level_support[-1]), min_support, last=k == max_len,
+                            want_rows=k >= min_len, chunk_size=chunk_size)
+        if grown is None:
             break
-        # Pass 2: renumber kept keys densely; next occurrences and per-sequence ids.
-        to_id = _key_mapper(kept_keys, key_size)
-        n_kept = len(kept_keys)
-        new_pos, new_pid, csr_s, csr_p = [], [], [], []
+        kept_keys, sup, csr, occ_pos, occ_pid = grown
+        prefix, last = kept_keys >> layout.item_bits, kept_keys & ((1 << layout.item_bits) - 1)
+        level_items.append(np.hstack([level_items[-1][prefix], level_items[0][last]]))
+        level_support.append(sup)
+        if k >= min_len:
+            level_csr.append(csr)
+    return _assemble(level_items, level_support, level_csr, min_len, max_len, n_seq)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Sequences laid out with max_gap + 1 sentinel slots after each (so extensions need no bounds checks)."""
+
+    tokp: np.ndarray
+    """Kept item id per slot; the sentinel (n_items) marks dropped items and the padding."""
+    seqp: np.ndarray
+    """Sequence of each slot."""
+    counted: np.ndarray
+    """Per sequence: does it count towards support?"""
+    all_counted: bool
+    item_bits: int
+    """Bits of an item id in a packed key (room for the sentinel)."""
+    sentinel: int
+    max_gap: int
+
+    @staticmethod
+    def build(seq_of: np.ndarray, tok: np.ndarray, n_items: int, max_gap: int, counted: np.ndarray) -> _Layout:
+        """Sequence s starts at slot offsets[s] + s * (max_gap + 1). Example (max_gap 1, sentinel 9):
+        [[4, 5], [6]] -> tokp [4, 5, 9, 9, 6, 9, 9]."""
+        pad = max_gap + 1
+        slot = np.arange(len(tok), dtype=np.int64) + seq_of * pad
+        tokp = np.full(len(tok) + len(counted) * pad, n_items, np.int64)
+        tokp[slot] = tok
+        seqp = np.zeros(len(tokp), np.int64)
+        seqp[slot] = seq_of
+        return _Layout(tokp=tokp, seqp=seqp, counted=counted, all_counted=bool(counted.all()),
+                       item_bits=bits_for(n_items + 1), sentinel=n_items, max_gap=max_gap)
+
+
+_Level = tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]
+
+
+def _next_level(lay: _Layout, occ_pos: np.ndarray, occ_pid: np.ndarray, n_prev: int, min_support: int, *,
+                last: bool, want_rows: bool, chunk_size: int) -> _Level | None:
+    """Grow every occurrence by one item: (kept keys, their support, per-sequence (sequence, id) row
+    chunks, next occurrence positions, next occurrence ids), or None when no pattern is kept."""
+    key_size = n_prev << lay.item_bits
+    bounds = _chunk_bounds(lay.seqp[occ_pos], chunk_size)
+    # Pass 1: support of each candidate key over counted sequences. At the last level the distinct
+    # (sequence, key) rows are kept, so pass 2 there is a lookup, not a second extension and sort.
+    counter = _KeyCounter(key_size)
+    kept_rows: list[tuple[int, np.ndarray, np.ndarray]] = []
+    key_type = np.int32 if key_size < 2**31 else np.int64
+    for a, b in bounds:
+        pos, key = _extend(occ_pos[a:b], occ_pid[a:b], lay.tokp, lay.item_bits, lay.max_gap)
+        seq0 = int(lay.seqp[occ_pos[a]])
+        s, key = unique_pairs(lay.seqp[pos] - seq0, key, key_size)
+        counter.add(key if lay.all_counted else key[lay.counted[s + seq0]])
+        if last:
+            kept_rows.append((seq0, s.astype(np.int32), key.astype(key_type)))
+    kept_keys, sup = counter.frequent(min_support)
+    real = (kept_keys & ((1 << lay.item_bits) - 1)) != lay.sentinel
+    kept_keys, sup = kept_keys[real], sup[real]
+    del counter
+    if len(kept_keys) == 0:
+        return None
+    # Pass 2: renumber kept keys densely (ids ascend with keys); next occurrences, per-sequence ids.
+    to_id = _key_mapper(kept_keys, key_size)
+    n_kept = len(kept_keys)
+    pos_type = np.int32 if len(lay.tokp) < 2**31 else np.int64  # stored occurrences: half the memory
+    new_pos, new_pid, csr = [], [], []
+    while kept_rows:
+        seq0, s, key = kept_rows.pop(0)
+        pid, hit = to_id(key.astype(np.int64))
+        csr.append(((s[hit] + seq0).astype(np.int32), pid[hit].astype(np.int32)))
+    if not last:
         for a, b in bounds:
-            pos, key = _extend(occ_pos[a:b], occ_pid[a:b], tokp, item_bits, max_gap)
+            pos, key = _extend(occ_pos[a:b], occ_pid[a:b], lay.tokp, lay.item_bits, lay.max_gap)
             pid, hit = to_id(key)
-            pos, pid = pos[hit], pid[hit]
+            pos, pid = unique_pairs(pos[hit], pid[hit], n_kept)
             if len(pos) == 0:
                 continue
-            if k < max_len:
-                pos, pid = unique_pairs(pos, pid, n_kept)
-                new_pos.append(pos)
-                new_pid.append(pid)
-            if k >= min_len:
-                seq0 = seqp[pos[0]]
-                s_, q_ = unique_pairs(seqp[pos] - seq0, pid, n_kept)
-                csr_s.append(s_ + seq0)
-                csr_p.append(q_)
-        del to_id
-        prefix, last = kept_keys >> item_bits, kept_keys & ((1 << item_bits) - 1)
-        level_items.append(np.hstack([level_items[-1][prefix], item_values[last].reshape(-1, 1)]))
-        level_support.append(sup.astype(np.int64))
-        if k >= min_len:
-            level_csr.append((_cat(csr_s), _cat(csr_p)))
-        if k < max_len:
-            occ_pos, occ_pid = _cat(new_pos), _cat(new_pid)
-    return _assemble(level_items, level_support, level_csr, min_len, max_len, n_seq)
+            new_pos.append(pos.astype(pos_type))
+            new_pid.append(pid.astype(np.int32))
+            if want_rows:
+                seq0 = int(lay.seqp[pos[0]])
+                s_, q_ = unique_pairs(lay.seqp[pos] - seq0, pid, n_kept)
+                csr.append(((s_ + seq0).astype(np.int32), q_.astype(np.int32)))
+    return kept_keys, sup.astype(np.int64), csr, _cat(new_pos), _cat(new_pid)
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
@@ -343,31 +373,40 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def _assemble(level_items: list[np.ndarray], level_support: list[np.ndarray],
-              level_csr: list[tuple[np.ndarray, np.ndarray]], min_len: int, max_len: int, n_seq: int) -> PatternIndex:
-    """Join the levels min_len.. into one id space and interleave the per-level CSR rows by sequence."""
+              level_csr: list[list[tuple[np.ndarray, np.ndarray]]], min_len: int, max_len: int,
+              n_seq: int) -> PatternIndex:
+    """Join the levels min_len.. into one id space and interleave the per-level CSR rows by sequence.
+
+    Each level's rows come in chunks sorted by (sequence, id); they are written chunk by chunk into
+    place, so memory stays at the result plus one chunk.
+    """
     out_levels = list(range(min_len, min_len + len(level_csr)))
-    padded, sizes = [], []
-    for k in out_levels:
-        it = level_items[k - 1]
-        block = np.full((len(it), max_len), -1, np.int64)
-        block[:, :k] = it
-        padded.append(block)
-        sizes.append(len(it))
+    sizes = [len(level_items[k - 1]) for k in out_levels]
     bases = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    counts = [np.bincount(s, minlength=n_seq) for s, _ in level_csr]
+    counts = []
+    for chunks in level_csr:
+        c = np.zeros(n_seq, np.int64)
+        for s, _ in chunks:
+            c += np.bincount(s, minlength=n_seq)
+        counts.append(c)
     offsets = np.zeros(n_seq + 1, np.int64)
     if counts:
         np.cumsum(np.sum(counts, axis=0), out=offsets[1:])
     ids = np.empty(int(offsets[-1]), np.int32)
     before = offsets[:-1].copy()
-    for li, (s, p) in enumerate(level_csr):
+    for li, chunks in enumerate(level_csr):
         # Row j of this level (sequence s[j]) goes after the earlier levels' ids of s[j], in order.
         shift = before - (np.cumsum(counts[li]) - counts[li])
-        ids[shift[s] + np.arange(len(s), dtype=np.int64)] = bases[li] + p
+        row = 0
+        while chunks:
+            s, p = chunks.pop(0)
+            ids[shift[s] + np.arange(row, row + len(s), dtype=np.int64)] = bases[li] + p
+            row += len(s)
         before += counts[li]
-    items = np.concatenate(padded) if padded else np.zeros((0, max_len), np.int64)
-    lengths = (np.concatenate([np.full(n, k, np.int8) for n, k in zip(sizes, out_levels)])
-               if sizes else np.zeros(0, np.int8))
+    items = np.full((int(bases[-1]), max_len), -1, np.int64)
+    for li, k in enumerate(out_levels):
+        items[bases[li]:bases[li + 1], :k] = level_items[k - 1]
+    lengths = np.repeat(np.array(out_levels, np.int8), sizes)
     support = np.concatenate([level_support[k - 1] for k in out_levels]) if out_levels else np.zeros(0, np.int64)
     return PatternIndex(items=items, lengths=lengths, support=support, offsets=offsets, ids=ids)
 

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from miner.errors import ConfigError
 from miner.patterns import PatternIndex, build_pattern_index
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ class SignatureOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    min_support: int = Field(3, ge=1, description="A word or pattern must occur in at least this many of a unit's sentences.")
+    min_support: int = Field(
+        3, ge=1, description="A word or pattern must occur in at least this many of a unit's sentences."
+    )
     min_share: float = Field(
         0.02, ge=0, le=1, description="...and in at least this share of the unit's sentences (the larger bound wins)."
     )
@@ -48,8 +51,14 @@ class SignatureOptions(BaseModel):
     min_len: int = Field(2, ge=2, description="Shortest word and POS pattern (items).")
     max_len: int = Field(4, ge=2, le=8, description="Longest word and POS pattern (items).")
     max_gap: int = Field(2, ge=0, description="Most items skipped between consecutive pattern items.")
+    metadata_fields: list[str] | None = Field(
+        None, description="Metadata columns to summarise (default: every string column not excluded below)."
+    )
+    exclude_metadata: list[str] = Field(
+        ["title"], description="Columns never summarised by default (document-level labels such as titles)."
+    )
     max_metadata_values: int = Field(
-        50, ge=1, description="Metadata columns with more distinct values than this (titles, ids) are not summarised."
+        300, ge=1, description="By default, columns with more distinct values than this are not summarised."
     )
 
     @model_validator(mode="after")
@@ -75,10 +84,14 @@ class SentenceFeatures:
     """(S,) int64 sentence length in tokens."""
     words: PatternIndex
     """Words (length 1) and word patterns (min_len..max_len) over lowercased tokens."""
+    words_background: np.ndarray
+    """(P_words,) background sentences supporting each word / word pattern."""
     word_vocab: np.ndarray
     """Lowercased token string of each word item id."""
     pos: PatternIndex
     """POS patterns (min_len..max_len) over PTB tags."""
+    pos_background: np.ndarray
+    """(P_pos,) background sentences supporting each POS pattern."""
     tag_vocab: np.ndarray
     """Tag string of each tag id."""
     tag_counts: np.ndarray
@@ -116,7 +129,7 @@ def sentence_features(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.T
     word_vocab, words = _encode(tokens["lower"])
     tag_vocab, tags = _encode(tokens["pos"])
 
-    sizes = _queue_sizes(top_sentences)
+    sizes = np.unique(_queue_key(top_sentences), return_counts=True)[1]
     floor = options.threshold(int(sizes.min())) if len(sizes) else options.min_support
     kw = {"max_len": options.max_len, "max_gap": options.max_gap, "min_support": floor, "counted": counted}
     word_index = build_pattern_index(offsets, words, min_len=1, **kw)
@@ -131,12 +144,9 @@ def sentence_features(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.T
                 else np.diff(offsets))
 
     fields, values, codes = [], [], []
-    for name in sentences.column_names:
-        col = sentences[name]
-        if name in _NOT_METADATA or not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-            continue
-        vals, code = _encode(col, null_code=True)
-        if 0 < len(vals) <= options.max_metadata_values:
+    for name in _metadata_columns(sentences, options):
+        vals, code = _encode(sentences[name].cast(pa.string()), null_code=True)
+        if options.metadata_fields is not None or 0 < len(vals) <= options.max_metadata_values:
             fields.append(name)
             values.append(vals)
             codes.append(code)
@@ -146,12 +156,14 @@ def sentence_features(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.T
         polarity = np.array([SENTIMENT_POLARITY.get(str(v).lower(), np.nan) if v is not None else np.nan
                              for v in labels])
     return SentenceFeatures(
-        sentence_ids=sids, background_rows=bg_rows, n_tokens=n_tokens, words=word_index, word_vocab=word_vocab,
-        pos=pos_index, tag_vocab=tag_vocab, tag_counts=tag_counts.astype(np.int32), fields=fields,
+        sentence_ids=sids, background_rows=bg_rows, n_tokens=n_tokens, words=word_index,
+        words_background=word_index.count(bg_rows), word_vocab=word_vocab, pos=pos_index,
+        pos_background=pos_index.count(bg_rows), tag_vocab=tag_vocab, tag_counts=tag_counts.astype(np.int32), fields=fields,
         field_values=values, field_codes=np.array(codes, np.int32).reshape(len(codes), len(sids)), polarity=polarity)
 
 
-def unit_signatures(features: SentenceFeatures, top_sentences: pa.Table, options: SignatureOptions) -> dict[str, pa.Table]:
+def unit_signatures(features: SentenceFeatures, top_sentences: pa.Table,
+                    options: SignatureOptions) -> dict[str, pa.Table]:
     """signatures, unit_stats and unit_metadata tables for every (unit, direction) queue in top_sentences."""
     unit, direction, rows, bounds = _queues(features, top_sentences)
     n_queue = len(unit)
@@ -159,12 +171,12 @@ def unit_signatures(features: SentenceFeatures, top_sentences: pa.Table, options
     q_of = np.repeat(np.arange(n_queue), sizes)
     member = sp.csr_matrix((np.ones(len(rows), np.int64), (q_of, rows)),
                            shape=(n_queue, len(features.sentence_ids)))
-    tables = {
+    metadata, dominant = _metadata_table(features, unit, direction, q_of, rows, sizes)
+    return {
         "signatures": _pattern_table(features, unit, direction, rows, bounds, options),
-        "unit_metadata": _metadata_table(features, unit, direction, q_of, rows, sizes),
+        "unit_stats": _stats_table(features, unit, direction, member, sizes, options, dominant),
+        "unit_metadata": metadata,
     }
-    tables["unit_stats"] = _stats_table(features, unit, direction, member, sizes, options, tables["unit_metadata"])
-    return tables
 
 
 def compute_signatures(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.Table, background_ids: np.ndarray,
@@ -181,13 +193,38 @@ def compute_signatures(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.
 def _encode(col: pa.ChunkedArray | pa.Array, null_code: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Dictionary-encode strings: (values, int64 code per row); nulls get code len(values) if null_code.
 
-    Example: ["b", "a", "b", None] with null_code -> (["b", "a"], [0, 1, 0, 2]).
+    Example: ["b", "a", "b", None] -> (["b", "a"], [0, 1, 0, null]); with null_code the values are sorted:
+    (["a", "b"], [1, 0, 1, 2]).
     """
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     enc = pc.dictionary_encode(arr)
     values = np.array(enc.dictionary.to_pylist(), dtype=object)
     codes = enc.indices.fill_null(len(values)) if null_code else enc.indices
-    return values, codes.to_numpy(zero_copy_only=False).astype(np.int64)
+    codes = codes.to_numpy(zero_copy_only=False).astype(np.int64)
+    if null_code:  # metadata: values in sorted order, so ties and row order follow the value
+        order = np.argsort(values.astype(str), kind="stable")
+        rank = np.empty(len(values) + 1, np.int64)
+        rank[order] = np.arange(len(values))
+        rank[-1] = len(values)
+        values, codes = values[order], rank[codes]
+    return values, codes
+
+
+def _metadata_columns(sentences: pa.Table, options: SignatureOptions) -> list[str]:
+    """Columns to summarise: the named ones (each must exist), else string columns not excluded."""
+    names = sentences.column_names
+    if options.metadata_fields is not None:
+        missing = [f for f in options.metadata_fields if f not in names]
+        if missing:
+            raise ConfigError(f"metadata_fields: no column {', '.join(map(repr, missing))} in the corpus "
+                              f"(columns: {', '.join(names)})")
+        return list(options.metadata_fields)
+
+    def is_text(name: str) -> bool:
+        kind = sentences.schema.field(name).type
+        return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+    return [n for n in names if n not in _NOT_METADATA and n not in options.exclude_metadata and is_text(n)]
 
 
 def _rows_of(table: pa.Table, ids: np.ndarray, name: str) -> pa.Table:
@@ -200,17 +237,16 @@ def _rows_of(table: pa.Table, ids: np.ndarray, name: str) -> pa.Table:
     return table
 
 
-def _queue_sizes(top: pa.Table) -> np.ndarray:
-    key = top["unit_id"].to_numpy().astype(np.int64) * 2 + pc.equal(top["direction"], "bottom").to_numpy(
-        zero_copy_only=False)
-    return np.unique(key, return_counts=True)[1]
+def _queue_key(top: pa.Table) -> np.ndarray:
+    """unit_id * 2 + (direction == 'bottom') per row: sorts queues by unit, top before bottom."""
+    bottom = pc.equal(top["direction"], "bottom").to_numpy(zero_copy_only=False).astype(np.int64)
+    return top["unit_id"].to_numpy().astype(np.int64) * 2 + bottom
 
 
 def _queues(features: SentenceFeatures, top: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(unit id, direction per queue; sentence rows of all queues concatenated; CSR bounds), queues sorted
     by unit then direction (top before bottom)."""
-    bottom = pc.equal(top["direction"], "bottom").to_numpy(zero_copy_only=False).astype(np.int64)
-    key = top["unit_id"].to_numpy().astype(np.int64) * 2 + bottom
+    key = _queue_key(top)
     sid = top["sentence_id"].to_numpy()
     order = np.argsort(key, kind="stable")
     key, sid = key[order], sid[order]
@@ -243,13 +279,13 @@ def _pattern_table(features: SentenceFeatures, unit: np.ndarray, direction: np.n
         ("word_pattern", features.words, features.word_vocab, features.words.lengths >= 2),
         ("pos_pattern", features.pos, features.tag_vocab, np.ones(features.pos.n_patterns, bool)),
     ]
-    bg_support = {id(ix): ix.count(features.background_rows) for _, ix, _, _ in kinds}
+    bg_support = {id(features.words): features.words_background, id(features.pos): features.pos_background}
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("q", "kind", "pid", "support", "rank")}
     for q in range(len(unit)):
         r = rows[bounds[q]:bounds[q + 1]]
         n = len(r)
         need = options.threshold(n)
-        counts = {}
+        counts: dict[int, np.ndarray] = {}
         for ki, (_, ix, _, mask) in enumerate(kinds):
             if id(ix) not in counts:
                 counts[id(ix)] = ix.count(r)
@@ -296,42 +332,55 @@ def _pattern_table(features: SentenceFeatures, unit: np.ndarray, direction: np.n
 
 
 def _metadata_table(features: SentenceFeatures, unit: np.ndarray, direction: np.ndarray, q_of: np.ndarray,
-                    rows: np.ndarray, sizes: np.ndarray) -> pa.Table:
-    """Counts and shares of every value (and the null bucket) of every summarised field, per queue."""
-    parts = []
+                    rows: np.ndarray, sizes: np.ndarray) -> tuple[pa.Table, dict[str, pa.Array]]:
+    """Counts and shares of every value (and the null bucket) of every summarised field, per queue, rows
+    ordered by queue, field, count (descending), value; and the dominant_<field>(_share) columns: the most
+    frequent non-null value (ties: the first by value) and its share of all the queue's sentences."""
     n_queue, n_bg = len(unit), len(features.background_rows)
+    cols: dict[str, list] = {k: [] for k in ("q", "f", "v", "count", "corpus")}
+    value_text: list[np.ndarray] = []
+    dominant: dict[str, pa.Array] = {}
     for f, name in enumerate(features.fields):
         values = features.field_values[f]
         m = len(values) + 1
         codes = features.field_codes[f]
         counts = np.bincount(q_of * m + codes[rows], minlength=n_queue * m).reshape(n_queue, m)
-        corpus = np.bincount(codes[features.background_rows], minlength=m) / max(n_bg, 1)
+        corpus = np.bincount(codes[features.background_rows], minlength=m) / n_bg if n_bg else np.full(m, np.nan)
         qi, vi = np.nonzero(counts)
-        share = counts[qi, vi] / sizes[qi]
-        cshare = np.where(n_bg > 0, corpus[vi], np.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(cshare > 0, share / cshare, np.nan)
-        value_of = np.append(values, None)
-        parts.append(pa.table({
-            "unit_id": pa.array(unit[qi], pa.int32()),
-            "direction": pa.array(direction[qi].tolist(), pa.string()),
-            "field": pa.array([name] * len(qi), pa.string()),
-            "value": pa.array(value_of[vi].tolist(), pa.string()),
-            "count": pa.array(counts[qi, vi], pa.int32()),
-            "share": pa.array(share, pa.float64()),
-            "corpus_share": pa.array(cshare, pa.float64(), from_pandas=True),
-            "rel_share": pa.array(rel, pa.float64(), from_pandas=True),
-        }))
-    if not parts:
-        return pa.table({"unit_id": pa.array([], pa.int32()), "direction": pa.array([], pa.string()),
-                         "field": pa.array([], pa.string()), "value": pa.array([], pa.string()),
-                         "count": pa.array([], pa.int32()), "share": pa.array([], pa.float64()),
-                         "corpus_share": pa.array([], pa.float64()), "rel_share": pa.array([], pa.float64())})
-    return pa.concat_tables(parts)
+        for key, arr in (("q", qi), ("f", np.full(len(qi), f)), ("v", vi), ("count", counts[qi, vi]),
+                         ("corpus", corpus[vi])):
+            cols[key].append(arr)
+        value_text.append(np.append(values, None)[vi])
+        named = counts[:, : m - 1]
+        best = named.argmax(axis=1) if m > 1 else np.zeros(n_queue, np.int64)
+        has = named[np.arange(n_queue), best] > 0 if m > 1 else np.zeros(n_queue, bool)
+        dominant[f"dominant_{name}"] = pa.array([values[b] if h else None for b, h in zip(best, has)], pa.string())
+        share = np.where(has, named[np.arange(n_queue), best] / np.maximum(sizes, 1), np.nan) if m > 1 else \
+            np.full(n_queue, np.nan)
+        dominant[f"dominant_{name}_share"] = pa.array(share, pa.float64(), from_pandas=True)
+    q, f, v, count, corpus = (np.concatenate(cols[k]) if cols[k] else np.zeros(0, np.int64)
+                              for k in ("q", "f", "v", "count", "corpus"))
+    order = np.lexsort((v, -count, f, q))
+    q, f, count, corpus = q[order], f[order], count[order], corpus[order].astype(np.float64)
+    text = np.concatenate(value_text)[order] if value_text else np.zeros(0, object)
+    share = count / np.maximum(sizes[q], 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(corpus > 0, share / corpus, np.nan)
+    table = pa.table({
+        "unit_id": pa.array(unit[q], pa.int32()),
+        "direction": pa.array(direction[q].tolist(), pa.string()),
+        "field": pa.array(np.array(features.fields + [""], dtype=object)[f].tolist(), pa.string()),
+        "value": pa.array(text.tolist(), pa.string()),
+        "count": pa.array(count, pa.int32()),
+        "share": pa.array(share, pa.float64()),
+        "corpus_share": pa.array(corpus, pa.float64(), from_pandas=True),
+        "rel_share": pa.array(rel, pa.float64(), from_pandas=True),
+    })
+    return table, dominant
 
 
 def _stats_table(features: SentenceFeatures, unit: np.ndarray, direction: np.ndarray, member: sp.csr_matrix,
-                 sizes: np.ndarray, options: SignatureOptions, metadata: pa.Table) -> pa.Table:
+                 sizes: np.ndarray, options: SignatureOptions, dominant: dict[str, pa.Array]) -> pa.Table:
     """One row per queue: size, length, POS ratios and selectivity, sentiment, dominant metadata values."""
     n_queue = len(unit)
     tags = features.tag_vocab.astype(str)
@@ -366,7 +415,7 @@ def _stats_table(features: SentenceFeatures, unit: np.ndarray, direction: np.nda
     cols["pos_selectivity"] = pa.array(np.where(ok, best_val, np.nan), pa.float64(), from_pandas=True)
     cols["pos_selectivity_tag"] = pa.array([tags[b] if o else None for b, o in zip(best, ok)], pa.string())
     cols.update(_sentiment_columns(features, member))
-    cols.update(_dominant_columns(features, unit, direction, metadata))
+    cols.update(dominant)
     cols["typical_sentence_id"] = pa.nulls(n_queue, pa.int64())
     return pa.table(cols)
 
@@ -387,27 +436,3 @@ def _sentiment_columns(features: SentenceFeatures, member: sp.csr_matrix) -> dic
     return {"sentiment_n": pa.array(n.astype(np.int32), pa.int32()),
             "sentiment_mean": pa.array(np.where(n > 0, mean, np.nan), pa.float64(), from_pandas=True),
             "sentiment_std": pa.array(np.where(n > 0, np.sqrt(var), np.nan), pa.float64(), from_pandas=True)}
-
-
-def _dominant_columns(features: SentenceFeatures, unit: np.ndarray, direction: np.ndarray,
-                      metadata: pa.Table) -> dict[str, pa.Array]:
-    """dominant_<field> (most frequent non-null value; ties: the first by value) and dominant_<field>_share
-    (its share of all the queue's sentences), per field."""
-    cols: dict[str, pa.Array] = {}
-    n_queue = len(unit)
-    qkey = unit.astype(np.int64) * 2 + (direction == "bottom")
-    for name in features.fields:
-        part = metadata.filter(pc.and_(pc.equal(metadata["field"], name), pc.is_valid(metadata["value"])))
-        part = part.sort_by([("unit_id", "ascending"), ("direction", "ascending"), ("count", "descending"),
-                             ("value", "ascending")])
-        key = part["unit_id"].to_numpy().astype(np.int64) * 2 + pc.equal(part["direction"], "bottom").to_numpy(
-            zero_copy_only=False)
-        first = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
-        where = np.searchsorted(qkey, key[first])
-        value = np.full(n_queue, None, dtype=object)
-        share = np.full(n_queue, np.nan)
-        value[where] = np.array(part["value"].to_pylist(), dtype=object)[first]
-        share[where] = part["share"].to_numpy()[first]
-        cols[f"dominant_{name}"] = pa.array(value.tolist(), pa.string())
-        cols[f"dominant_{name}_share"] = pa.array(share, pa.float64(), from_pandas=True)
-    return cols

@@ -10,7 +10,7 @@ import pytest
 from prefixspan import PrefixSpan
 
 from miner import patterns
-from miner.patterns import build_pattern_index, count_patterns, gather_ranges, to_csr, unique_pairs
+from miner.patterns import PatternIndex, build_pattern_index, count_patterns, to_csr, unique_pairs
 
 
 def brute_force_patterns(seq: list[int], min_len: int, max_len: int, max_gap: int) -> set[tuple[int, ...]]:
@@ -39,7 +39,11 @@ def random_db(rng: random.Random, n_seq: int, max_seq_len: int, alphabet: int) -
 def test_docstring_examples() -> None:
     assert count_patterns([[1, 2, 3], [1, 3], [2, 1]], 2, 2, max_gap=1) == {(1, 2): 1, (1, 3): 2, (2, 1): 1, (2, 3): 1}
     assert count_patterns([[1, 2], [1, 2, 2], [3]], 1, 2, 0, 2) == {(1,): 2, (2,): 2, (1, 2): 2}
-    assert gather_ranges(np.array([0, 2, 3, 6]), np.array([2, 0])).tolist() == [3, 4, 5, 0, 1]
+    index = PatternIndex(items=np.zeros((4, 1)), lengths=np.ones(4, np.int8), support=np.zeros(4),
+                         offsets=np.array([0, 2, 3, 6]), ids=np.array([0, 3, 1, 0, 2, 3], np.int32))
+    assert index.gather(np.array([2, 0])).tolist() == [0, 2, 3, 0, 3]
+    assert index.count(np.array([2, 0])).tolist() == [2, 0, 1, 2]
+    assert index.gather(np.array([], np.int64)).tolist() == []
     offsets, items = to_csr([[5, 6], [], [7]])
     assert offsets.tolist() == [0, 2, 2, 3] and items.tolist() == [5, 6, 7]
     a, b = unique_pairs(np.array([1, 0, 1]), np.array([2, 5, 2]), 9)

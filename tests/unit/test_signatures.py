@@ -8,8 +8,10 @@ import random
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
+from miner.errors import ConfigError
 from miner.signatures import SignatureOptions, compute_signatures
 
 # (sentence_id, words, tags, domain, sentiment, title); unit 0's top queue is 0-3, the background 4-9.
@@ -54,7 +56,8 @@ def tables(rows: list[tuple], queues: dict[tuple[int, str], list[int]]) -> tuple
         "doc_id": pa.array([r[0] for r in rows], pa.int64()),
     })
     top_t = pa.table({"unit_id": pa.array(top["unit_id"], pa.int32()), "direction": top["direction"],
-                      "rank": pa.array(top["rank"], pa.int32()), "sentence_id": pa.array(top["sentence_id"], pa.int64())})
+                      "rank": pa.array(top["rank"], pa.int32()),
+                      "sentence_id": pa.array(top["sentence_id"], pa.int64())})
     tok_t = pa.table({"sentence_id": pa.array(tok["sentence_id"], pa.int64()),
                       "position": pa.array(tok["position"], pa.int32()), "token": tok["token"], "lower": tok["lower"],
                       "pos": tok["pos"]})
@@ -64,7 +67,7 @@ def tables(rows: list[tuple], queues: dict[tuple[int, str], list[int]]) -> tuple
 @pytest.fixture(scope="module")
 def hand() -> dict[str, pa.Table]:
     top, sentences, tokens = tables(HAND, {(0, "top"): [0, 1, 2, 3], (0, "bottom"): [4, 5, 7, 9]})
-    opts = SignatureOptions(min_support=2, min_share=0, max_metadata_values=5)
+    opts = SignatureOptions(min_support=2, min_share=0)
     return compute_signatures(top, sentences, tokens, np.arange(4, 10), opts)
 
 
@@ -109,7 +112,7 @@ def test_pos_ratios_hand_example(hand: dict[str, pa.Table]) -> None:
 
 def test_metadata_hand_example(hand: dict[str, pa.Table]) -> None:
     meta = hand["unit_metadata"]
-    assert set(meta["field"].to_pylist()) == {"domain", "sentiment"}  # title: 10 values > 5; text, doc_id: never
+    assert set(meta["field"].to_pylist()) == {"domain", "sentiment"}  # title excluded by default; text, doc_id never
     dom = {r["value"]: r for r in rows_of(meta, unit_id=0, direction="top", field="domain")}
     assert dom["social"]["count"] == 3 and dom["social"]["share"] == 0.75
     assert dom["social"]["corpus_share"] == pytest.approx(2 / 6)
@@ -211,7 +214,20 @@ def test_metadata_shares_sum_to_one(seed: int) -> None:
         assert c == len(info["queues"][(unit, direction)])
     stats = out["unit_stats"]
     assert stats.num_rows == len(info["queues"])
-    assert stats["n_sentences"].to_pylist() == [len(info["queues"][(u, d)]) for u in range(3) for d in ("top", "bottom")]
+    expected = [len(info["queues"][(u, d)]) for u in range(3) for d in ("top", "bottom")]
+    assert stats["n_sentences"].to_pylist() == expected
+
+
+def test_metadata_field_choice() -> None:
+    top, sentences, tokens = tables(HAND, {(0, "top"): [0, 1, 2, 3]})
+    bg = np.arange(4, 10)
+    few = compute_signatures(top, sentences, tokens, bg, SignatureOptions(max_metadata_values=3, exclude_metadata=[]))
+    assert set(few["unit_metadata"]["field"].to_pylist()) == {"domain", "sentiment"}  # title: 10 values > 3
+    named = compute_signatures(top, sentences, tokens, bg, SignatureOptions(metadata_fields=["title"]))
+    assert set(named["unit_metadata"]["field"].to_pylist()) == {"title"}
+    assert named["unit_stats"]["dominant_title_share"].to_pylist() == [0.25]
+    with pytest.raises(ConfigError, match="metadata_fields: no column 'party'"):
+        compute_signatures(top, sentences, tokens, bg, SignatureOptions(metadata_fields=["party"]))
 
 
 def test_missing_sentences_are_an_error() -> None:
@@ -225,3 +241,17 @@ def test_options_validation() -> None:
         SignatureOptions(min_len=4, max_len=3)
     assert SignatureOptions().threshold(1000) == 20
     assert SignatureOptions().threshold(50) == 3
+
+
+def test_units_split_across_workers_give_the_same_tables() -> None:
+    """sentence_features once, unit_signatures per slice of units (as parallel workers do) == one call."""
+    from miner.signatures import sentence_features, unit_signatures
+
+    top, sentences, tokens, bg, _ = random_setup(5)
+    opts = SignatureOptions(min_support=2)
+    features = sentence_features(top, sentences, tokens, bg, opts)
+    whole = unit_signatures(features, top, opts)
+    parts = [unit_signatures(features, top.filter(pc.is_in(top["unit_id"], pa.array(units, pa.int32()))), opts)
+             for units in ([0], [1, 2])]
+    for name, table in whole.items():
+        assert pa.concat_tables([p[name] for p in parts]).equals(table), name
