@@ -69,6 +69,20 @@ def test_typical_sentence_equals_brute_force(metric: str) -> None:
         assert dist >= 0
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_many_exact_ties_equal_brute_force(metric: str) -> None:
+    # Few distinct small-integer vectors: duplicates everywhere, so most queues hold exact ties.
+    rng = np.random.default_rng(5)
+    n_sentences = 300
+    top = _queues(rng, n_units=80, n_sentences=n_sentences, per_queue=12)
+    ids = np.arange(n_sentences, dtype=np.int64) * 10 + 3
+    vectors = rng.integers(-1, 2, size=(n_sentences, 3)).astype(np.float32)
+    expected = _brute_force(top, ids, vectors, metric)
+    got = typical_sentences(top, ids, vectors, metric)
+    for unit, direction, sid, _ in zip(*got.to_pydict().values()):
+        assert sid == expected[(unit, direction)][0], (unit, direction)
+
+
 def test_ties_go_to_the_smaller_sentence_id() -> None:
     # unit 0: two sentences equidistant from the mean [1, 1]; unit 1: duplicates of one vector.
     top = pa.table({"unit_id": pa.array([0, 0, 1, 1, 1], pa.int32()), "direction": ["top"] * 5,
