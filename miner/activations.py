@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from miner.model_loading import LoadedModel, UnitLayout, down_projection, transformer_blocks
+from miner.model_loading import (
+    LoadedModel,
+    UnitLayout,
+    down_projection,
+    transformer_blocks,
+)
 from miner.topn import SENTINEL, Candidates, WindowedQueues, encode_keys, pack_payload
 
 

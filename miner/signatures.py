@@ -15,17 +15,16 @@ ranked. Example: w in 10 of a unit's 20 sentences and in 9 of 999 background sen
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from miner.errors import ConfigError
 from miner.patterns import PatternIndex, build_pattern_index
+from miner.schema import SignatureOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,42 +33,6 @@ POS_GROUPS = {"noun": ("NN",), "verb": ("V",), "adj": ("J",)}
 """Tag prefixes of the POS ratios: nouns NN* (NFP, a punctuation tag, is not a noun), verbs V*, adjectives J*."""
 SENTIMENT_POLARITY = {"positive": 1.0, "neutral": 0.0, "negative": -1.0}
 _NOT_METADATA = {"sentence_id", "text", "n_tokens", "doc_id", "n_model_tokens", "truncated"}
-
-
-class SignatureOptions(BaseModel):
-    """What a unit's signature holds and how words and patterns are ranked."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    min_support: int = Field(
-        3, ge=1, description="A word or pattern must occur in at least this many of a unit's sentences."
-    )
-    min_share: float = Field(
-        0.02, ge=0, le=1, description="...and in at least this share of the unit's sentences (the larger bound wins)."
-    )
-    top_k: int = Field(20, ge=1, description="Words / word patterns / POS patterns kept per unit, direction and kind.")
-    min_len: int = Field(2, ge=2, description="Shortest word and POS pattern (items).")
-    max_len: int = Field(4, ge=2, le=8, description="Longest word and POS pattern (items).")
-    max_gap: int = Field(2, ge=0, description="Most items skipped between consecutive pattern items.")
-    metadata_fields: list[str] | None = Field(
-        None, description="Metadata columns to summarise (default: every string column not excluded below)."
-    )
-    exclude_metadata: list[str] = Field(
-        ["title"], description="Columns never summarised by default (document-level labels such as titles)."
-    )
-    max_metadata_values: int = Field(
-        300, ge=1, description="By default, columns with more distinct values than this are not summarised."
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> SignatureOptions:
-        if self.min_len > self.max_len:
-            raise ValueError("min_len: must be <= max_len")
-        return self
-
-    def threshold(self, n: int) -> int:
-        """Minimum support for a queue of n sentences. Example: defaults, n=1000 -> 20; n=50 -> 3."""
-        return max(self.min_support, math.ceil(self.min_share * n - 1e-9))
 
 
 @dataclass

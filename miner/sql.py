@@ -131,7 +131,7 @@ def sandboxed_connection(run_dir: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:", config={
         "autoinstall_known_extensions": False, "autoload_known_extensions": False})
     try:
-        path = attach_catalog(con, run_dir, "catalog")
+        attach_catalog(con, run_dir, "catalog")
         con.execute("USE catalog")
         con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in catalog_sources(run_dir)]})
         con.execute("SET enable_external_access = false")

@@ -26,17 +26,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import Field, model_validator
 from scipy import sparse
 
 from miner.errors import InputError
-from miner.schema import StrictModel
+from miner.schema import VectorOptions
 
 if TYPE_CHECKING:
     import fasttext.FastText
@@ -45,34 +44,6 @@ log = logging.getLogger(__name__)
 
 FASTTEXT_MAGIC = 793712314  # first int32 of every fastText .bin (FASTTEXT_FILEFORMAT_MAGIC_INT32)
 _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
-
-
-class VectorOptions(StrictModel):
-    """How sentence vectors are made: train fastText on the corpus, or load an existing model."""
-
-    model: Path | None = Field(
-        None, description="An existing fastText .bin model to use instead of training one on the corpus.")
-    max_sentences: int = Field(
-        200_000, gt=0, description="Train on at most this many corpus sentences (a seeded random sample).")
-    dim: int = Field(100, gt=0, description="fastText vector size.")
-    epoch: int = Field(5, gt=0, description="fastText training epochs.")
-    min_count: int = Field(5, gt=0, description="fastText: ignore words rarer than this in training.")
-    minn: int = Field(3, gt=0, description="fastText: shortest character n-gram (subwords must stay on).")
-    maxn: int = Field(6, gt=0, description="fastText: longest character n-gram.")
-    bucket: int = Field(200_000, gt=0, description="fastText: hash buckets for n-grams (model size).")
-    ws: int = Field(5, gt=0, description="fastText: context window size.")
-    lr: float = Field(0.05, gt=0, description="fastText: learning rate.")
-    thread: int = Field(2, gt=0, description="fastText training threads (1 = bit-reproducible).")
-    seed: int = Field(
-        0, ge=0, description="Seed of the training sample (fastText's own seed is its fixed default, 0).")
-    metric: Literal["euclidean", "cosine"] = Field(
-        "euclidean", description="Distance to the unit's mean vector that picks the typical sentence.")
-
-    @model_validator(mode="after")
-    def _check(self) -> VectorOptions:
-        if self.maxn < self.minn:
-            raise ValueError("maxn: must be >= minn")
-        return self
 
 
 def tokenize(text: str) -> list[str]:

@@ -25,7 +25,14 @@ SENTENCES = [
 
 def byte_bpe_tokenizer(folder: Path, bos: bool) -> None:
     """Train a tiny byte-level BPE tokenizer (GPT-2/Llama style) on SENTENCES and save it into folder."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -42,8 +49,19 @@ def byte_bpe_tokenizer(folder: Path, bos: bool) -> None:
 
 def tiny_model(folder: Path, arch: str = "bert", seed: int = 0, layers: int = 2, hidden: int = 32) -> Path:
     """Save a tiny random model of an architecture (bert, gpt2, llama) with a tokenizer into folder."""
-    from transformers import (AutoTokenizer, BertConfig, BertModel, DistilBertConfig, DistilBertModel, GPT2Config,
-                              GPT2Model, LlamaConfig, LlamaModel, RobertaConfig, RobertaModel)
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertModel,
+        DistilBertConfig,
+        DistilBertModel,
+        GPT2Config,
+        GPT2Model,
+        LlamaConfig,
+        LlamaModel,
+        RobertaConfig,
+        RobertaModel,
+    )
 
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)

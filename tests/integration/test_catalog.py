@@ -13,7 +13,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from miner.catalog import build_catalog, catalog_is_current, catalog_path, ensure_catalog, open_catalog
+from miner.catalog import (
+    build_catalog,
+    catalog_is_current,
+    catalog_path,
+    ensure_catalog,
+    open_catalog,
+)
 from miner.errors import InputError, MinerError
 from miner.queries import QUERIES
 from miner.sql import ReadOnlyViolation, query_arrow, run_query

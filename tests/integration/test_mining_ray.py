@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from helpers import make_corpus, tiny_model, write_job
 from mining_oracle import all_scores, expected_queues
+
 from miner.mine import load_job, run_mining
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from helpers import make_corpus, tiny_model, write_job
 from mining_oracle import all_scores, expected_queues
+
 from miner.errors import ConfigError, InputError, OutputConflictError
 from miner.mine import load_job, plan_blocks, run_mining
 from miner.model_loading import load_model, reinitialize_except_embeddings

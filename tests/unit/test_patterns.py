@@ -10,7 +10,13 @@ import pytest
 from prefixspan import PrefixSpan
 
 from miner import patterns
-from miner.patterns import PatternIndex, build_pattern_index, count_patterns, to_csr, unique_pairs
+from miner.patterns import (
+    PatternIndex,
+    build_pattern_index,
+    count_patterns,
+    to_csr,
+    unique_pairs,
+)
 
 
 def brute_force_patterns(seq: list[int], min_len: int, max_len: int, max_gap: int) -> set[tuple[int, ...]]:

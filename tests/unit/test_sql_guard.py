@@ -7,7 +7,13 @@ import pytest
 
 from miner.errors import MinerError
 from miner.queries import QUERIES, queries_markdown
-from miner.sql import ReadOnlyViolation, check_read_only, format_csv, format_json, format_table
+from miner.sql import (
+    ReadOnlyViolation,
+    check_read_only,
+    format_csv,
+    format_json,
+    format_table,
+)
 
 REFUSED = [
     "INSERT INTO units VALUES (1, 'hidden', 1, 0)",

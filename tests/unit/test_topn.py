@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from miner.topn import (SENTINEL, Candidates, TopNQueues, WindowedQueues, decode_keys, encode_keys, pack_payload,
-                        unpack_payload)
+from miner.topn import (
+    SENTINEL,
+    Candidates,
+    TopNQueues,
+    WindowedQueues,
+    decode_keys,
+    encode_keys,
+    pack_payload,
+    unpack_payload,
+)
 
 
 def brute_top(scores: np.ndarray, ids: np.ndarray, n: int) -> list[list[int]]:
