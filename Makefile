@@ -24,8 +24,7 @@ corpus: $(STAMP)
 
 demo: corpus
 	$(BIN)/miner corpus info $(DEMO_CORPUS)
-	$(BIN)/miner mine $(DEMO_JOB)
-	@echo "Results: runs/demo (manifest.json, top_sentences.parquet, sentences.parquet, convergence.parquet)"
+	$(BIN)/miner run $(DEMO_JOB)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

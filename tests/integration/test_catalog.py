@@ -23,7 +23,7 @@ from miner.catalog import (
 from miner.errors import InputError, MinerError
 from miner.queries import QUERIES
 from miner.sql import ReadOnlyViolation, query_arrow, run_query
-from miner.vectors import VectorOptions, compute_vector_tables, write_vector_tables
+from miner.vectors import VectorOptions
 
 pytestmark = pytest.mark.integration
 
@@ -77,11 +77,14 @@ def undocumented(columns: dict[str, list[str]], docs: dict[str, dict]) -> list[s
 
 @pytest.fixture(scope="module")
 def run(tiny_run: Path, tiny_fasttext: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the tiny mining run with its vector tables, and its catalog."""
+    """A copy of the tiny mining run with the whole of step 2 (real spaCy, real fastText) and its catalog."""
+    from miner.abstract import run_abstract
+    from miner.schema import AnnotateOptions
+
     out = tmp_path_factory.mktemp("catalog") / "run"
     shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("checkpoint", "catalog.duckdb"))
-    write_vector_tables(out, compute_vector_tables(out, VectorOptions(model=tiny_fasttext)))
-    build_catalog(out)
+    run_abstract(out, AnnotateOptions(background_size=2000), vectors=VectorOptions(model=tiny_fasttext),
+                 executor="inline")
     return out
 
 
