@@ -8,8 +8,9 @@ export TRANSFORMERS_OFFLINE := 1
 
 DEMO_CORPUS ?= data/default
 DEMO_JOB    ?= jobs/demo.yaml
+DEMO_RANDOM_JOB ?= jobs/demo-random.yaml
 
-.PHONY: venv demo test test-fast corpus bench clean schema
+.PHONY: venv demo test test-fast corpus bench clean schema browser
 
 venv: $(STAMP)
 
@@ -25,8 +26,20 @@ corpus: $(STAMP)
 demo: corpus
 	$(BIN)/miner corpus info $(DEMO_CORPUS)
 	$(BIN)/miner run $(DEMO_JOB)
+	$(BIN)/miner run $(DEMO_RANDOM_JOB)
+	$(BIN)/miner compare runs/demo runs/demo-random --out runs/compare
+	$(BIN)/miner report runs/demo --model --unit 6:101 --out runs/demo/reports
+	@echo
+	@echo "Model overview: $(CURDIR)/runs/demo/reports/model.html   (pre-trained vs random-init: runs/compare/comparison.json)"
+	@echo "Try:  $(BIN)/miner sql runs/demo \"SELECT value AS domain, count(*) AS units FROM unit_metadata WHERE field = 'domain' AND direction = 'top' AND share >= 0.5 GROUP BY 1 ORDER BY 2 DESC\""
 
-test: $(STAMP)
+# Headless Chromium for the report rendering tests (Debian's package; the tests skip without it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: browser tests will be skipped"; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 test-fast: $(STAMP)

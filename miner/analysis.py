@@ -30,49 +30,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.optimize import linear_sum_assignment
 
 from miner.catalog import build_catalog, read_run_manifest
 from miner.errors import ConfigError, InputError, MinerError
+from miner.schema import AnalysisOptions
 
 log = logging.getLogger(__name__)
 
 Direction = Literal["top", "bottom"]
 ANALYSIS_TABLES = ("unit_clusters", "unit_map", "layer_rankings", "layer_distribution")
 SENTIMENT_METRICS = ("sentiment_std", "sentiment_mean")
-
-
-class AnalysisOptions(BaseModel):
-    """How `miner analyze` clusters, maps and ranks the units of a run."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    directions: list[Direction] = Field(
-        ["top", "bottom"], min_length=1,
-        description="Queue directions to cluster and rank (the paper uses top; directions a run lacks are skipped).")
-    map_directions: list[Direction] = Field(
-        ["top"], description="Directions to draw a t-SNE map for ([] = no map; ~10-20 s per 2,304 units on 2 cores).")
-    k: int | None = Field(None, ge=2, description="k-means clusters (default: the number of distinct layers).")
-    n_init: int = Field(10, ge=1, description="k-means restarts; the one with the lowest inertia is kept.")
-    seed: int = Field(0, description="Seed of k-means, PCA, t-SNE and the chance-level permutations.")
-    chance_permutations: int = Field(
-        200, ge=1, description="Random permutations of the cluster labels averaged for the chance level.")
-    pca_dims: int = Field(50, ge=0, description="PCA dimensions before t-SNE (0 = none).")
-    perplexity: float = Field(30.0, gt=0, description="t-SNE perplexity (capped at (units - 1) / 3).")
-    tsne_iterations: int = Field(500, ge=250, description="t-SNE optimisation iterations.")
-    metrics: list[str] = Field(
-        ["pos_selectivity", "sentiment_std"], min_length=1,
-        description="Numeric unit_stats columns to rank units by (rank 1 = highest value).")
-    min_sentiment_n: int = Field(
-        5, ge=2,
-        description="Rank by sentiment_std/sentiment_mean only units with at least this many labelled sentences.")
-    plots: bool = Field(True, description="Write SVG plots into RUN/plots/.")
-
-    @field_validator("directions", "map_directions", "metrics")
-    @classmethod
-    def _unique(cls, values: list) -> list:
-        return list(dict.fromkeys(values))
 
 
 # ---------------------------------------------------------------------------------------------- clustering

@@ -142,6 +142,9 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         vectors = vectors.model_copy(update={"model": base / vectors.model})
     if not step2_done(run_dir) or ns.redo_signatures:
         run_abstract(run_dir, job.annotate, job.signatures, vectors, executor=ns.executor, address=ns.address)
+        from miner.analysis import run_analysis
+
+        run_analysis(run_dir, job.analysis)
     print(f"run folder: {run_dir}")
     print(f'try: miner sql {run_dir} "SELECT layer, count(*) AS units FROM units GROUP BY layer ORDER BY layer"')
     return 0
@@ -154,6 +157,41 @@ def _cmd_sql(ns: argparse.Namespace) -> int:
                      max_rows=None if ns.max_rows == 0 else ns.max_rows)
     if text is not None:
         sys.stdout.write(text)
+    return 0
+
+
+def _cmd_analyze(ns: argparse.Namespace) -> int:
+    from miner.analysis import run_analysis
+    from miner.schema import AnalysisOptions
+
+    summary = run_analysis(Path(ns.run), model_from_args(AnalysisOptions, ns))
+    acc = summary.get("accuracy")
+    print(f"clustering accuracy {acc:.3f} (chance {summary.get('chance_accuracy', float('nan')):.3f}); "
+          f"tables: {', '.join(summary.get('tables', []))}")
+    return 0
+
+
+def _cmd_compare(ns: argparse.Namespace) -> int:
+    from miner.analysis import compare_runs, write_comparison
+
+    runs = [Path(r) for r in ns.runs]
+    if ns.out:
+        result = write_comparison(runs, Path(ns.out))
+        print(f"comparison written to {ns.out}: {', '.join(Path(f).name for f in result.get('files', []))}")
+    else:
+        print(json.dumps(compare_runs(runs), indent=2, default=str))
+    return 0
+
+
+def _cmd_concepts(ns: argparse.Namespace) -> int:
+    from miner.analysis import concept_search
+    from miner.sql import format_csv, format_json, format_table
+
+    if not ns.words and not ns.where:
+        raise ConfigError("concepts: give --words and/or --where")
+    table = concept_search(Path(ns.run), ns.words, ns.where, ns.direction, ns.top, ns.match)
+    fmt = {"table": format_table, "csv": format_csv, "json": format_json}[ns.format]
+    sys.stdout.write(fmt(table))
     return 0
 
 
@@ -224,6 +262,31 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--out", default=None, help="Write the result to this file (required for parquet).")
     sql.add_argument("--max-rows", type=int, default=100, help="Rows shown by --format table (0 = all).")
     sql.set_defaults(func=_cmd_sql)
+
+    from miner.report import add_report_command
+    from miner.schema import AnalysisOptions
+
+    ana = sub.add_parser("analyze", help="Cross-unit analysis: k-means vs layers (Hungarian), t-SNE map, rankings.")
+    ana.add_argument("run", help="Run folder with step 2 done.")
+    add_model_options(ana, AnalysisOptions)
+    ana.set_defaults(func=_cmd_analyze)
+
+    cmp_ = sub.add_parser("compare", help="Compare runs (e.g. pre-trained vs random-init): accuracy, layers, convergence.")
+    cmp_.add_argument("runs", nargs="+", help="Two or more run folders.")
+    cmp_.add_argument("--out", default=None, help="Write comparison.json and SVG plots here (default: print JSON).")
+    cmp_.set_defaults(func=_cmd_compare)
+
+    con = sub.add_parser("concepts", help="Rank units by how well their queue matches a concept (words or SQL).")
+    con.add_argument("run", help="Run folder with step 2 done.")
+    con.add_argument("--words", nargs="+", default=None, help="Concept words/phrases, e.g. united states america u.s.")
+    con.add_argument("--where", default=None, help="SQL predicate over sentences, e.g. \"domain = 'social_media'\".")
+    con.add_argument("--direction", choices=["top", "bottom"], default="top", help="Queue direction.")
+    con.add_argument("--top", type=int, default=20, help="Units to show.")
+    con.add_argument("--match", choices=["auto", "tokens", "text"], default="auto", help="How words are matched.")
+    con.add_argument("--format", choices=["table", "csv", "json"], default="table", help="Output format.")
+    con.set_defaults(func=_cmd_concepts)
+
+    add_report_command(sub)
 
     for extra in _EXTRA_COMMANDS:
         extra(sub)

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 # Fields that do not change a run's result (excluded from its fingerprint).
 _EXECUTION_FIELDS = {"workers", "threads_per_worker", "gpus_per_worker", "checkpoint_seconds", "output", "name",
-                     "annotate", "signatures", "vectors"}
+                     "annotate", "signatures", "vectors", "analysis"}
 
 
 def load_job(path: Path) -> tuple[JobSpec, Path]:

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 InputFormat = Literal["auto", "txt", "jsonl", "csv", "tsv", "parquet"]
 
@@ -188,6 +188,39 @@ class VectorOptions(StrictModel):
         return self
 
 
+Direction = Literal["top", "bottom"]
+
+
+class AnalysisOptions(StrictModel):
+    """How `miner analyze` clusters, maps and ranks the units of a run."""
+
+    directions: list[Direction] = Field(
+        ["top", "bottom"], min_length=1,
+        description="Queue directions to cluster and rank (the paper uses top; directions a run lacks are skipped).")
+    map_directions: list[Direction] = Field(
+        ["top"], description="Directions to draw a t-SNE map for ([] = no map; ~10-20 s per 2,304 units on 2 cores).")
+    k: int | None = Field(None, ge=2, description="k-means clusters (default: the number of distinct layers).")
+    n_init: int = Field(10, ge=1, description="k-means restarts; the one with the lowest inertia is kept.")
+    seed: int = Field(0, description="Seed of k-means, PCA, t-SNE and the chance-level permutations.")
+    chance_permutations: int = Field(
+        200, ge=1, description="Random permutations of the cluster labels averaged for the chance level.")
+    pca_dims: int = Field(50, ge=0, description="PCA dimensions before t-SNE (0 = none).")
+    perplexity: float = Field(30.0, gt=0, description="t-SNE perplexity (capped at (units - 1) / 3).")
+    tsne_iterations: int = Field(500, ge=250, description="t-SNE optimisation iterations.")
+    metrics: list[str] = Field(
+        ["pos_selectivity", "sentiment_std"], min_length=1,
+        description="Numeric unit_stats columns to rank units by (rank 1 = highest value).")
+    min_sentiment_n: int = Field(
+        5, ge=2,
+        description="Rank by sentiment_std/sentiment_mean only units with at least this many labelled sentences.")
+    plots: bool = Field(True, description="Write SVG plots into RUN/plots/.")
+
+    @field_validator("directions", "map_directions", "metrics")
+    @classmethod
+    def _unique(cls, values: list) -> list:
+        return list(dict.fromkeys(values))
+
+
 Site = Literal["hidden", "mlp"]
 
 
@@ -249,6 +282,7 @@ class JobSpec(StrictModel):
     annotate: AnnotateOptions = Field(default_factory=AnnotateOptions, description="Step 2: POS tagging and background sample.")
     signatures: SignatureOptions = Field(default_factory=SignatureOptions, description="Step 2: per-unit signatures.")
     vectors: VectorOptions = Field(default_factory=VectorOptions, description="Step 2: fastText sentence vectors.")
+    analysis: AnalysisOptions = Field(default_factory=AnalysisOptions, description="Step 3: clustering, map, rankings.")
     trust_remote_code: bool = Field(False, description="Allow model code shipped in the model folder.")
 
     @model_validator(mode="after")

@@ -104,6 +104,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "DOC_KEYS",
     "DOMAINS",
@@ -959,6 +961,18 @@ def _write_jsonl_gz(docs: Iterable[dict[str, Any]], path: Path) -> int:
     return count
 
 
+def shuffled(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The documents of one source in a fixed pseudo-random order (seeded by the source's name).
+
+    Several packages store their documents sorted by label (tweets by sentiment, reviews by verdict, news by
+    topic); shuffling makes any prefix of a source, and so any prefix of the interleaved corpus, a fair sample.
+    Example: the same docs and name always give the same order.
+    """
+    seed = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    order = np.random.default_rng(seed).permutation(len(docs))
+    return [docs[i] for i in order]
+
+
 def write_default_sources(
     cache_dir: Path,
     out_dir: Path,
@@ -1012,7 +1026,8 @@ def write_default_sources(
 
     for spec in todo:
         root = roots[(spec.registry, spec.package, spec.version)]
-        n = _write_jsonl_gz(iter_documents(spec, root, max_docs_per_source), paths[spec.name])
+        docs = shuffled(list(iter_documents(spec, root, None)), spec.name)[:max_docs_per_source]
+        n = _write_jsonl_gz(docs, paths[spec.name])
         if n == 0:
             paths[spec.name].unlink()
             raise SourceError(f"no documents parsed from {_describe(spec)}")

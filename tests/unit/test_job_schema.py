@@ -15,7 +15,7 @@ def test_schema_file_matches_model() -> None:
     assert SCHEMA_PATH.read_text() == job_schema_text(), "schemas/job.schema.json drifted: run `make schema`"
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "bert-base.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-random.yaml", "bert-base.yaml"])
 def test_shipped_jobs_validate(name: str) -> None:
     job, base = load_job(ROOT / "jobs" / name)
     assert base == ROOT / "jobs" and job.top_n > 0
