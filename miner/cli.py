@@ -11,7 +11,7 @@ import logging
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -288,12 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_command(sub)
 
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
     return parser
-
-
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

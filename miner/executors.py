@@ -11,6 +11,7 @@ import logging
 import os
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -39,8 +40,6 @@ def build_block_miner(cfg: WorkerConfig) -> BlockMiner:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     job = cfg.job
-    from pathlib import Path
-
     loaded = load_model(Path(cfg.model_folder), job.device, job.dtype, job.init, job.init_seed, job.allow_pickle,
                         job.trust_remote_code)
     layout = unit_layout(loaded.config, list(job.sites), job.layers)

@@ -184,8 +184,6 @@ def unit_layout(config: object, sites: list[str], layers: list[int] | None) -> U
     n_layers = _config_int(config, ("num_hidden_layers", "n_layer", "num_layers", "n_layers"))
     hidden = _config_int(config, ("hidden_size", "n_embd", "d_model", "dim"))
     ffn = _config_int(config, ("intermediate_size", "n_inner", "ffn_dim", "hidden_dim", "d_ff"), default=4 * hidden)
-    if ffn is None:
-        ffn = 4 * hidden
     chosen = list(range(1, n_layers + 1)) if layers is None else list(layers)
     for layer in chosen:
         if layer < 0 or layer > n_layers:
