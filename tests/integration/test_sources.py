@@ -131,8 +131,7 @@ def test_labelled_sources_carry_their_labels(written: dict[str, list[dict[str, A
     if "sotu" in written:
         for key in ("author", "title"):
             all_have("sotu", key)
-        assert written["sotu"][0]["author"] == "George Washington"
-        assert written["sotu"][0]["title"] == "1790"
+        assert all(d["title"].isdigit() and 1790 <= int(d["title"]) <= 2021 for d in written["sotu"])
 
 
 def test_drama_text_is_clean(written: dict[str, list[dict[str, Any]]]) -> None:
