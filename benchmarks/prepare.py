@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     from miner.sources import write_default_sources
 
-    docs = write_default_sources(Path(args.cache), Path(args.cache) / "documents")
+    docs = write_default_sources(Path(args.cache), Path(args.cache) / "documents-v2")
     one = run(docs, args.workers)
     many = run(docs * args.repeat, args.workers)
     print(json.dumps({
