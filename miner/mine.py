@@ -407,14 +407,9 @@ def write_outputs(run: RunFolder, job: JobSpec, layout, state: MiningState, corp
     used = np.unique(top["sentence_id"].to_numpy())
     sentences = _collect_sentences(corpus_dir, corpus, used)
     max_len = min(job.max_length, model_max_length(tokenizer_config))
-    token_lists, n_model, truncated = _model_tokens(tokenizer, sentences["text"].to_pylist(), max_len)
+    n_model, truncated, peak_tokens = _peak_tokens(tokenizer, sentences, top, max_len)
     sentences = sentences.append_column("n_model_tokens", pa.array(n_model, pa.int32()))
     sentences = sentences.append_column("truncated", pa.array(truncated))
-    pos_of = {int(s): i for i, s in enumerate(sentences["sentence_id"].to_numpy())}
-    sid = top["sentence_id"].to_numpy()
-    pp = top["peak_position"].to_numpy()
-    peak_tokens = [token_lists[pos_of[int(s)]][int(p)] if int(p) < len(token_lists[pos_of[int(s)]]) else None
-                   for s, p in zip(sid, pp)]
     top = top.add_column(top.schema.get_field_index("peak_score"), "peak_token", pa.array(peak_tokens, pa.string()))
     run.write_table(run.path / "top_sentences.parquet", top)
     run.write_table(run.path / "sentences.parquet", sentences)
@@ -437,9 +432,36 @@ def _collect_sentences(corpus_dir: Path, corpus: CorpusManifest, ids: np.ndarray
     return pa.concat_tables(parts, promote_options="permissive").sort_by("sentence_id")
 
 
-def _model_tokens(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[str]], list[int], list[bool]]:
-    """Model tokens of each sentence exactly as the miner saw them (special tokens included, truncated)."""
-    ids, _special, long_rows = tokenize_sentences(tokenizer, texts, max_length)
-    long_set = set(long_rows)
-    tokens = [tokenizer.convert_ids_to_tokens(row) for row in ids]
-    return tokens, [len(r) for r in ids], [i in long_set for i in range(len(ids))]
+def _peak_tokens(tokenizer, sentences: pa.Table, top: pa.Table, max_len: int,
+                 chunk: int = 20_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n_model_tokens, truncated) per sentence and the peak token's text per queue entry.
+
+    Sentences (sorted by id) are re-tokenised exactly as the miner saw them, a chunk at a time, so memory
+    stays bounded by the chunk rather than the number of distinct queue sentences.
+    """
+    vocab = np.array(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))), dtype=object)
+    ids = sentences["sentence_id"].to_numpy()
+    sid = top["sentence_id"].to_numpy()
+    pos = top["peak_position"].to_numpy().astype(np.int64)
+    order = np.argsort(sid, kind="stable")
+    sid_sorted = sid[order]
+    n_model = np.zeros(len(ids), dtype=np.int32)
+    truncated = np.zeros(len(ids), dtype=bool)
+    peak = np.full(len(sid), None, dtype=object)
+    for lo in range(0, len(ids), chunk):
+        texts = sentences["text"].slice(lo, chunk).to_pylist()
+        rows, _special, long_rows = tokenize_sentences(tokenizer, texts, max_len)
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        n_model[lo : lo + len(rows)] = lengths
+        truncated[lo + np.asarray(long_rows, dtype=np.int64)] = True
+        padded = np.zeros((len(rows), int(lengths.max())), dtype=np.int64)
+        for k, r in enumerate(rows):
+            padded[k, : len(r)] = r
+        first = np.searchsorted(sid_sorted, ids[lo], side="left")
+        last = np.searchsorted(sid_sorted, ids[lo + len(rows) - 1], side="right")
+        entries = order[first:last]
+        local = np.searchsorted(ids[lo : lo + len(rows)], sid[entries])
+        p = pos[entries]
+        ok = p < lengths[local]
+        peak[entries[ok]] = vocab[padded[local[ok], p[ok]]]
+    return n_model, truncated, peak
