@@ -79,11 +79,9 @@ def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatu
     if executor == "ray":
         import ray
 
-        if not ray.is_initialized():
-            if address:
-                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-            else:
-                ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        from miner.ray_cluster import connect
+
+        connect(address)
         ray_module = ray
         parts = parts or max(1, int(ray.cluster_resources().get("CPU", 1)))
     t = time.monotonic()

@@ -195,6 +195,53 @@ def _cmd_concepts(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_submit(ns: argparse.Namespace) -> int:
+    from miner.submit import follow_logs, job_status, submit_job
+
+    sid = submit_job(Path(ns.job), ns.address, ns.submission_id, ns.entrypoint_num_cpus, ns.pip)
+    print(f"submitted {sid}; follow with: miner jobs logs {sid} --follow --address {ns.address or '$RAY_API_SERVER_ADDRESS'}")
+    if not ns.follow:
+        return 0
+    for text in follow_logs(ns.address, sid):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    record = job_status(ns.address, sid)
+    print(f"{sid}: {record.status}" + (f" ({record.message})" if record.status != "SUCCEEDED" and record.message else ""))
+    return 0 if record.status == "SUCCEEDED" else 1
+
+
+def _cmd_jobs(ns: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from miner import submit
+
+    if ns.jobs_command == "list":
+        records = submit.list_jobs(ns.address, ns.all)
+        if ns.json:
+            print(json.dumps([asdict(r) for r in records], indent=2))
+        else:
+            width = max([len(r.submission_id) for r in records] + [13])
+            print(f"{'SUBMISSION ID':<{width}}  {'STATUS':<9}  {'STARTED (UTC)':<25}  OUTPUT")
+            for r in records:
+                print(f"{r.submission_id:<{width}}  {r.status:<9}  {r.start_time:<25}  {r.output}")
+        return 0
+    if ns.jobs_command == "status":
+        record = submit.job_status(ns.address, ns.submission_id)
+        print(json.dumps(asdict(record), indent=2))
+        return 0 if record.status != "FAILED" else 1
+    if ns.jobs_command == "logs":
+        if ns.follow:
+            for text in submit.follow_logs(ns.address, ns.submission_id):
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        else:
+            sys.stdout.write(submit.job_logs(ns.address, ns.submission_id))
+        return 0
+    stopped = submit.stop_job(ns.address, ns.submission_id)
+    print(f"{ns.submission_id}: {'stop requested' if stopped else 'already finished'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `miner` argument parser."""
     parser = argparse.ArgumentParser(prog="miner", description="Mine what each neuron of a language model responds to.")
@@ -236,6 +283,31 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--max-sentences", type=int, default=None, help="Override: mine only the first N sentences.")
     mine.add_argument("--stop-after-blocks", type=int, default=None, help=argparse.SUPPRESS)
     mine.set_defaults(func=_cmd_mine)
+
+    address_help = "Ray dashboard address of the cluster, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)."
+    subm = sub.add_parser("submit", help="Submit a job file to a Ray cluster (Ray Jobs API); the cluster runs `miner run`.")
+    subm.add_argument("job", help="Job file (YAML). Relative paths are made absolute: the cluster must see them at the same path.")
+    subm.add_argument("--address", default=None, help=address_help)
+    subm.add_argument("--submission-id", default=None, help="Job id on the cluster (default: miner-<name>-<UTC time>).")
+    subm.add_argument("--follow", action="store_true", help="Stream the job's log until it ends; exit 1 unless it succeeded.")
+    subm.add_argument("--entrypoint-num-cpus", type=float, default=0.0, help="CPUs reserved for the job's driver.")
+    subm.add_argument("--pip", nargs="+", default=None, help="Extra pip packages for the job's runtime environment.")
+    subm.set_defaults(func=_cmd_submit)
+
+    jobs = sub.add_parser("jobs", help="Follow jobs submitted to a Ray cluster: list, status, logs, stop.")
+    jsub = jobs.add_subparsers(dest="jobs_command", required=True)
+    jl = jsub.add_parser("list", help="Submitted neuron-miner jobs, newest first.")
+    jl.add_argument("--all", action="store_true", help="Include jobs not submitted by miner.")
+    jl.add_argument("--json", action="store_true", help="Print JSON.")
+    for name, text in (("status", "A job's status and output folder (JSON)."), ("logs", "A job's driver log."),
+                       ("stop", "Stop a running job (mining resumes from its checkpoint when resubmitted).")):
+        jp = jsub.add_parser(name, help=text)
+        jp.add_argument("submission_id", help="Submission id (see `miner jobs list`).")
+        if name == "logs":
+            jp.add_argument("--follow", action="store_true", help="Keep streaming until the job ends.")
+    for jp in jsub.choices.values():
+        jp.add_argument("--address", default=None, help=address_help)
+        jp.set_defaults(func=_cmd_jobs)
 
     from miner.schema import AnnotateOptions, SignatureOptions, VectorOptions
 

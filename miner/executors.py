@@ -103,23 +103,18 @@ class RayExecutor:
     def __init__(self, cfg: WorkerConfig, workers: int, address: str | None = None, num_cpus: int | None = None) -> None:
         import ray
 
+        from miner.ray_cluster import connect
+
         self._ray = ray
-        if not ray.is_initialized():
-            kwargs: dict = {"ignore_reinit_error": True, "logging_level": logging.ERROR, "log_to_driver": False}
-            if address:
-                kwargs["address"] = address
-            else:
-                kwargs.update(address="local", num_cpus=num_cpus or max(os.cpu_count() or 1, workers),
-                              include_dashboard=False)
-            try:
-                ray.init(**kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise MinerError(f"--address {address}: cannot connect to Ray ({str(exc).splitlines()[0]})") from None
+        joined = connect(address, num_cpus or max(os.cpu_count() or 1, workers))
         gpus = cfg.job.gpus_per_worker
         if gpus == 0 and ray.cluster_resources().get("GPU", 0) >= 1 and cfg.job.device != "cpu":
             gpus = 1
-        cpus = max(0.25, (ray.cluster_resources().get("CPU", 1) - 0.5) / workers) if not address else 1
-        actor_cls = ray.remote(MiningActorImpl).options(num_cpus=min(cpus, 1.0), num_gpus=gpus, max_restarts=4,
+        if joined:  # a real cluster: each actor holds the CPUs its torch threads use (one per GPU actor)
+            cpus = 1.0 if gpus else float(cfg.job.threads_per_worker or 1)
+        else:  # the private local cluster: share the machine, leaving room for the driver
+            cpus = min(1.0, max(0.25, (ray.cluster_resources().get("CPU", 1) - 0.5) / workers))
+        actor_cls = ray.remote(MiningActorImpl).options(num_cpus=cpus, num_gpus=gpus, max_restarts=4,
                                                         max_task_retries=4, max_concurrency=1)
         self.actors = [actor_cls.remote(cfg) for _ in range(workers)]
         self.capacity = 2 * workers
