@@ -168,7 +168,16 @@ def run_corpus(run_dir: Path) -> tuple[dict, Path, CorpusManifest]:
     if manifest.get("status") != "complete":
         raise InputError(f"{run_dir}: mining is not complete (status: {manifest.get('status')})")
     corpus_dir = Path(manifest["corpus"]["path"])
-    return manifest, corpus_dir, load_corpus(corpus_dir)
+    corpus = load_corpus(corpus_dir)
+    skipped = skipped_shards(manifest)
+    if skipped:  # shards the miner skipped as corrupt are not part of the run's corpus
+        corpus = corpus.model_copy(update={"shards": [s for s in corpus.shards if s.file not in skipped]})
+    return manifest, corpus_dir, corpus
+
+
+def skipped_shards(run_manifest: dict) -> frozenset[str]:
+    """Corpus shard files a mining run skipped as corrupt (recorded in its manifest)."""
+    return frozenset(s["file"] for s in run_manifest.get("skipped_shards", []))
 
 
 def annotate_run(run_dir: Path, options: AnnotateOptions | None = None, nlp: Language | None = None) -> Annotation:

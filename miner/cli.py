@@ -374,6 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MinerError as exc:
         print(f"miner: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permissions, a vanished mount: one line, earlier results are kept
+        where = f"{exc.filename}: " if exc.filename else ""
+        reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"miner: error: {where}{reason} (completed work is kept; fix this and re-run to resume)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("miner: interrupted; completed work is kept (re-run to resume)", file=sys.stderr)
         return 130

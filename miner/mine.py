@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,8 +41,9 @@ from miner.topn import Candidates, TopNQueues, decode_keys, unpack_payload
 log = logging.getLogger(__name__)
 
 # Fields that do not change a run's result (excluded from its fingerprint).
+# skip_corrupt_shards is one too: a run stopped by a corrupt shard resumes with the option turned on.
 _EXECUTION_FIELDS = {"workers", "threads_per_worker", "gpus_per_worker", "checkpoint_seconds", "output", "name",
-                     "annotate", "signatures", "vectors", "analysis"}
+                     "annotate", "signatures", "vectors", "analysis", "skip_corrupt_shards"}
 
 
 def load_job(path: Path) -> tuple[JobSpec, Path]:
@@ -101,21 +102,41 @@ def plan_blocks(manifest: CorpusManifest, block_size: int | None, max_sentences:
 
 
 class CorpusReader:
-    """Reads block texts from shards, keeping the current shard in memory."""
+    """Reads block texts from shards, keeping the current shard in memory.
 
-    def __init__(self, corpus_dir: Path) -> None:
+    Each shard is checked against the SHA-256 in the corpus manifest when first read, so a damaged file is
+    reported by name instead of feeding wrong or partial text into the queues.
+    """
+
+    def __init__(self, corpus_dir: Path, corpus: CorpusManifest) -> None:
         self.dir = corpus_dir
+        self._sha = {s.file: s.sha256 for s in corpus.shards}
         self._name: str | None = None
         self._table: pa.Table | None = None
 
+    def _load(self, shard: str) -> pa.Table:
+        path = self.dir / shard
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{path}: corrupt or unreadable shard ({exc.strerror or exc})") from None
+        if hashlib.sha256(data).hexdigest() != self._sha.get(shard):
+            raise InputError(f"{path}: corrupt shard (SHA-256 differs from the corpus manifest); "
+                             "re-prepare the corpus or set skip_corrupt_shards: true")
+        try:
+            return pq.read_table(pa.BufferReader(data), columns=["sentence_id", "text"])
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{path}: corrupt or unreadable shard ({exc})") from None
+
     def block(self, plan: BlockPlan) -> tuple[np.ndarray, list[str]]:
         if plan.shard != self._name:
-            try:
-                self._table = pq.read_table(self.dir / plan.shard, columns=["sentence_id", "text"])
-            except (pa.ArrowException, OSError) as exc:
-                raise InputError(f"{self.dir / plan.shard}: corrupt or unreadable shard ({exc})") from None
+            self._table = None
+            self._name = None
+            self._table = self._load(plan.shard)
             self._name = plan.shard
         part = self._table.slice(plan.row_start, plan.rows)
+        if part.num_rows != plan.rows:
+            raise InputError(f"{self.dir / plan.shard}: corrupt shard (fewer rows than the corpus manifest says)")
         return part["sentence_id"].to_numpy(), part["text"].to_pylist()
 
 
@@ -137,6 +158,14 @@ class MiningState:
     counters: dict[str, float]
     calm_blocks: int = 0
     stopped_early: bool = False
+    skipped_shards: dict[str, str] = field(default_factory=dict)
+    """Corrupt shards skipped (file -> reason); their blocks contribute nothing."""
+
+
+def write_error(path: Path, exc: OSError) -> OSError:
+    """An OSError that names the file being written and the OS's reason (e.g. no space left on device)."""
+    reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return OSError(exc.errno, reason, str(path))
 
 
 class RunFolder:
@@ -172,33 +201,60 @@ class RunFolder:
 
     @staticmethod
     def write_json(path: Path, data: dict) -> None:
+        """Write JSON atomically: a temporary file renamed over `path`, removed if writing fails (disk full)."""
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(data, indent=2, default=str))
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise write_error(path, exc) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @staticmethod
     def write_table(path: Path, table: pa.Table) -> None:
+        """Write Parquet atomically (as write_json)."""
         tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise write_error(path, exc) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def save_checkpoint(self, state: MiningState, fingerprint: str) -> None:
         tmp = self.path / f".checkpoint.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        for d, q in state.queues.items():
-            np.savez(tmp / f"queues-{d}.npz", **q.state())
-        self.write_json(tmp / "state.json", {
-            "fingerprint": fingerprint, "next_block": state.next_block, "convergence": state.convergence,
-            "counters": state.counters, "calm_blocks": state.calm_blocks, "stopped_early": state.stopped_early,
-            "saved": datetime.now(UTC).isoformat(timespec="seconds"),
-        })
+        try:
+            self._write_checkpoint(tmp, state, fingerprint)
+        except OSError as exc:  # e.g. disk full: the previous checkpoint stays as it was
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise write_error(self.checkpoint, exc) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         old = self.path / "checkpoint.old"
         shutil.rmtree(old, ignore_errors=True)
         if self.checkpoint.exists():
             self.checkpoint.rename(old)
         tmp.rename(self.checkpoint)
         shutil.rmtree(old, ignore_errors=True)
+
+    def _write_checkpoint(self, tmp: Path, state: MiningState, fingerprint: str) -> None:
+        for d, q in state.queues.items():
+            np.savez(tmp / f"queues-{d}.npz", **q.state())
+        self.write_json(tmp / "state.json", {
+            "fingerprint": fingerprint, "next_block": state.next_block, "convergence": state.convergence,
+            "counters": state.counters, "calm_blocks": state.calm_blocks, "stopped_early": state.stopped_early,
+            "skipped_shards": state.skipped_shards,
+            "saved": datetime.now(UTC).isoformat(timespec="seconds"),
+        })
 
     def load_checkpoint(self, fingerprint: str) -> MiningState | None:
         for folder in (self.checkpoint, self.path / "checkpoint.old"):
@@ -215,7 +271,8 @@ class RunFolder:
                     with np.load(f) as z:
                         queues[d] = TopNQueues.from_state(dict(z))
             return MiningState(queues, meta["next_block"], meta["convergence"], meta["counters"],
-                               meta.get("calm_blocks", 0), meta.get("stopped_early", False))
+                               meta.get("calm_blocks", 0), meta.get("stopped_early", False),
+                               meta.get("skipped_shards", {}))
         return None
 
 
@@ -288,7 +345,7 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
     threads = job.threads_per_worker or max(1, (os.cpu_count() or 1) // n_workers)
     cfg = WorkerConfig(str(model_folder), job, threads)
     pool: Executor = InlineExecutor(cfg) if executor == "inline" else RayExecutor(cfg, n_workers, address)
-    reader = CorpusReader(corpus_dir)
+    reader = CorpusReader(corpus_dir, corpus)
     pending: dict[int, BlockResult] = {}
     next_dispatch = state.next_block
     last_ckpt = time.monotonic()
@@ -300,7 +357,18 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
     try:
         while state.next_block < end_block and not state.stopped_early:
             while next_dispatch < end_block and pool.in_flight() < pool.capacity:
-                ids, texts = reader.block(plans[next_dispatch])
+                plan = plans[next_dispatch]
+                if plan.shard in state.skipped_shards:
+                    ids, texts = np.zeros(0, np.int64), []
+                else:
+                    try:
+                        ids, texts = reader.block(plan)
+                    except InputError as exc:
+                        if not job.skip_corrupt_shards:
+                            raise
+                        log.warning("skipping %s (skip_corrupt_shards): %s", plan.shard, exc)
+                        state.skipped_shards[plan.shard] = str(exc)
+                        ids, texts = np.zeros(0, np.int64), []
                 floors = {d: q.threshold().numpy() for d, q in state.queues.items()}
                 pool.submit(next_dispatch, ids, texts, floors)
                 next_dispatch += 1
@@ -354,6 +422,7 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
         "corpus": {"path": str(corpus_dir.resolve()), "fingerprint": corpus.fingerprint,
                    "shards": [{"file": s.file, "sha256": s.sha256} for s in corpus.shards]},
         "blocks": {"planned": len(plans), "merged": state.next_block, "stopped_early": state.stopped_early},
+        "skipped_shards": [{"file": f, "reason": r} for f, r in sorted(state.skipped_shards.items())],
         "workers": {"count": n_workers, "executor": executor, "nodes": nodes},
         "stats": _stats(state.counters),
         "timings": {"last_session_seconds": round(time.monotonic() - started, 3),

@@ -278,6 +278,9 @@ class JobSpec(StrictModel):
     gpus_per_worker: float = Field(0, ge=0, description="GPUs per actor (0 = 1 when the cluster has GPUs, else none).")
     checkpoint_seconds: float = Field(60, ge=0, description="Checkpoint the merged queues at most this often (0 = every block).")
     early_stop: EarlyStop | None = Field(None, description="Optional early stop when the queues have converged.")
+    skip_corrupt_shards: bool = Field(
+        False, description="Skip corpus shards that are unreadable or fail their manifest SHA-256 (each skip is "
+        "recorded in the run manifest) instead of stopping with an error naming the shard.")
     allow_pickle: bool = Field(False, description="Allow loading .bin (pickle) weights; safetensors are always preferred.")
     annotate: AnnotateOptions = Field(default_factory=AnnotateOptions, description="Step 2: POS tagging and background sample.")
     signatures: SignatureOptions = Field(default_factory=SignatureOptions, description="Step 2: per-unit signatures.")

@@ -51,8 +51,12 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def sample_corpus_texts(corpus_dir: Path, max_sentences: int, seed: int = 0) -> list[str]:
-    """Every corpus sentence's text, or a seeded uniform sample of `max_sentences` of them, in id order."""
+def sample_corpus_texts(corpus_dir: Path, max_sentences: int, seed: int = 0,
+                        skip: frozenset[str] = frozenset()) -> list[str]:
+    """Every corpus sentence's text, or a seeded uniform sample of `max_sentences` of them, in id order.
+
+    Shards in `skip` (skipped as corrupt by the miner) are not read; the sample of the others is unchanged.
+    """
     from miner.prepare import load_corpus
 
     manifest = load_corpus(corpus_dir)
@@ -63,6 +67,9 @@ def sample_corpus_texts(corpus_dir: Path, max_sentences: int, seed: int = 0) -> 
     texts: list[str] = []
     offset = 0
     for shard in manifest.shards:
+        if shard.file in skip:
+            offset += shard.sentences
+            continue
         column = pq.read_table(corpus_dir / shard.file, columns=["text"])["text"]
         if keep is None:
             texts.extend(column.to_pylist())
@@ -73,7 +80,8 @@ def sample_corpus_texts(corpus_dir: Path, max_sentences: int, seed: int = 0) -> 
     return texts
 
 
-def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions) -> Path:
+def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions,
+                   skip: frozenset[str] = frozenset()) -> Path:
     """Train an unsupervised skipgram model on the corpus (sampled) and save it atomically to out_path.
 
     A sidecar `<out_path>.json` records the corpus fingerprint and the options, so the model can be reused.
@@ -86,7 +94,7 @@ def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions) -> 
     started = time.monotonic()
     corpus_dir, out_path = Path(corpus_dir), Path(out_path)
     fingerprint = load_corpus(corpus_dir).fingerprint
-    texts = sample_corpus_texts(corpus_dir, options.max_sentences, options.seed)
+    texts = sample_corpus_texts(corpus_dir, options.max_sentences, options.seed, skip)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".fasttext-") as tmp:
         train_file = Path(tmp) / "train.txt"
@@ -109,6 +117,7 @@ def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions) -> 
         model.save_model(str(tmp_model))
         os.replace(tmp_model, out_path)
     info = {"corpus_fingerprint": fingerprint, "options": _training_options(options), "sentences": len(texts),
+            "skipped_shards": sorted(skip),
             "tokens": n_tokens, "seconds": round(time.monotonic() - started, 2)}
     Path(str(out_path) + ".json").write_text(json.dumps(info, indent=2) + "\n")
     log.info("fastText: %d sentences, %d tokens, %.1f s -> %s", len(texts), n_tokens, info["seconds"], out_path)
@@ -178,7 +187,8 @@ def load_fasttext(path: Path) -> fasttext.FastText._FastText:
         raise InputError(f"{path}: not a usable fastText model ({str(exc).strip()})") from None
 
 
-def ensure_fasttext(corpus_dir: Path, model_path: Path, options: VectorOptions) -> Path:
+def ensure_fasttext(corpus_dir: Path, model_path: Path, options: VectorOptions,
+                    skip: frozenset[str] = frozenset()) -> Path:
     """options.model if set; else model_path, (re)trained unless its sidecar matches corpus and options."""
     if options.model is not None:
         return Path(options.model)
@@ -191,9 +201,10 @@ def ensure_fasttext(corpus_dir: Path, model_path: Path, options: VectorOptions) 
         except ValueError:
             info = {}
         if (info.get("corpus_fingerprint") == load_corpus(Path(corpus_dir)).fingerprint
-                and info.get("options") == _training_options(options)):
+                and info.get("options") == _training_options(options)
+                and info.get("skipped_shards", []) == sorted(skip)):
             return Path(model_path)
-    return train_fasttext(corpus_dir, model_path, options)
+    return train_fasttext(corpus_dir, model_path, options, skip)
 
 
 def sentence_vectors(model: fasttext.FastText._FastText, texts: list[str]) -> np.ndarray:
@@ -379,11 +390,13 @@ def compute_vector_tables(run_dir: Path, options: VectorOptions, corpus_dir: Pat
 
     The corpus folder defaults to the one recorded in RUN/manifest.json.
     """
+    from miner.annotate import skipped_shards
+
     run_dir = Path(run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
     if corpus_dir is None:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
         corpus_dir = Path(manifest["corpus"]["path"])
-    model_path = ensure_fasttext(corpus_dir, run_dir / "fasttext.bin", options)
+    model_path = ensure_fasttext(corpus_dir, run_dir / "fasttext.bin", options, skipped_shards(manifest))
     model = load_fasttext(model_path)
     sentences = pq.read_table(run_dir / "sentences.parquet", columns=["sentence_id", "text"])
     top = pq.read_table(run_dir / "top_sentences.parquet", columns=["unit_id", "direction", "sentence_id"])

@@ -20,9 +20,10 @@ def all_scores(job: JobSpec, base: Path) -> tuple[np.ndarray, np.ndarray, list[n
     loaded = load_model(resolve_model_path(job.model, base), "cpu", "float32", job.init, job.init_seed)
     layout = unit_layout(loaded.config, list(job.sites), job.layers)
     bm = BlockMiner(loaded, layout, job.top_n, job.bottom, job.aggregation, job.max_length, job.batch_size)
-    reader = CorpusReader(corpus_dir)
+    corpus = load_corpus(corpus_dir)
+    reader = CorpusReader(corpus_dir, corpus)
     ids, scores, peak_max, peak_min = [], [], [], []
-    for plan in plan_blocks(load_corpus(corpus_dir), job.block_size, job.max_sentences):
+    for plan in plan_blocks(corpus, job.block_size, job.max_sentences):
         block_ids, texts = reader.block(plan)
         batches, _ = make_batches(loaded.tokenizer, block_ids, texts, bm.max_length, job.batch_size)
         for batch in batches:
