@@ -18,7 +18,7 @@ import numpy as np
 
 from miner.activations import BlockMiner, BlockResult
 from miner.errors import MinerError
-from miner.model_loading import load_model, unit_layout
+from miner.model_loading import load_model, truncate_blocks, unit_layout
 from miner.schema import JobSpec
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ def build_block_miner(cfg: WorkerConfig) -> BlockMiner:
     loaded = load_model(Path(cfg.model_folder), job.device, job.dtype, job.init, job.init_seed, job.allow_pickle,
                         job.trust_remote_code)
     layout = unit_layout(loaded.config, list(job.sites), job.layers)
+    truncate_blocks(loaded.model, max(layer for _, layer, _ in layout.layers))  # deeper blocks are never computed
     return BlockMiner(loaded, layout, job.top_n, job.bottom, job.aggregation, job.max_length, job.batch_size)
 
 

@@ -108,6 +108,20 @@ def transformer_blocks(model: nn.Module) -> nn.ModuleList:
     raise ConfigError(f"model: cannot find the transformer blocks of {type(model).__name__}")
 
 
+def truncate_blocks(model: nn.Module, deepest_layer: int) -> int:
+    """Drop transformer blocks no mined unit depends on; returns the number of blocks kept.
+
+    Blocks up to `deepest_layer` are needed, plus one: decoders (GPT-2, Llama) apply their final norm to the
+    last hidden state, so the deepest mined layer must not be the last block for its values to stay the raw
+    block output. Example: MiniLM (6 blocks), deepest layer 1 -> 2 blocks kept; deepest layer 5 or 6 -> 6.
+    """
+    blocks = transformer_blocks(model)
+    keep = min(len(blocks), deepest_layer + 1)
+    if keep < len(blocks):
+        del blocks[keep:]
+    return keep
+
+
 def down_projection(block: nn.Module) -> nn.Module:
     """The FFN down-projection of one block; its input is the block's mlp units."""
     for path in _DOWN_PROJ:
