@@ -26,15 +26,31 @@ import yaml
 TABLES = ("top_sentences", "sentences", "units", "convergence")
 
 
-def actor_pids() -> list[int]:
-    pids = []
+def actor_pids(root: int) -> list[int]:
+    """Mining actors under process `root` (its local Ray cluster), never another run's."""
+    parent: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if b"MiningActorImpl" in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
+                stat = (proc / "stat").read_text()
             except OSError:
                 continue
+            parent[int(proc.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+
+    def under(pid: int) -> bool:
+        while pid > 1:
+            if pid == root:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    pids = []
+    for pid in parent:
+        try:
+            if under(pid) and b"MiningActorImpl" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            continue
     return sorted(pids)
 
 
@@ -43,8 +59,9 @@ def run(tmp: Path, name: str, spec: dict, kill_after: int | None) -> dict:
     job.write_text(yaml.safe_dump({**spec, "name": name, "output": str(tmp / name)}))
     state = tmp / name / "checkpoint" / "state.json"
     t = time.monotonic()
+    log = open(tmp / f"{name}.log", "w")  # noqa: SIM115 - closed after the child exits
     proc = subprocess.Popen([sys.executable, "-m", "miner.cli", "mine", str(job)], stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / f"{name}.log", "w"))
+                            stderr=log)
     killed = None
     while proc.poll() is None:
         if kill_after is not None and killed is None and state.exists():
@@ -52,10 +69,11 @@ def run(tmp: Path, name: str, spec: dict, kill_after: int | None) -> dict:
                 merged = json.loads(state.read_text())["next_block"]
             except (OSError, ValueError):
                 merged = 0
-            if merged >= kill_after and (pids := actor_pids()):
+            if merged >= kill_after and (pids := actor_pids(proc.pid)):
                 os.kill(pids[0], signal.SIGKILL)
                 killed = {"pid": pids[0], "at_seconds": round(time.monotonic() - t, 1), "blocks_merged": merged}
         time.sleep(0.2)
+    log.close()
     if proc.returncode != 0:
         raise SystemExit(f"{name}: miner mine exited {proc.returncode}; see {tmp / f'{name}.log'}")
     return {"wall_seconds": round(time.monotonic() - t, 1), "killed": killed,

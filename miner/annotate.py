@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from miner import atomic
 from miner.errors import ConfigError, InputError
 from miner.prepare import load_corpus
 from miner.schema import AnnotateOptions, CorpusManifest
@@ -204,9 +204,7 @@ def annotate_run(run_dir: Path, options: AnnotateOptions | None = None, nlp: Lan
 def write_annotation(run_dir: Path, annotation: Annotation) -> None:
     """Write tokens.parquet and background.parquet into the run folder (each atomically)."""
     for name, table in (("tokens", annotation.tokens), ("background", annotation.background)):
-        tmp = run_dir / f".{name}.parquet.tmp"
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, run_dir / f"{name}.parquet")
+        atomic.write_table(run_dir / f"{name}.parquet", table)
 
 
 def signature_inputs(run_dir: Path,

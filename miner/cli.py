@@ -291,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     subm.add_argument("--submission-id", default=None, help="Job id on the cluster (default: miner-<name>-<UTC time>).")
     subm.add_argument("--follow", action="store_true", help="Stream the job's log until it ends; exit 1 unless it succeeded.")
     subm.add_argument("--entrypoint-num-cpus", type=float, default=0.0, help="CPUs reserved for the job's driver.")
-    subm.add_argument("--pip", nargs="+", default=None, help="Extra pip packages for the job's runtime environment.")
+    subm.add_argument("--pip", action="append", default=None, metavar="PACKAGE",
+                      help="Extra pip package for the job's runtime environment (repeatable).")
     subm.set_defaults(func=_cmd_submit)
 
     jobs = sub.add_parser("jobs", help="Follow jobs submitted to a Ray cluster: list, status, logs, stop.")

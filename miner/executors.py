@@ -22,6 +22,8 @@ from miner.model_loading import load_model, truncate_blocks, unit_layout
 from miner.schema import JobSpec
 
 log = logging.getLogger(__name__)
+MAX_RESTARTS = 4  # a mining actor whose process dies is restarted by Ray this many times
+PLACEMENT_TIMEOUT_S = 900  # mining actors that cannot be placed (too few CPUs/GPUs) fail the run after this
 
 
 @dataclass(frozen=True)
@@ -112,20 +114,34 @@ class RayExecutor:
         if gpus == 0 and ray.cluster_resources().get("GPU", 0) >= 1 and cfg.job.device != "cpu":
             gpus = 1
         if joined:  # a real cluster: each actor holds the CPUs its torch threads use (one per GPU actor)
-            cpus = 1.0 if gpus else float(cfg.job.threads_per_worker or 1)
+            cpus = 1.0 if gpus else float(cfg.threads)
         else:  # the private local cluster: share the machine, leaving room for the driver
             cpus = min(1.0, max(0.25, (ray.cluster_resources().get("CPU", 1) - 0.5) / workers))
-        actor_cls = ray.remote(MiningActorImpl).options(num_cpus=cpus, num_gpus=gpus, max_restarts=4,
-                                                        max_task_retries=4, max_concurrency=1)
+        actor_cls = ray.remote(MiningActorImpl).options(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RESTARTS,
+                                                        max_task_retries=MAX_RESTARTS, max_concurrency=1)
         self.actors = [actor_cls.remote(cfg) for _ in range(workers)]
         self.capacity = 2 * workers
         self._refs: dict = {}
         self._load: list[int] = [0] * workers
-        self.nodes = ray.get([a.node.remote() for a in self.actors])
+        self._deaths: list[int] = [0] * workers
+        self._dead: set[int] = set()
+        try:
+            self.nodes = ray.get([a.node.remote() for a in self.actors], timeout=PLACEMENT_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            for a in self.actors:
+                ray.kill(a)
+            raise MinerError(
+                f"workers: {workers} mining actor(s) needing {cpus:g} CPU and {gpus:g} GPU each did not start within "
+                f"{PLACEMENT_TIMEOUT_S} s; the cluster has {ray.cluster_resources().get('CPU', 0):g} CPU and "
+                f"{ray.cluster_resources().get('GPU', 0):g} GPU in all: lower workers or add nodes") from None
         log.info("mining on %d Ray actor(s): %s", workers, ", ".join(n["device"] for n in self.nodes))
 
     def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None:
-        k = min(range(len(self.actors)), key=lambda i: self._load[i])
+        alive = [i for i in range(len(self.actors)) if i not in self._dead]
+        if not alive:
+            raise MinerError("every mining actor died more often than Ray restarts them (out of memory? see the Ray "
+                             "logs); completed blocks are checkpointed: re-run to resume")
+        k = min(alive, key=lambda i: self._load[i])
         ref = self.actors[k].mine.remote(block, ids, texts, floors)
         self._refs[ref] = (k, block, ids, texts, floors)
         self._load[k] += 1
@@ -140,6 +156,9 @@ class RayExecutor:
             try:
                 return ray.get(ref)
             except ray.exceptions.RayActorError:
+                self._deaths[k] += 1
+                if self._deaths[k] > MAX_RESTARTS:  # Ray will not restart it again
+                    self._dead.add(k)
                 log.warning("mining actor %d died on block %d; resubmitting", k, block)
                 self.submit(block, ids, texts, floors)
             except ray.exceptions.RayTaskError as exc:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from miner import __version__
+from miner import __version__, atomic
 from miner.activations import BlockResult, model_max_length, tokenize_sentences
 from miner.errors import ConfigError, InputError, OutputConflictError
 from miner.executors import Executor, InlineExecutor, RayExecutor, WorkerConfig
@@ -116,10 +116,10 @@ class CorpusReader:
 
     def _load(self, shard: str) -> pa.Table:
         path = self.dir / shard
-        try:
+        try:  # an I/O error (a vanished mount) is not corruption: it stops the run and is never skipped
             data = path.read_bytes()
         except OSError as exc:
-            raise InputError(f"{path}: corrupt or unreadable shard ({exc.strerror or exc})") from None
+            raise OSError(exc.errno, f"cannot read corpus shard ({exc.strerror or exc})", str(path)) from None
         if hashlib.sha256(data).hexdigest() != self._sha.get(shard):
             raise InputError(f"{path}: corrupt shard (SHA-256 differs from the corpus manifest); "
                              "re-prepare the corpus or set skip_corrupt_shards: true")
@@ -162,12 +162,6 @@ class MiningState:
     """Corrupt shards skipped (file -> reason); their blocks contribute nothing."""
 
 
-def write_error(path: Path, exc: OSError) -> OSError:
-    """An OSError that names the file being written and the OS's reason (e.g. no space left on device)."""
-    reason = exc.strerror or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return OSError(exc.errno, reason, str(path))
-
-
 class RunFolder:
     """Layout of runs/<job>/ and its atomic writes."""
 
@@ -195,37 +189,35 @@ class RunFolder:
                 "or model); choose another output or delete it"
             )
         self.path.mkdir(parents=True, exist_ok=True)
+        self.lock()
+        atomic.remove_stale_temporaries(self.path)  # left by a killed driver; we hold the lock now
         if existing is None:
             self.write_json(self.manifest, {"status": "running", "fingerprint": fingerprint,
                                             "job": job.model_dump(mode="json"), "code_version": __version__})
 
-    @staticmethod
-    def write_json(path: Path, data: dict) -> None:
-        """Write JSON atomically: a temporary file renamed over `path`, removed if writing fails (disk full)."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            tmp.write_text(json.dumps(data, indent=2, default=str))
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise write_error(path, exc) from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+    def lock(self) -> None:
+        """Hold an exclusive lock on the run folder until release(): two drivers never write one run."""
+        import fcntl
 
-    @staticmethod
-    def write_table(path: Path, table: pa.Table) -> None:
-        """Write Parquet atomically (as write_json)."""
-        tmp = path.with_name(f".{path.name}.tmp")
+        if getattr(self, "_lock", None) is not None:
+            return
+        handle = open(self.path / ".lock", "a")  # noqa: SIM115 - held open for the run's lifetime
         try:
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise write_error(path, exc) from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise OutputConflictError(f"{self.path}: in use by another running miner process (wait for it, or "
+                                      "stop it: `miner jobs stop` / kill the driver)") from None
+        self._lock = handle
+
+    def release(self) -> None:
+        handle = getattr(self, "_lock", None)
+        if handle is not None:
+            handle.close()
+            self._lock = None
+
+    write_json = staticmethod(atomic.write_json)
+    write_table = staticmethod(atomic.write_table)
 
     def save_checkpoint(self, state: MiningState, fingerprint: str) -> None:
         tmp = self.path / f".checkpoint.tmp-{os.getpid()}"
@@ -235,7 +227,7 @@ class RunFolder:
             self._write_checkpoint(tmp, state, fingerprint)
         except OSError as exc:  # e.g. disk full: the previous checkpoint stays as it was
             shutil.rmtree(tmp, ignore_errors=True)
-            raise write_error(self.checkpoint, exc) from None
+            raise atomic.write_error(self.checkpoint, exc) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -316,7 +308,7 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
     corpus = load_corpus(corpus_dir)
     model_folder = resolve_model_path(job.model, base)
     config_dict = validate_model_folder(model_folder, job.allow_pickle)
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_folder, trust_remote_code=job.trust_remote_code)
     layout = unit_layout(config, list(job.sites), job.layers)
@@ -327,14 +319,35 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
     run = RunFolder(out)
     existing = run.status()
     if existing and existing.get("fingerprint") == fingerprint and existing.get("status") == "complete":
+        _check_skips([s["file"] for s in existing.get("skipped_shards", [])], job, out)
         log.info("%s: already complete; nothing to do", out)
         return existing
     run.claim(fingerprint, job)
+    try:
+        return _mine(job, run, fingerprint, corpus_dir, corpus, layout, model_folder, config, config_dict, weights,
+                     address, executor, stop_after_blocks, started)
+    finally:
+        run.release()
+
+
+def _check_skips(skipped: list[str], job: JobSpec, out: Path) -> None:
+    """A run that skipped corrupt shards is only reused (or resumed) by a job that allows skipping."""
+    if skipped and not job.skip_corrupt_shards:
+        raise ConfigError(f"{out}: was mined with corrupt shard(s) skipped ({', '.join(sorted(skipped))}); set "
+                          "skip_corrupt_shards: true to keep that result, or delete the folder to mine the repaired corpus")
+
+
+def _mine(job: JobSpec, run: RunFolder, fingerprint: str, corpus_dir: Path, corpus: CorpusManifest, layout,
+          model_folder: Path, config, config_dict: dict, weights: str, address: str | None, executor: str,
+          stop_after_blocks: int | None, started: float) -> dict:
+    """The body of run_mining, run while holding the run folder's lock."""
+    out = run.path
 
     plans = plan_blocks(corpus, job.block_size, job.max_sentences)
     directions = ("top", "bottom") if job.bottom else ("top",)
     state = run.load_checkpoint(fingerprint)
     if state is not None:
+        _check_skips(list(state.skipped_shards), job, out)
         log.info("resuming %s at block %d/%d", out, state.next_block, len(plans))
     else:
         state = MiningState({d: TopNQueues(layout.n_units, job.top_n) for d in directions}, 0, [],
@@ -346,7 +359,7 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
     cfg = WorkerConfig(str(model_folder), job, threads)
     pool: Executor = InlineExecutor(cfg) if executor == "inline" else RayExecutor(cfg, n_workers, address)
     reader = CorpusReader(corpus_dir, corpus)
-    pending: dict[int, BlockResult] = {}
+    pending: dict[int, BlockResult | None] = {}  # None: a block of a skipped (corrupt) shard
     next_dispatch = state.next_block
     last_ckpt = time.monotonic()
     t_loop = time.monotonic()
@@ -358,25 +371,35 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
         while state.next_block < end_block and not state.stopped_early:
             while next_dispatch < end_block and pool.in_flight() < pool.capacity:
                 plan = plans[next_dispatch]
-                if plan.shard in state.skipped_shards:
-                    ids, texts = np.zeros(0, np.int64), []
-                else:
+                if plan.shard not in state.skipped_shards:
                     try:
                         ids, texts = reader.block(plan)
                     except InputError as exc:
                         if not job.skip_corrupt_shards:
                             raise
+                        if any(p.shard == plan.shard for p in plans[: state.next_block]):
+                            raise InputError(f"{exc}; part of this shard was already mined, so it cannot be "
+                                             "skipped: restore it or delete the run folder") from None
                         log.warning("skipping %s (skip_corrupt_shards): %s", plan.shard, exc)
-                        state.skipped_shards[plan.shard] = str(exc)
-                        ids, texts = np.zeros(0, np.int64), []
-                floors = {d: q.threshold().numpy() for d, q in state.queues.items()}
-                pool.submit(next_dispatch, ids, texts, floors)
+                        state.skipped_shards[plan.shard] = str(exc).split("; re-prepare")[0]
+                if plan.shard in state.skipped_shards:
+                    pending[next_dispatch] = None
+                else:
+                    floors = {d: q.threshold().numpy() for d, q in state.queues.items()}
+                    pool.submit(next_dispatch, ids, texts, floors)
                 next_dispatch += 1
-            result = pool.next_result()
-            pending[result.block] = result
+            if state.next_block not in pending:
+                result = pool.next_result()
+                pending[result.block] = result
             while state.next_block in pending:
                 res = pending.pop(state.next_block)
                 plan = plans[state.next_block]
+                if res is None:  # nothing merged, no convergence row, early stop unaffected
+                    state.next_block += 1
+                    state.counters["skipped_sentences"] = state.counters.get("skipped_sentences", 0) + plan.rows
+                    if state.next_block == end_block:
+                        run.save_checkpoint(state, fingerprint)
+                    continue
                 gains = {d: state.queues[d].merge(Candidates.from_numpy(res.directions[d])) for d in directions}
                 s = res.stats
                 for k in ("sentences", "real_tokens", "attended_tokens", "computed_tokens", "truncated"):
@@ -396,7 +419,7 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
                         state.stopped_early = True
                 elapsed = time.monotonic() - t_loop
                 speed = mined_this_session / elapsed if elapsed > 0 else 0.0
-                left = total - state.counters["sentences"]
+                left = total - state.counters["sentences"] - state.counters.get("skipped_sentences", 0)
                 log.info("block %d/%d  %s sentences  %.0f sent/s  ETA %s  update rate %.2f%%",
                          state.next_block, len(plans), f"{int(state.counters['sentences']):,}", speed,
                          _format_eta(left / speed if speed else 0), 100 * rate)
@@ -411,6 +434,8 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
         pool.close()
     if state.next_block < len(plans) and not state.stopped_early:
         return {"status": "incomplete", "next_block": state.next_block, "blocks": len(plans)}
+    from transformers import AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(model_folder, trust_remote_code=job.trust_remote_code)
     manifest = write_outputs(run, job, layout, state, corpus_dir, corpus, tokenizer, config)
     manifest.update({
@@ -441,6 +466,7 @@ def _stats(c: dict) -> dict:
     return {"sentences": int(c["sentences"]), "real_tokens": int(c["real_tokens"]),
             "attended_tokens": int(c["attended_tokens"]), "computed_tokens": int(computed),
             "truncated": int(c["truncated"]),
+            "skipped_sentences": int(c.get("skipped_sentences", 0)),
             "padding_efficiency": round(c["attended_tokens"] / computed, 4) if computed else None,
             "scored_token_share": round(c["real_tokens"] / computed, 4) if computed else None}
 
@@ -496,7 +522,10 @@ def _collect_sentences(corpus_dir: Path, corpus: CorpusManifest, ids: np.ndarray
         lo, hi = shard.first_id, shard.first_id + shard.sentences
         if not ((ids >= lo) & (ids < hi)).any():
             continue
-        table = pq.read_table(corpus_dir / shard.file)
+        try:
+            table = pq.read_table(corpus_dir / shard.file)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{corpus_dir / shard.file}: corrupt or unreadable shard ({exc})") from None
         parts.append(table.filter(pc.is_in(table["sentence_id"], value_set=wanted)))
     return pa.concat_tables(parts, promote_options="permissive").sort_by("sentence_id")
 

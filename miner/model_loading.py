@@ -211,6 +211,8 @@ def unit_layout(config: object, sites: list[str], layers: list[int] | None) -> U
             if site == "mlp" and layer == 0:
                 continue
             out.append((site, layer, hidden if site == "hidden" else ffn))
+    if not out:
+        raise ConfigError("layers: nothing to mine (site mlp has no layer 0; add hidden or a layer >= 1)")
     return UnitLayout(tuple(sites), tuple(out))
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from miner import atomic
 from miner.report_records import ModelReport, Plot, SentenceEntry, UnitReport
 
 OVERVIEW = "model"
@@ -195,9 +196,7 @@ def _write_plot_assets(plots: list[Plot], out_dir: Path) -> dict[str, str]:
 
 
 def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, text)
     return path
 
 

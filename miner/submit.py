@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -26,6 +27,9 @@ import miner
 from miner.errors import ConfigError, MinerError
 from miner.model_loading import SHORT_NAMES
 from miner.schema import JobSpec
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobDetails, JobSubmissionClient
 
 # What never travels with a submission (matched by Ray's .gitignore-style runtime_env excludes).
 EXCLUDES = ["__pycache__/", "*.pyc", "*.egg-info/", ".venv/", "runs/", "data/", "cache/", ".git/"]
@@ -56,10 +60,12 @@ class JobRecord:
 
 
 def _absolute(path: Path | None, base: Path) -> Path | None:
+    """`path` made absolute against `base`, lexically: symlinks are not resolved on this machine, since the
+    cluster may mount the same storage under the link's path rather than its target."""
     if path is None:
         return None
     path = Path(path).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
+    return path if path.is_absolute() else Path(os.path.normpath(base / path))
 
 
 def resolve_job_paths(job: JobSpec, base: Path, cwd: Path) -> JobSpec:
@@ -72,7 +78,8 @@ def resolve_job_paths(job: JobSpec, base: Path, cwd: Path) -> JobSpec:
     `corpus: /proj/data/default` and `output: /proj/runs/<name>`.
     """
     update: dict = {"corpus": _absolute(job.corpus, base),
-                    "output": _absolute(job.output, base) if job.output is not None else (cwd / "runs" / job.name)}
+                    "output": _absolute(job.output if job.output is not None else Path("runs") / job.name,
+                                        base if job.output is not None else cwd)}
     if job.model.lower() not in SHORT_NAMES:
         update["model"] = str(_absolute(Path(job.model), base))
     if job.vectors.model is not None:
@@ -80,7 +87,7 @@ def resolve_job_paths(job: JobSpec, base: Path, cwd: Path) -> JobSpec:
     return job.model_copy(update=update)
 
 
-def _client(address: str | None):
+def _client(address: str | None) -> JobSubmissionClient:
     from ray.job_submission import JobSubmissionClient
 
     address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get("RAY_DASHBOARD_ADDRESS")
@@ -91,7 +98,7 @@ def _client(address: str | None):
         address = f"http://{address}"
     try:
         return JobSubmissionClient(address)
-    except Exception as exc:  # Ray raises ConnectionError, RuntimeError or its AuthenticationError here
+    except Exception as exc:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, AuthenticationError...
         raise MinerError(f"--address {address}: {_ray_message(exc)}") from None
 
 
@@ -131,7 +138,7 @@ def submit_job(job_path: Path, address: str | None, submission_id: str | None = 
                 metadata={METADATA_KEY: job.name, "output": str(resolved.output), "job_file": str(job_path.resolve())},
                 entrypoint_num_cpus=entrypoint_num_cpus,
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - see _client
             raise MinerError(f"submitting {job_path}: {_ray_message(exc)}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -141,7 +148,7 @@ def _iso(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else ""
 
 
-def _record(info) -> JobRecord:
+def _record(info: JobDetails) -> JobRecord:
     meta = info.metadata or {}
     return JobRecord(submission_id=info.submission_id or info.job_id or "", name=meta.get(METADATA_KEY, ""),
                      status=str(getattr(info.status, "value", info.status)), output=meta.get("output", ""),
@@ -154,27 +161,35 @@ def list_jobs(address: str | None, include_all: bool = False) -> list[JobRecord]
     client = _client(address)
     try:
         infos = client.list_jobs()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - see _client
         raise MinerError(f"listing jobs: {_ray_message(exc)}") from None
     records = [_record(i) for i in infos if i.submission_id and (include_all or METADATA_KEY in (i.metadata or {}))]
     return sorted(records, key=lambda r: r.start_time, reverse=True)
 
 
-def job_status(address: str | None, submission_id: str) -> JobRecord:
+def job_status(address: str | None, submission_id: str, client: JobSubmissionClient | None = None) -> JobRecord:
     """One job's record; an unknown id is a clear error."""
-    client = _client(address)
+    client = client or _client(address)
     try:
         return _record(client.get_job_info(submission_id))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - see _client
         if "does not exist" in str(exc) or "404" in str(exc):
             raise MinerError(f"job '{submission_id}': no such job on the cluster (see `miner jobs list`)") from None
         raise MinerError(f"job '{submission_id}': {_ray_message(exc)}") from None
 
 
+def _logs(client: JobSubmissionClient, submission_id: str) -> str:
+    try:
+        return client.get_job_logs(submission_id)
+    except Exception as exc:  # noqa: BLE001 - RuntimeError on HTTP errors, requests' errors on connection loss
+        raise MinerError(f"job '{submission_id}': cannot read its log ({_ray_message(exc)})") from None
+
+
 def job_logs(address: str | None, submission_id: str) -> str:
     """The job driver's log so far."""
-    job_status(address, submission_id)
-    return _client(address).get_job_logs(submission_id)
+    client = _client(address)
+    job_status(address, submission_id, client)
+    return _logs(client, submission_id)
 
 
 def follow_logs(address: str | None, submission_id: str, poll_seconds: float = 1.0) -> Iterator[str]:
@@ -182,8 +197,8 @@ def follow_logs(address: str | None, submission_id: str, poll_seconds: float = 1
     client = _client(address)
     seen = 0
     while True:
-        status = job_status(address, submission_id).status
-        text = client.get_job_logs(submission_id)
+        status = job_status(address, submission_id, client).status
+        text = _logs(client, submission_id)
         if len(text) > seen:
             yield text[seen:]
             seen = len(text)
@@ -194,18 +209,10 @@ def follow_logs(address: str | None, submission_id: str, poll_seconds: float = 1
 
 def stop_job(address: str | None, submission_id: str) -> bool:
     """Ask the cluster to stop a job; returns False when it had already finished."""
-    job_status(address, submission_id)
+    client = _client(address)
+    job_status(address, submission_id, client)
     try:
-        return bool(_client(address).stop_job(submission_id))
-    except Exception as exc:
+        return bool(client.stop_job(submission_id))
+    except Exception as exc:  # noqa: BLE001 - see _client
         raise MinerError(f"job '{submission_id}': {_ray_message(exc)}") from None
 
-
-def wait_for(address: str | None, submission_id: str, timeout: float, poll_seconds: float = 1.0) -> JobRecord:
-    """Block until the job reaches a terminal state (or `timeout` seconds pass); returns its record."""
-    deadline = time.monotonic() + timeout
-    while True:
-        record = job_status(address, submission_id)
-        if record.status in TERMINAL or time.monotonic() >= deadline:
-            return record
-        time.sleep(poll_seconds)

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy import sparse
 
+from miner import atomic
 from miner.errors import InputError
 from miner.schema import VectorOptions
 
@@ -119,7 +120,7 @@ def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions,
     info = {"corpus_fingerprint": fingerprint, "options": _training_options(options), "sentences": len(texts),
             "skipped_shards": sorted(skip),
             "tokens": n_tokens, "seconds": round(time.monotonic() - started, 2)}
-    Path(str(out_path) + ".json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic.write_json(Path(str(out_path) + ".json"), info)
     log.info("fastText: %d sentences, %d tokens, %.1f s -> %s", len(texts), n_tokens, info["seconds"], out_path)
     return out_path
 
@@ -412,8 +413,6 @@ def write_vector_tables(run_dir: Path, tables: VectorTables) -> list[Path]:
     written = []
     for name, table in (("sentence_vectors", tables.sentence_vectors), ("unit_vectors", tables.unit_vectors)):
         path = Path(run_dir) / f"{name}.parquet"
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        atomic.write_table(path, table)
         written.append(path)
     return written
