@@ -36,15 +36,34 @@ def ray_local():
 
 
 def actor_pids() -> list[int]:
-    """Process ids of live mining actors (Ray titles them ray::MiningActorImpl)."""
-    pids = []
+    """Process ids of this test's live mining actors (Ray titles them ray::MiningActorImpl).
+
+    Only descendants of this process (its local Ray cluster) count: another run on the machine is never touched.
+    """
+    parent: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if b"MiningActorImpl" in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
+                stat = (proc / "stat").read_text()
             except OSError:
                 continue
+            parent[int(proc.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    me = os.getpid()
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            if pid == me:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    pids = []
+    for pid in parent:
+        try:
+            if ours(pid) and b"MiningActorImpl" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(pid)
+        except OSError:
+            continue
     return sorted(pids)
 
 
