@@ -9,13 +9,18 @@ Also: the same with the mlp site added, padded-token efficiency, and a per-unit 
 structure) maintaining the same queues on the same scores, for comparison.
 
 Usage: python benchmarks/mine_overhead.py [--corpus data/default] [--sentences 20000] [--threads 2]
+       [--profile 25]   (also: cProfile of the mining loop, top entries by own time, on stderr)
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import heapq
+import io
 import json
+import pstats
+import sys
 import time
 from pathlib import Path
 
@@ -29,13 +34,17 @@ from miner.prepare import load_corpus
 from miner.topn import Candidates, TopNQueues
 
 
-def measure(loaded, sites: list[str], corpus: Path, sentences: int, top_n: int, block: int, batch: int) -> dict:
+def measure(loaded, sites: list[str], corpus: Path, sentences: int, top_n: int, block: int, batch: int,
+            profile: int = 0) -> dict:
     layout = unit_layout(loaded.config, sites, None)
     miner = BlockMiner(loaded, layout, top_n, True, "mean", 128, batch)
-    plans = plan_blocks(load_corpus(corpus), block, sentences)
-    reader = CorpusReader(corpus)
+    manifest = load_corpus(corpus)
+    plans = plan_blocks(manifest, block, sentences)
+    reader = CorpusReader(corpus, manifest)
+    prof = cProfile.Profile() if profile else None
     queues = {d: TopNQueues(layout.n_units, top_n) for d in ("top", "bottom")}
     bare = mining = merge = 0.0
+    block_ratios = []
     attended = computed = 0
     for plan in plans:
         ids, texts = reader.block(plan)
@@ -44,22 +53,34 @@ def measure(loaded, sites: list[str], corpus: Path, sentences: int, top_n: int, 
         with torch.inference_mode():
             for b in batches:
                 loaded.model(input_ids=b.input_ids, attention_mask=b.attention, output_hidden_states=True)
-        bare += time.perf_counter() - t
+        bare_block = time.perf_counter() - t
+        bare += bare_block
         floors = {d: q.threshold().numpy() for d, q in queues.items()}
+        if prof:
+            prof.enable()
         t = time.perf_counter()
         result = miner.mine_block(plan.index, ids, texts, floors)
         tm = time.perf_counter()
         for d, q in queues.items():
             q.merge(Candidates.from_numpy(result.directions[d]))
         merge += time.perf_counter() - tm
-        mining += time.perf_counter() - t - result.stats.tokenize_seconds
+        mining_block = time.perf_counter() - t - result.stats.tokenize_seconds
+        mining += mining_block
+        block_ratios.append(round(bare_block / mining_block, 4))
+        if prof:
+            prof.disable()
         attended += sum(int(b.attention.sum()) for b in batches)
         computed += sum(int(b.input_ids.numel()) for b in batches)
     miner.close()
+    if prof:
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(profile)
+        print(f"# cProfile of the mining loop, sites={sites}\n{text.getvalue()}", file=sys.stderr)
     n = sum(p.rows for p in plans)
     return {"sites": sites, "units": layout.n_units, "sentences": n,
             "bare_sentences_per_s": round(n / bare, 1), "mining_sentences_per_s": round(n / mining, 1),
-            "ratio": round(bare / mining, 4), "driver_merge_seconds": round(merge, 2),
+            "ratio": round(bare / mining, 4), "block_ratios": block_ratios,
+            "median_block_ratio": round(float(np.median(block_ratios)), 4), "driver_merge_seconds": round(merge, 2),
             "padding_efficiency": round(attended / computed, 4)}
 
 
@@ -67,8 +88,9 @@ def heapq_comparison(loaded, corpus: Path, top_n: int, batch: int, sentences: in
     """Per-unit heapq (push until N, then pushpop) for top and bottom on the same scores as the miner."""
     layout = unit_layout(loaded.config, ["hidden"], None)
     miner = BlockMiner(loaded, layout, top_n, True, "mean", 128, batch)
-    plan = plan_blocks(load_corpus(corpus), sentences, sentences)[0]
-    ids, texts = CorpusReader(corpus).block(plan)
+    manifest = load_corpus(corpus)
+    plan = plan_blocks(manifest, sentences, sentences)[0]
+    ids, texts = CorpusReader(corpus, manifest).block(plan)
     batches, _ = make_batches(loaded.tokenizer, ids, texts, miner.max_length, batch)
     scores = []
     for b in batches:
@@ -112,17 +134,22 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--skip-mlp", action="store_true")
+    ap.add_argument("--skip-heapq", action="store_true")
+    ap.add_argument("--profile", type=int, default=0, metavar="K",
+                    help="print the K costliest functions of the mining loop (cProfile, own time) to stderr")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     corpus = Path(args.corpus)
     loaded = load_model(bundled_minilm())
     out = {"benchmark": "mine_overhead", "model": "all-MiniLM-L6-v2", "threads": args.threads, "top_n": args.top_n,
            "bottom": True, "block": args.block, "batch": args.batch}
-    out["hidden"] = measure(loaded, ["hidden"], corpus, args.sentences, args.top_n, args.block, args.batch)
+    out["hidden"] = measure(loaded, ["hidden"], corpus, args.sentences, args.top_n, args.block, args.batch,
+                            args.profile)
     if not args.skip_mlp:
         out["hidden_mlp"] = measure(loaded, ["hidden", "mlp"], corpus, args.sentences, args.top_n, args.block,
-                                    args.batch)
-    out["heapq"] = heapq_comparison(loaded, corpus, args.top_n, args.batch, 2000)
+                                    args.batch, args.profile)
+    if not args.skip_heapq:
+        out["heapq"] = heapq_comparison(loaded, corpus, args.top_n, args.batch, 2000)
     print(json.dumps(out, indent=2))
 
 

@@ -125,6 +125,9 @@ class BlockMiner:
         self.batch_size = batch_size
         self.window = window or max(batch_size, 16 * batch_size)
         self.offsets = layout.offsets()
+        self.dense_peak_fraction = 0.08
+        """Peaks are computed densely for a batch when at least this share of its (sentence, unit) cells are
+        candidates (the dense reduction is then cheaper than gathering the candidates' token rows)."""
         self._captured: dict[int, torch.Tensor] = {}
         self._hooks = []
         self._need_hidden = any(site == "hidden" for site, _, _ in layout.layers)
@@ -134,7 +137,7 @@ class BlockMiner:
                 mod = down_projection(blocks[layer - 1])
                 self._hooks.append(mod.register_forward_pre_hook(self._capture(layer)))
 
-    def _capture(self, layer: int):  # noqa: ANN202 - torch hook signature
+    def _capture(self, layer: int):
         def hook(_module: torch.nn.Module, args: tuple) -> None:
             self._captured[layer] = args[0]
         return hook
@@ -171,45 +174,30 @@ class BlockMiner:
         return out
 
     def extremes(self, tensors: list[torch.Tensor], real: torch.Tensor, largest: bool) -> torch.Tensor:
-        """int64 [B, U]: packed (peak activation, token position) of every unit over each row's real tokens.
+        """int64 [B, U]: packed peaks of every cell, see `dense_peaks`."""
+        return dense_peaks(tensors, self.offsets, self.layout.n_units, RealTokens.of(real), largest)
 
-        Real tokens form one contiguous run per row (special tokens sit at the edges, padding at the end), so
-        the reduction runs over a view of the positions that are real in every row, and only the few edge
-        positions real in some rows are masked and folded in: no full masked copy of the activations.
-        Example: real rows [0 1 1 1 0], [0 1 1 0 0] -> core positions 1..2, edge position 3 (row 0 only).
+    def peaks(self, tensors: list[torch.Tensor], tokens: RealTokens, units: torch.Tensor, cols: torch.Tensor,
+              largest: bool) -> torch.Tensor:
+        """int64 [K]: packed peaks of the candidate cells (units[k], cols[k]), units ascending.
+
+        Dense (`dense_peaks`, then pick the cells) when at least `dense_peak_fraction` of the batch's cells are
+        candidates, since the dense passes are then cheaper than gathering every candidate's token row; per
+        candidate (`candidate_peaks`) otherwise. Both give identical payloads.
         """
-        b, t = real.shape
-        any_real = real.any(0)
-        all_real = real.all(0)
-        core = all_real.nonzero().squeeze(1)
-        lo, hi = (int(core[0]), int(core[-1]) + 1) if core.numel() else (0, 0)
-        if core.numel() and not bool(all_real[lo:hi].all()):
-            lo, hi = 0, 0  # non-contiguous real tokens: fall back to masking everything
-        edge = (any_real & ~(torch.arange(t, device=real.device).ge(lo) & torch.arange(t, device=real.device).lt(hi)))
-        edge_pos = edge.nonzero().squeeze(1)
-        fill = float("-inf") if largest else float("inf")
-        out = torch.empty((b, self.layout.n_units), dtype=torch.int64, device=real.device)
-        for x, off in zip(tensors, self.offsets):
-            vals = idx = None
-            if hi > lo:
-                red = x[:, lo:hi].max(1) if largest else x[:, lo:hi].min(1)
-                vals, idx = red.values.to(torch.float32), red.indices + lo
-            if edge_pos.numel():
-                ex = x[:, edge_pos].to(torch.float32).masked_fill(~real[:, edge_pos, None], fill)
-                red = ex.max(1) if largest else ex.min(1)
-                ev, ei = red.values, edge_pos[red.indices]
-                if vals is None:
-                    vals, idx = ev, ei
-                else:
-                    better = ev > vals if largest else ev < vals
-                    vals = torch.where(better, ev, vals)
-                    idx = torch.where(better, ei, idx)
-            out[:, off : off + x.shape[2]] = pack_payload(vals, idx)
-        return out
+        if units.numel() >= self.dense_peak_fraction * tokens.mask.shape[0] * self.layout.n_units:
+            return dense_peaks(tensors, self.offsets, self.layout.n_units, tokens, largest)[cols, units]
+        return candidate_peaks(tensors, self.offsets, tokens, units, cols, largest)
 
     def mine_block(self, block: int, ids: np.ndarray, texts: list[str],
                    floors: dict[str, np.ndarray] | None = None) -> BlockResult:
-        """Mine one block; candidates are the block's local top-N entries that beat `floors` (per direction)."""
+        """Mine one block; candidates are the block's local top-N entries that beat `floors` (per direction).
+
+        Both directions live in one windowed queue of D x U rows (row d * U + u: direction d, unit u; the
+        bottom rows hold the keys of the negated scores), so each batch needs one key encoding, one threshold
+        test and one window write. Per batch only the scores are dense over all (sentence, unit) cells; peak
+        tokens are computed for the cells that beat their row's current threshold (see `peaks`).
+        """
         t0 = time.perf_counter()
         stats = BlockStats(sentences=len(texts))
         dev = self.loaded.device
@@ -220,10 +208,11 @@ class BlockMiner:
                                                 self.batch_size)
         stats.tokenize_seconds = time.perf_counter() - t0
         n_units = self.layout.n_units
-        queues = {}
-        for d in self.directions:
-            floor = torch.from_numpy(np.array(floors[d], copy=True)) if floors is not None else None
-            queues[d] = WindowedQueues(n_units, self.top_n, max(self.window, self.batch_size), floor, dev)
+        floor = None
+        if floors is not None:
+            floor = torch.from_numpy(np.concatenate([np.asarray(floors[d], dtype=np.int64) for d in self.directions]))
+        queue = WindowedQueues(len(self.directions) * n_units, self.top_n, max(self.window, self.batch_size),
+                               floor, dev)
         for batch in batches:
             tf = time.perf_counter()
             tensors = self.forward(batch)
@@ -232,26 +221,168 @@ class BlockMiner:
             stats.real_tokens += int(batch.real.sum())
             stats.attended_tokens += int(batch.attention.sum())
             stats.computed_tokens += int(batch.input_ids.numel())
-            real = batch.real.to(dev)
-            scores = self.scores(tensors, real)
-            ids_dev = batch.ids.to(dev)
-            for d in self.directions:
-                q = queues[d]
-                if q.room() < scores.shape[0]:
-                    q.flush()
-                keys = encode_keys(scores.T if d == "top" else -scores.T, ids_dev[None, :])
-                mask = keys > q.thresh[:, None]
-                units, cols = mask.nonzero(as_tuple=True)
-                if units.numel():  # a batch with no candidate for any unit leaves the window untouched
-                    payload = self.extremes(tensors, real, largest=(d == "top"))[cols, units]
-                    q.add_batch(keys, mask, units, cols, payload)
+            tokens = RealTokens.of(batch.real, dev)
+            scores = self.scores(tensors, tokens.real)
+            if queue.room() < scores.shape[0]:
+                queue.flush()
+            signed = torch.cat([scores.T, -scores.T]) if len(self.directions) == 2 else scores.T
+            keys = encode_keys(signed, batch.ids.to(dev)[None, :])
+            mask = keys > queue.thresh[:, None]
+            units, cols = mask.nonzero(as_tuple=True)
+            if units.numel():  # a batch with no candidate for any unit leaves the window untouched
+                split = int(torch.searchsorted(units, n_units)) if len(self.directions) == 2 else units.numel()
+                parts = [self.peaks(tensors, tokens, units[:split], cols[:split], True)]
+                if split < units.numel():
+                    parts.append(self.peaks(tensors, tokens, units[split:] - n_units, cols[split:], False))
+                queue.add_batch(keys, mask, units, cols, torch.cat(parts) if len(parts) > 1 else parts[0])
+        queue.flush()
+        entries = queue.entries(above=queue.floor).to_numpy()  # unit-major: direction by direction
+        cuts = np.searchsorted(entries["units"], [k * n_units for k in range(len(self.directions) + 1)])
         result = BlockResult(block=block, stats=stats)
-        for d in self.directions:
-            queues[d].flush()
-            result.directions[d] = queues[d].entries(above=queues[d].floor).to_numpy()
+        for k, d in enumerate(self.directions):
+            part = {f: v[cuts[k] : cuts[k + 1]] for f, v in entries.items()}
+            part["units"] = part["units"] - k * n_units
+            result.directions[d] = part
         stats.seconds = time.perf_counter() - t0
         stats.merge_seconds = stats.seconds - stats.forward_seconds - stats.tokenize_seconds
         return result
+
+
+@dataclass
+class RealTokens:
+    """Where a batch's real tokens lie, worked out once per batch for the scores and both peak searches.
+
+    Real tokens form one contiguous run per row (special tokens at the edges, padding at the end). The
+    `span` is the range of positions real in some row; inside it, the `core` columns are real in every row
+    and the few `edges` columns real in only some rows.
+    Example: real rows [0 1 1 1 0], [0 1 1 0 0] -> span (1, 4), width 3, core columns 0..1 (positions 1..2),
+    edges [2] (position 3), weights [[3 2 1], [3 2 0]].
+    """
+
+    real: torch.Tensor
+    """bool [B, T] tokens that count, on the device."""
+    mask: torch.Tensor
+    """bool [B, width] real tokens inside the span."""
+    lo: int
+    """Position of the span's first column."""
+    width: int
+    """Span width (0 when no token is real)."""
+    core: tuple[int, int]
+    """Columns core[0]..core[1]-1 of the span are real in every row."""
+    edges: torch.Tensor
+    """int64 [E] span columns outside the core."""
+    edge_fill: torch.Tensor
+    """bool [B, E, 1] True where an edge column is not real in a row."""
+    weights: torch.Tensor
+    """[B, width, 1] small integers: width - column at real tokens, 0 elsewhere (first peak = largest)."""
+
+    @staticmethod
+    def of(real: torch.Tensor, device: torch.device | str | None = None) -> RealTokens:
+        """Work out the layout on `real`'s device (a CPU copy needs no device syncs), then move it."""
+        device = device if device is not None else real.device
+        lo, hi = real_span(real)
+        mask = real[:, lo:hi]
+        width = hi - lo
+        all_real = mask.all(0)
+        core = all_real.nonzero().squeeze(1)
+        c0, c1 = (int(core[0]), int(core[-1]) + 1) if core.numel() else (0, 0)
+        if core.numel() and not bool(all_real[c0:c1].all()):
+            c0, c1 = 0, 0  # non-contiguous real tokens: everything is an edge
+        columns = torch.arange(width, device=real.device)
+        edges = (~(columns.ge(c0) & columns.lt(c1))).nonzero().squeeze(1)
+        wtype = torch.uint8 if width < 256 else torch.int16 if width < 32768 else torch.int32
+        weights = torch.where(mask, width - columns, 0).to(wtype)[:, :, None]
+        return RealTokens(real.to(device), mask.to(device), lo, width, (c0, c1), edges.to(device),
+                          (~mask[:, edges, None]).to(device), weights.to(device))
+
+
+def dense_peaks(tensors: list[torch.Tensor], offsets: list[int], n_units: int, tokens: RealTokens,
+                largest: bool) -> torch.Tensor:
+    """int64 [B, U]: packed (peak activation, token position) of every unit over each row's real tokens: the
+    maximum (`largest`) or the minimum, at the first real position among equal peaks (as torch.max(dim)).
+
+    An index-returning reduction over tokens (torch.max(dim)) is several times slower on CPU than a plain
+    one, so the peak values come from amax (amin) and the positions from cheap passes: mark the tokens at
+    least as large as their unit's peak (at most as small, for minima), weight each mark by its rank from the
+    right (`RealTokens.weights`: 0 for tokens that are not real, so larger non-real tokens never count) in a
+    small integer type, and take the largest weight: the first real position holding the peak. The values
+    reduce over a view of the core columns; only the few edge columns are masked.
+    Example: a unit's row [8, 2, 7, 7, 9] with real [0 1 1 1 0] (span 1..3, width 3) -> peak 7;
+    marks (>= 7) over the span [2, 7, 7] -> [0 1 1], weights [3 2 1] -> [0 2 1] -> max 2
+    -> position 1 + (3 - 2) = 2.
+    """
+    b, width = tokens.mask.shape
+    dev = tokens.mask.device
+    out = torch.empty((b, n_units), dtype=torch.int64, device=dev)
+    if width == 0:
+        return out
+    c0, c1 = tokens.core
+    vals = torch.empty((b, n_units), dtype=torch.float32, device=dev)
+    ranks = torch.empty((b, n_units), dtype=tokens.weights.dtype, device=dev)
+    fill = float("-inf") if largest else float("inf")
+    spans = []
+    for x, off in zip(tensors, offsets):
+        xs = x[:, tokens.lo : tokens.lo + width]
+        spans.append(xs)
+        peak = None
+        if c1 > c0:
+            peak = xs[:, c0:c1].amax(1) if largest else xs[:, c0:c1].amin(1)
+        if tokens.edges.numel():
+            ex = xs[:, tokens.edges].masked_fill_(tokens.edge_fill, fill)
+            ep = ex.amax(1) if largest else ex.amin(1)
+            peak = ep if peak is None else (torch.maximum(peak, ep) if largest else torch.minimum(peak, ep))
+        hit = xs >= peak[:, None, :] if largest else xs <= peak[:, None, :]  # at real tokens: == peak
+        ranked = hit.view(torch.uint8).mul_(tokens.weights) if ranks.dtype == torch.uint8 else hit * tokens.weights
+        vals[:, off : off + x.shape[2]] = peak
+        torch.amax(ranked, 1, out=ranks[:, off : off + x.shape[2]])
+    idx = (width - ranks.to(torch.int64)).clamp_(max=width - 1)  # clamp: a NaN peak marks nothing
+    if dev.type != "cpu" or bool((vals == 0).any()):  # only -0.0 vs 0.0 can differ from the first peak's bits
+        for xs, off in zip(spans, offsets):
+            w = xs.shape[2]
+            vals[:, off : off + w] = xs.gather(1, idx[:, None, off : off + w]).squeeze(1)
+    return pack_payload(vals, idx + tokens.lo)
+
+
+def candidate_peaks(tensors: list[torch.Tensor], offsets: list[int], tokens: RealTokens, units: torch.Tensor,
+                    cols: torch.Tensor, largest: bool) -> torch.Tensor:
+    """int64 [K]: packed (peak activation, token position) of the candidate cells (units[k], cols[k]) only.
+
+    `units` must be ascending (the order of `mask.nonzero()` over a unit-major [U, B] mask). Per layer the
+    candidates' token rows are gathered as a [k, width] tile (x[b, span, u] for each candidate), non-real
+    tokens are filled with -inf (+inf for minima) and one reduction over the contiguous last dimension gives
+    the peak: the same value and first-on-ties position as `dense_peaks` at those cells, at a cost
+    proportional to the candidates instead of B x U.
+    Example: one unit, x[0, :, 0] = [9, 4, 7, 7, 1] with real [0 1 1 1 0], candidate (unit 0, row 0)
+    -> tile over the span [4, 7, 7] -> peak 7.0 at position 1 + 1 = 2 (the first of the tied 7s).
+    """
+    lo, width = tokens.lo, tokens.width
+    if units.numel() == 0 or width == 0:
+        return torch.zeros(units.shape, dtype=torch.int64, device=units.device)
+    fill = float("-inf") if largest else float("inf")
+    bounds = torch.tensor([off + x.shape[2] for x, off in zip(tensors, offsets)], device=units.device)
+    ends = torch.searchsorted(units, bounds).tolist()  # units are ascending: one slice per layer
+    vals, idx = [], []
+    start = 0
+    for x, off, end in zip(tensors, offsets, ends):
+        if end == start:
+            continue
+        b = cols[start:end]
+        tile = x[:, lo : lo + width].transpose(1, 2)[b, units[start:end] - off]  # [k, width]
+        tile.masked_fill_(~tokens.mask[b], fill)
+        red = tile.max(1) if largest else tile.min(1)
+        vals.append(red.values)
+        idx.append(red.indices)
+        start = end
+    return pack_payload(torch.cat(vals), torch.cat(idx) + lo)
+
+
+def real_span(real: torch.Tensor) -> tuple[int, int]:
+    """(lo, hi): the token positions that are real in at least one row lie in lo..hi-1.
+
+    Example: real rows [0 1 1 0 0], [0 1 1 1 0] -> (1, 4).
+    """
+    cols = real.any(0).nonzero()
+    return (int(cols[0]), int(cols[-1]) + 1) if cols.numel() else (0, 0)
 
 
 def model_max_length(config: object) -> int:
@@ -272,4 +403,5 @@ def empty_floors(n_units: int, directions: tuple[str, ...]) -> dict[str, np.ndar
     return {d: np.full(n_units, SENTINEL, dtype=np.int64) for d in directions}
 
 
-__all__ = ["Batch", "BlockMiner", "BlockResult", "BlockStats", "Candidates", "empty_floors", "make_batches"]
+__all__ = ["Batch", "BlockMiner", "BlockResult", "BlockStats", "Candidates", "RealTokens", "candidate_peaks",
+           "dense_peaks", "empty_floors", "make_batches", "real_span"]
