@@ -91,7 +91,8 @@ def corpus_shards(manifest: dict) -> list[Path]:
     folder = corpus.get("path")
     if not folder:
         return []
-    shards = [Path(folder) / s["file"] for s in corpus.get("shards", [])]
+    skipped = {s["file"] for s in manifest.get("skipped_shards", [])}  # corrupt shards the miner skipped
+    shards = [Path(folder) / s["file"] for s in corpus.get("shards", []) if s["file"] not in skipped]
     missing = [p for p in shards if not p.exists()]
     if missing:
         log.warning("%s: corpus shard missing; the catalog has no 'corpus' view", missing[0])

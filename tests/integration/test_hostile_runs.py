@@ -79,6 +79,11 @@ def test_corrupt_shard_is_named_then_skipped_and_recorded(tmp_path: Path) -> Non
     conv = pq.read_table(run / "convergence.parquet").to_pandas()
     assert sorted(conv.block.unique()) == [0, 1, 4, 5]  # no convergence rows for the skipped blocks
 
+    step2 = miner("signatures", str(run), "--executor", "inline")  # step 2 and the catalog leave the shard out
+    assert step2.returncode == 0, step2.stderr
+    n = miner("sql", str(run), "SELECT count(*) AS n FROM corpus", "--format", "csv")
+    assert n.returncode == 0 and n.stdout.split() == ["n", "200"], n.stdout + n.stderr
+
     write_job(job_path, **fields)  # skipping off again: the result with a shard missing is not reused silently
     refused = miner("mine", str(job_path), "--executor", "inline")
     assert refused.returncode == 2 and "skip_corrupt_shards" in one_error(refused) and bad.file in one_error(refused)
