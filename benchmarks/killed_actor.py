@@ -23,35 +23,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
+from miner.processes import mining_actor_pids
+
 TABLES = ("top_sentences", "sentences", "units", "convergence")
-
-
-def actor_pids(root: int) -> list[int]:
-    """Mining actors under process `root` (its local Ray cluster), never another run's."""
-    parent: dict[int, int] = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            parent[int(proc.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-
-    def under(pid: int) -> bool:
-        while pid > 1:
-            if pid == root:
-                return True
-            pid = parent.get(pid, 0)
-        return False
-
-    pids = []
-    for pid in parent:
-        try:
-            if under(pid) and b"MiningActorImpl" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                pids.append(pid)
-        except OSError:
-            continue
-    return sorted(pids)
 
 
 def run(tmp: Path, name: str, spec: dict, kill_after: int | None) -> dict:
@@ -69,7 +43,7 @@ def run(tmp: Path, name: str, spec: dict, kill_after: int | None) -> dict:
                 merged = json.loads(state.read_text())["next_block"]
             except (OSError, ValueError):
                 merged = 0
-            if merged >= kill_after and (pids := actor_pids(proc.pid)):
+            if merged >= kill_after and (pids := mining_actor_pids(proc.pid)):
                 os.kill(pids[0], signal.SIGKILL)
                 killed = {"pid": pids[0], "at_seconds": round(time.monotonic() - t, 1), "blocks_merged": merged}
         time.sleep(0.2)

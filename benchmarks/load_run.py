@@ -24,21 +24,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from miner.processes import descendants, mining_actor_pids
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat = (proc / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        tree.setdefault(ppid, []).append(int(proc.name))
-    return tree
 
 
 def _rss_mb(pid: int) -> float:
@@ -48,22 +36,10 @@ def _rss_mb(pid: int) -> float:
         return 0.0
 
 
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def sample(root: int) -> dict[str, float]:
     """RSS (MB) of the driver, the mining actors, and the whole tree under the driver."""
-    tree = _children()
-    todo, seen = [root], []
-    while todo:
-        pid = todo.pop()
-        seen.append(pid)
-        todo.extend(tree.get(pid, []))
-    actors = [p for p in seen if b"MiningActorImpl" in _cmdline(p)]
+    seen = descendants(root)
+    actors = mining_actor_pids(root)
     return {"driver": _rss_mb(root), "actors": sum(_rss_mb(p) for p in actors),
             "tree": sum(_rss_mb(p) for p in seen)}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,16 +21,12 @@ def write_error(path: Path, exc: OSError) -> OSError:
     return OSError(exc.errno, reason, str(path))
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write a text file atomically."""
+def _atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """Call write(tmp) on a temporary name beside `path`, then rename it over `path`; clean up on failure."""
     path = Path(path)
-    tmp = _tmp(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -37,6 +34,11 @@ def write_text(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    _atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: Path, data: object) -> None:
@@ -46,17 +48,7 @@ def write_json(path: Path, data: object) -> None:
 
 def write_table(path: Path, table: pa.Table, compression: str = "zstd") -> None:
     """Write a Parquet file atomically."""
-    path = Path(path)
-    tmp = _tmp(path)
-    try:
-        pq.write_table(table, tmp, compression=compression)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise write_error(path, exc) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    _atomically(path, lambda tmp: pq.write_table(table, tmp, compression=compression))
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -16,6 +16,7 @@ from helpers import make_corpus, tiny_model, write_job
 from mining_oracle import all_scores, expected_queues
 
 from miner.mine import load_job, run_mining
+from miner.processes import mining_actor_pids
 
 pytestmark = pytest.mark.integration
 TABLES = ("top_sentences", "sentences", "units", "convergence")
@@ -36,35 +37,8 @@ def ray_local():
 
 
 def actor_pids() -> list[int]:
-    """Process ids of this test's live mining actors (Ray titles them ray::MiningActorImpl).
-
-    Only descendants of this process (its local Ray cluster) count: another run on the machine is never touched.
-    """
-    parent: dict[int, int] = {}
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                stat = (proc / "stat").read_text()
-            except OSError:
-                continue
-            parent[int(proc.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-    me = os.getpid()
-
-    def ours(pid: int) -> bool:
-        while pid > 1:
-            if pid == me:
-                return True
-            pid = parent.get(pid, 0)
-        return False
-
-    pids = []
-    for pid in parent:
-        try:
-            if ours(pid) and b"MiningActorImpl" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                pids.append(pid)
-        except OSError:
-            continue
-    return sorted(pids)
+    """This test's live mining actors (under this process's local Ray cluster; never another run's)."""
+    return mining_actor_pids(os.getpid())
 
 
 def same_tables(a: Path, b: Path) -> None:
