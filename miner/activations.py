@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from miner.model_loading import (
     LoadedModel,
@@ -125,9 +126,10 @@ class BlockMiner:
         self.batch_size = batch_size
         self.window = window or max(batch_size, 16 * batch_size)
         self.offsets = layout.offsets()
-        self.dense_peak_fraction = 0.08
+        self.dense_peak_fraction = 0.04
         """Peaks are computed densely for a batch when at least this share of its (sentence, unit) cells are
         candidates (the dense reduction is then cheaper than gathering the candidates' token rows)."""
+        self._queue: WindowedQueues | None = None
         self._captured: dict[int, torch.Tensor] = {}
         self._hooks = []
         self._need_hidden = any(site == "hidden" for site, _, _ in layout.layers)
@@ -174,7 +176,7 @@ class BlockMiner:
         return out
 
     def extremes(self, tensors: list[torch.Tensor], real: torch.Tensor, largest: bool) -> torch.Tensor:
-        """int64 [B, U]: packed peaks of every cell, see `dense_peaks`."""
+        """int64 [B, U]: packed peaks of every cell, see `dense_peaks` (which overwrites non-real cells)."""
         return dense_peaks(tensors, self.offsets, self.layout.n_units, RealTokens.of(real), largest)
 
     def peaks(self, tensors: list[torch.Tensor], tokens: RealTokens, units: torch.Tensor, cols: torch.Tensor,
@@ -194,9 +196,10 @@ class BlockMiner:
         """Mine one block; candidates are the block's local top-N entries that beat `floors` (per direction).
 
         Both directions live in one windowed queue of D x U rows (row d * U + u: direction d, unit u; the
-        bottom rows hold the keys of the negated scores), so each batch needs one key encoding, one threshold
-        test and one window write. Per batch only the scores are dense over all (sentence, unit) cells; peak
-        tokens are computed for the cells that beat their row's current threshold (see `peaks`).
+        bottom rows hold the keys of the negated scores). Per batch only the scores are dense over all
+        (sentence, unit) cells: candidates are the cells whose score reaches their row's threshold score
+        (`select_candidates`), and only they get keys, peak tokens (see `peaks`) and a place in the window.
+        The top direction's peaks come first: a dense peak search overwrites non-real cells (after the scores).
         """
         t0 = time.perf_counter()
         stats = BlockStats(sentences=len(texts))
@@ -211,32 +214,32 @@ class BlockMiner:
         floor = None
         if floors is not None:
             floor = torch.from_numpy(np.concatenate([np.asarray(floors[d], dtype=np.int64) for d in self.directions]))
-        queue = WindowedQueues(len(self.directions) * n_units, self.top_n, max(self.window, self.batch_size),
-                               floor, dev)
-        for batch in batches:
-            tf = time.perf_counter()
-            tensors = self.forward(batch)
-            stats.forward_seconds += time.perf_counter() - tf
-            stats.batches += 1
-            stats.real_tokens += int(batch.real.sum())
-            stats.attended_tokens += int(batch.attention.sum())
-            stats.computed_tokens += int(batch.input_ids.numel())
-            tokens = RealTokens.of(batch.real, dev)
-            scores = self.scores(tensors, tokens.real)
-            if queue.room() < scores.shape[0]:
-                queue.flush()
-            signed = torch.cat([scores.T, -scores.T]) if len(self.directions) == 2 else scores.T
-            keys = encode_keys(signed, batch.ids.to(dev)[None, :])
-            mask = keys > queue.thresh[:, None]
-            units, cols = mask.nonzero(as_tuple=True)
-            if units.numel():  # a batch with no candidate for any unit leaves the window untouched
-                split = int(torch.searchsorted(units, n_units)) if len(self.directions) == 2 else units.numel()
-                parts = [self.peaks(tensors, tokens, units[:split], cols[:split], True)]
-                if split < units.numel():
-                    parts.append(self.peaks(tensors, tokens, units[split:] - n_units, cols[split:], False))
-                queue.add_batch(keys, mask, units, cols, torch.cat(parts) if len(parts) > 1 else parts[0])
-        queue.flush()
-        entries = queue.entries(above=queue.floor).to_numpy()  # unit-major: direction by direction
+        if self._queue is None:
+            self._queue = WindowedQueues(len(self.directions) * n_units, self.top_n,
+                                         max(self.window, self.batch_size), floor, dev)
+        queue = self._queue
+        queue.reset(floor)
+        with torch.inference_mode():
+            for batch in batches:
+                tf = time.perf_counter()
+                tensors = self.forward(batch)
+                stats.forward_seconds += time.perf_counter() - tf
+                stats.batches += 1
+                stats.real_tokens += int(batch.real.sum())
+                stats.attended_tokens += int(batch.attention.sum())
+                stats.computed_tokens += int(batch.input_ids.numel())
+                tokens = RealTokens.of(batch.real, dev)
+                scores = self.scores(tensors, tokens.real)
+                rows, cols, keys = select_candidates(scores, batch.ids.to(dev), queue.thresh, queue.thresh_scores)
+                if rows.numel() == 0:  # no candidate for any unit: nothing to add
+                    continue
+                split = int(torch.searchsorted(rows, n_units)) if len(self.directions) == 2 else rows.numel()
+                payload = self.peaks(tensors, tokens, rows[:split], cols[:split], True)
+                if split < rows.numel():
+                    bottom = self.peaks(tensors, tokens, rows[split:] - n_units, cols[split:], False)
+                    payload = torch.cat([payload, bottom])
+                queue.add(rows, keys, payload)
+            entries = queue.finish().to_numpy()  # unit-major: direction by direction
         cuts = np.searchsorted(entries["units"], [k * n_units for k in range(len(self.directions) + 1)])
         result = BlockResult(block=block, stats=stats)
         for k, d in enumerate(self.directions):
@@ -248,15 +251,35 @@ class BlockMiner:
         return result
 
 
+def select_candidates(scores: torch.Tensor, ids: torch.Tensor, thresh: torch.Tensor, floor: torch.Tensor,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The cells whose key beats their row's threshold key: (rows [K] ascending, batch rows [K], keys [K]).
+
+    Rows are direction-major (row d * U + u: direction d, unit u) over the scores [B, U]: one direction (top)
+    when `thresh` has U rows, top then bottom (the negated scores) when it has 2U. Keys are only built for a
+    superset found on the floats: a key beats the threshold only if its score is at least the threshold's
+    score `floor` (-inf for an empty row; NaN scores are kept, their keys decide), so one float comparison
+    over the batch prunes and the exact key test runs on the few cells left.
+    Example: scores [[0.5], [0.2]], ids [7, 9], thresh [key(0.5, id 8)], floor [0.5] -> superset (0, 0)
+    (0.5 >= 0.5); key(0.5, 7) beats key(0.5, 8) (smaller id) -> candidate (row 0, batch row 0).
+    """
+    signed = scores.T if thresh.shape[0] == scores.shape[1] else torch.cat([scores.T, -scores.T])
+    rows, cols = torch.logical_not(signed < floor[:, None]).nonzero(as_tuple=True)
+    keys = encode_keys(signed[rows, cols], ids[cols])
+    beat = keys > thresh[rows]
+    if not bool(beat.all()):
+        rows, cols, keys = rows[beat], cols[beat], keys[beat]
+    return rows, cols, keys
+
+
 @dataclass
 class RealTokens:
     """Where a batch's real tokens lie, worked out once per batch for the scores and both peak searches.
 
-    Real tokens form one contiguous run per row (special tokens at the edges, padding at the end). The
-    `span` is the range of positions real in some row; inside it, the `core` columns are real in every row
-    and the few `edges` columns real in only some rows.
-    Example: real rows [0 1 1 1 0], [0 1 1 0 0] -> span (1, 4), width 3, core columns 0..1 (positions 1..2),
-    edges [2] (position 3), weights [[3 2 1], [3 2 0]].
+    The `span` is the range of positions real in some row; `holes` are the cells that are not real in their
+    row (special tokens and padding: in a length-sorted batch, a few per row).
+    Example: real rows [0 1 1 1 0], [0 1 1 0 0] -> span lo 1, width 3; holes rows [0 0 1 1 1], positions
+    [0 4 0 3 4].
     """
 
     real: torch.Tensor
@@ -267,80 +290,59 @@ class RealTokens:
     """Position of the span's first column."""
     width: int
     """Span width (0 when no token is real)."""
-    core: tuple[int, int]
-    """Columns core[0]..core[1]-1 of the span are real in every row."""
-    edges: torch.Tensor
-    """int64 [E] span columns outside the core."""
-    edge_fill: torch.Tensor
-    """bool [B, E, 1] True where an edge column is not real in a row."""
-    weights: torch.Tensor
-    """[B, width, 1] small integers: width - column at real tokens, 0 elsewhere (first peak = largest)."""
+    holes: tuple[torch.Tensor, torch.Tensor]
+    """int64 [H] rows and [H] positions of the cells that are not real."""
 
     @staticmethod
     def of(real: torch.Tensor, device: torch.device | str | None = None) -> RealTokens:
         """Work out the layout on `real`'s device (a CPU copy needs no device syncs), then move it."""
         device = device if device is not None else real.device
         lo, hi = real_span(real)
-        mask = real[:, lo:hi]
-        width = hi - lo
-        all_real = mask.all(0)
-        core = all_real.nonzero().squeeze(1)
-        c0, c1 = (int(core[0]), int(core[-1]) + 1) if core.numel() else (0, 0)
-        if core.numel() and not bool(all_real[c0:c1].all()):
-            c0, c1 = 0, 0  # non-contiguous real tokens: everything is an edge
-        columns = torch.arange(width, device=real.device)
-        edges = (~(columns.ge(c0) & columns.lt(c1))).nonzero().squeeze(1)
-        wtype = torch.uint8 if width < 256 else torch.int16 if width < 32768 else torch.int32
-        weights = torch.where(mask, width - columns, 0).to(wtype)[:, :, None]
-        return RealTokens(real.to(device), mask.to(device), lo, width, (c0, c1), edges.to(device),
-                          (~mask[:, edges, None]).to(device), weights.to(device))
+        rows, cols = (~real).nonzero(as_tuple=True)
+        return RealTokens(real.to(device), real[:, lo:hi].to(device), lo, hi - lo, (rows.to(device), cols.to(device)))
 
 
+@torch.inference_mode()
 def dense_peaks(tensors: list[torch.Tensor], offsets: list[int], n_units: int, tokens: RealTokens,
                 largest: bool) -> torch.Tensor:
     """int64 [B, U]: packed (peak activation, token position) of every unit over each row's real tokens: the
     maximum (`largest`) or the minimum, at the first real position among equal peaks (as torch.max(dim)).
 
-    An index-returning reduction over tokens (torch.max(dim)) is several times slower on CPU than a plain
-    one, so the peak values come from amax (amin) and the positions from cheap passes: mark the tokens at
-    least as large as their unit's peak (at most as small, for minima), weight each mark by its rank from the
-    right (`RealTokens.weights`: 0 for tokens that are not real, so larger non-real tokens never count) in a
-    small integer type, and take the largest weight: the first real position holding the peak. The values
-    reduce over a view of the core columns; only the few edge columns are masked.
-    Example: a unit's row [8, 2, 7, 7, 9] with real [0 1 1 1 0] (span 1..3, width 3) -> peak 7;
-    marks (>= 7) over the span [2, 7, 7] -> [0 1 1], weights [3 2 1] -> [0 2 1] -> max 2
-    -> position 1 + (3 - 2) = 2.
+    Overwrites the tensors' non-real cells with -inf or +inf, so call it after the scores (those cells count
+    for nothing); real cells are left as they were. Index-returning reductions over the token axis (torch.max(dim)) are slow on
+    CPU, but a max-pool over it with one window per row returns the first position of each maximum in one
+    vectorised pass as fast as a plain amax: [B, T, W] activations seen as an image batch [B, W, T, 1] (W
+    channels) are already in the channels-last layout the pooling kernel vectorises over (`channels_last`),
+    with no copy. Minima are the maxima of the tensor negated in place (and negated back: exact).
+    Example: a unit's row [8, 2, 7, 7, 9] with real [0 1 1 1 0] -> [-inf, 2, 7, 7, -inf] -> max-pool: 7 at
+    position 2 (the first of the tied 7s).
     """
-    b, width = tokens.mask.shape
-    dev = tokens.mask.device
-    out = torch.empty((b, n_units), dtype=torch.int64, device=dev)
-    if width == 0:
+    b, t = tokens.real.shape
+    out = torch.empty((b, n_units), dtype=torch.int64, device=tokens.real.device)
+    if tokens.width == 0:
         return out
-    c0, c1 = tokens.core
-    vals = torch.empty((b, n_units), dtype=torch.float32, device=dev)
-    ranks = torch.empty((b, n_units), dtype=tokens.weights.dtype, device=dev)
-    fill = float("-inf") if largest else float("inf")
-    spans = []
+    hole_rows, hole_cols = tokens.holes
     for x, off in zip(tensors, offsets):
-        xs = x[:, tokens.lo : tokens.lo + width]
-        spans.append(xs)
-        peak = None
-        if c1 > c0:
-            peak = xs[:, c0:c1].amax(1) if largest else xs[:, c0:c1].amin(1)
-        if tokens.edges.numel():
-            ex = xs[:, tokens.edges].masked_fill_(tokens.edge_fill, fill)
-            ep = ex.amax(1) if largest else ex.amin(1)
-            peak = ep if peak is None else (torch.maximum(peak, ep) if largest else torch.minimum(peak, ep))
-        hit = xs >= peak[:, None, :] if largest else xs <= peak[:, None, :]  # at real tokens: == peak
-        ranked = hit.view(torch.uint8).mul_(tokens.weights) if ranks.dtype == torch.uint8 else hit * tokens.weights
-        vals[:, off : off + x.shape[2]] = peak
-        torch.amax(ranked, 1, out=ranks[:, off : off + x.shape[2]])
-    idx = (width - ranks.to(torch.int64)).clamp_(max=width - 1)  # clamp: a NaN peak marks nothing
-    if dev.type != "cpu" or bool((vals == 0).any()):  # only -0.0 vs 0.0 can differ from the first peak's bits
-        for xs, off in zip(spans, offsets):
-            w = xs.shape[2]
-            vals[:, off : off + w] = xs.gather(1, idx[:, None, off : off + w]).squeeze(1)
-    return pack_payload(vals, idx + tokens.lo)
+        if hole_rows.numel():
+            x[hole_rows, hole_cols] = float("-inf")
+        if not largest:  # minima: maxima of the negated tensor, negated in place and back (no allocation)
+            x.neg_()
+            if hole_rows.numel():
+                x[hole_rows, hole_cols] = float("-inf")
+        vals, idx = F.max_pool2d(channels_last(x), (t, 1), return_indices=True)
+        if not largest:
+            x.neg_()
+            vals = torch.neg(vals)
+        out[:, off : off + x.shape[2]] = pack_payload(vals[:, :, 0, 0], idx[:, :, 0, 0])
+    return out
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """[B, T, W] activations (last dimension contiguous) as a [B, W, T, 1] channels-last image batch, no copy.
+
+    Example: a contiguous [2, 3, 4] tensor (strides 12, 4, 1) -> size [2, 4, 3, 1], strides [12, 1, 4, 4].
+    """
+    return x.as_strided((x.shape[0], x.shape[2], x.shape[1], 1), (x.stride(0), x.stride(2), x.stride(1), x.stride(1)))
 
 
 def candidate_peaks(tensors: list[torch.Tensor], offsets: list[int], tokens: RealTokens, units: torch.Tensor,
@@ -404,4 +406,4 @@ def empty_floors(n_units: int, directions: tuple[str, ...]) -> dict[str, np.ndar
 
 
 __all__ = ["Batch", "BlockMiner", "BlockResult", "BlockStats", "Candidates", "RealTokens", "candidate_peaks",
-           "dense_peaks", "empty_floors", "make_batches", "real_span"]
+           "dense_peaks", "empty_floors", "make_batches", "real_span", "select_candidates"]

@@ -46,6 +46,15 @@ def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return scores, ids
 
 
+def threshold_scores(thresh: torch.Tensor) -> torch.Tensor:
+    """float32 scores of threshold keys, -inf for SENTINEL (an empty queue admits everything).
+
+    Example: [encode_keys(0.5, 8), SENTINEL] -> [0.5, -inf].
+    """
+    scores, _ = decode_keys(thresh)
+    return torch.where(thresh == SENTINEL, float("-inf"), scores)
+
+
 def pack_payload(peak_val: torch.Tensor, peak_pos: torch.Tensor) -> torch.Tensor:
     """Pack a peak activation (float32 bits, high half) and its token position (low half) into int64.
 
@@ -87,20 +96,39 @@ _FIELDS = ("units", "keys", "payload")
 
 
 class TopNQueues:
-    """One exact top-N queue per unit, stored as dense [units, N] key and payload tensors.
+    """One exact top-N queue per unit, stored as dense [units, N + spare] key and payload buffers.
 
+    Row u's entries fill slots 0..count[u]-1; every other slot holds SENTINEL. New candidates are appended
+    after a row's entries (a few writes per candidate), and only rows that then hold more than N entries are
+    cut back to their N best with one top-k over the columns in use (`settle`). Between public calls every
+    row holds at most N entries, so `keys`/`payload` ([units, N] views) are the queues.
     Example (N=2, one unit): merge keys of scores {s0: 1.0, s1: 3.0, s2: 2.0} -> queue holds s1, s2;
     merging {s3: 2.0} next changes nothing (2.0 ties s2 but s3 > s2), so the gain is [0].
     """
 
-    def __init__(self, n_units: int, n: int, device: torch.device | str = "cpu") -> None:
+    def __init__(self, n_units: int, n: int, device: torch.device | str = "cpu", spare: int | None = None) -> None:
         self.n = n
-        self.keys = torch.full((n_units, n), SENTINEL, dtype=torch.int64, device=device)
-        self.payload = torch.zeros((n_units, n), dtype=torch.int64, device=device)
+        self._keys = torch.full((n_units, n + (n if spare is None else spare)), SENTINEL, dtype=torch.int64,
+                                device=device)
+        self._payload = torch.zeros(self._keys.shape, dtype=torch.int64, device=device)
+        self.count = torch.zeros(n_units, dtype=torch.int64, device=device)
+        """int64 [units]: filled slots per row."""
+        self._used = 0
+        """Columns that may hold entries (the largest count since the last settle or reset)."""
 
     @property
     def n_units(self) -> int:
-        return int(self.keys.shape[0])
+        return int(self._keys.shape[0])
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """int64 [units, N] keys (SENTINEL in empty slots), unordered within a row."""
+        return self._keys[:, : self.n]
+
+    @property
+    def payload(self) -> torch.Tensor:
+        """int64 [units, N] payloads of `keys`."""
+        return self._payload[:, : self.n]
 
     def threshold(self) -> torch.Tensor:
         """int64 [units]: a candidate enters a unit's queue only if its key is greater than this."""
@@ -108,56 +136,84 @@ class TopNQueues:
 
     def merge(self, cand: Candidates) -> torch.Tensor:
         """Merge candidates exactly; returns int64 [units]: how many entries each queue gained."""
-        n_units = self.n_units
-        gained_all = torch.zeros(n_units, dtype=torch.int64)
         if len(cand) == 0:
-            return gained_all
-        dev = self.keys.device
-        units = cand.units.to(dev, torch.int64)
-        if bool((units[1:] >= units[:-1]).all()):  # unit-major already (entries() output): no sort needed
-            order = torch.arange(units.numel(), device=dev)
-            units_sorted = units
-        else:
+            return torch.zeros(self.n_units, dtype=torch.int64)
+        dev = self._keys.device
+        units, keys, payload = cand.units.to(dev, torch.int64), cand.keys.to(dev), cand.payload.to(dev)
+        if not bool((units[1:] >= units[:-1]).all()):  # unit-major already (entries() output): no sort needed
             order = torch.argsort(units, stable=True)
-            units_sorted = units[order]
-        counts = torch.bincount(units_sorted, minlength=n_units)
-        width = int(counts.max())
-        starts = torch.cumsum(counts, 0) - counts
-        col = torch.arange(units_sorted.numel(), device=dev) - starts[units_sorted]
-        rows = counts.nonzero().squeeze(1)
-        row_of_unit = torch.full((n_units,), -1, dtype=torch.int64, device=dev)
-        row_of_unit[rows] = torch.arange(rows.numel(), device=dev)
-        r = row_of_unit[units_sorted]
+            units, keys, payload = units[order], keys[order], payload[order]
+        before = self.count.clone()
+        added = self.append(units, keys, payload)
+        gained = added.clone()
+        rows, picked = self.settle()
+        if rows is not None:
+            gained[rows] = (picked >= before[rows, None]).sum(dim=1)
+        return gained.cpu()
 
-        def dense(values: torch.Tensor, fill: int) -> torch.Tensor:
-            out = torch.full((rows.numel(), width), fill, dtype=torch.int64, device=dev)
-            out[r, col] = values.to(dev)[order]
-            return out
+    def append(self, units: torch.Tensor, keys: torch.Tensor, payload: torch.Tensor,
+               added: torch.Tensor | None = None) -> torch.Tensor:
+        """Append candidates (units ascending) after each row's entries, growing the spare columns if a row
+        would overflow; returns int64 [units]: how many each row received (`added`, if already counted).
 
-        all_keys = torch.cat([self.keys[rows], dense(cand.keys, SENTINEL)], dim=1)
-        all_payload = torch.cat([self.payload[rows], dense(cand.payload, 0)], dim=1)
-        gained = self._select(all_keys, all_payload)
-        self.keys[rows] = all_keys[:, : self.n]
-        self.payload[rows] = all_payload[:, : self.n]
-        gained_all[rows.cpu()] = gained.cpu()
-        return gained_all
+        Example: counts [2, 0], units [0, 0, 1] -> slots (0, 2), (0, 3), (1, 0); counts become [4, 1].
+        """
+        if added is None:
+            added = torch.bincount(units, minlength=self.n_units)
+        starts = torch.cumsum(added, 0) - added
+        slot = self.count[units] + torch.arange(units.numel(), device=units.device) - starts[units]
+        self.count += added
+        self._used = max(self._used, int(self.count.max()))
+        if self._used > self._keys.shape[1]:
+            self._grow(self._used)
+        self._keys[units, slot] = keys
+        self._payload[units, slot] = payload
+        return added
 
-    def _select(self, keys: torch.Tensor, payload: torch.Tensor) -> torch.Tensor:
-        """In place: move each row's N best keys (and their payloads) into the first N columns."""
+    def _grow(self, width: int) -> None:
+        width = max(width, self._keys.shape[1] + self.n // 2)
+        keys = torch.full((self.n_units, width), SENTINEL, dtype=torch.int64, device=self._keys.device)
+        payload = torch.zeros(keys.shape, dtype=torch.int64, device=keys.device)
+        keys[:, : self._keys.shape[1]] = self._keys
+        payload[:, : self._keys.shape[1]] = self._payload
+        self._keys, self._payload = keys, payload
+
+    def settle(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Cut every row holding more than N entries back to its N best (one top-k over the columns in use);
+        returns (those rows, the columns their N entries came from) or (None, None) if no row had to be cut.
+        """
+        width = self._used
+        if width <= self.n:
+            return None, None
+        full = self.count > self.n
+        rows = full.nonzero().squeeze(1)
+        if rows.numel() == 0:
+            self._used = int(self.count.max())
+            return None, None
+        every = rows.numel() == self.n_units
+        keys = self._keys[:, :width] if every else self._keys[rows, :width]
         top = torch.topk(keys, self.n, dim=1, sorted=False)
-        gained = ((top.indices >= self.n) & (top.values != SENTINEL)).sum(dim=1)
-        moved = torch.gather(payload, 1, top.indices)
-        keys[:, : self.n] = top.values
-        payload[:, : self.n] = moved
-        return gained
+        moved = torch.gather(self._payload[:, :width] if every else self._payload[rows, :width], 1, top.indices)
+        if every:
+            self._keys[:, : self.n] = top.values
+            self._payload[:, : self.n] = moved
+            self._keys[:, self.n : width] = SENTINEL
+        else:
+            self._keys[rows, : self.n] = top.values
+            self._payload[rows, : self.n] = moved
+            self._keys[rows, self.n : width] = SENTINEL
+        self.count[rows] = self.n
+        self._used = self.n
+        return rows, top.indices
 
     def entries(self, above: torch.Tensor | None = None) -> Candidates:
         """All filled entries (optionally only keys > `above` per unit) as flat candidates, unit-major."""
-        mask = self.keys != SENTINEL
+        keys = self._keys[:, : self._used]
+        mask = keys != SENTINEL
         if above is not None:
-            mask &= self.keys > above.to(self.keys.device)[:, None]
+            mask &= keys > above.to(keys.device)[:, None]
         units, slots = mask.nonzero(as_tuple=True)
-        return Candidates(units.cpu(), self.keys[units, slots].cpu(), self.payload[units, slots].cpu())
+        return Candidates(units.cpu(), keys[units, slots].cpu(), self._payload[units, slots].cpu())
 
     def sorted_entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(units, ranks, keys, payload) of all filled entries, best first per unit; ranks start at 1."""
@@ -168,55 +224,69 @@ class TopNQueues:
         return units.cpu(), (slots + 1).cpu(), keys[units, slots].cpu(), payload[units, slots].cpu()
 
     def state(self) -> dict[str, np.ndarray]:
-        """Arrays for a checkpoint."""
-        return {"keys": self.keys.cpu().numpy(), "payload": self.payload.cpu().numpy()}
+        """Arrays for a checkpoint: keys and payload, [units, N] each."""
+        return {"keys": self.keys.cpu().numpy().copy(), "payload": self.payload.cpu().numpy().copy()}
 
     @staticmethod
     def from_state(state: dict[str, np.ndarray], device: torch.device | str = "cpu") -> TopNQueues:
-        keys = state["keys"]
+        keys = torch.from_numpy(np.array(state["keys"], copy=True))
+        payload = torch.from_numpy(np.array(state["payload"], copy=True))
         q = TopNQueues(keys.shape[0], keys.shape[1], device)
-        q.keys = torch.from_numpy(np.array(keys, copy=True)).to(device)
-        q.payload = torch.from_numpy(np.array(state["payload"], copy=True)).to(device)
+        filled = keys != SENTINEL
+        q.count = filled.sum(dim=1).to(device)
+        q._used = int(q.count.max()) if q.count.numel() else 0
+        # entries first in each row (a stable sort of the filled flags), the invariant append relies on
+        order = torch.argsort((~filled).to(torch.int8), dim=1, stable=True)
+        q._keys[:, : q.n] = torch.gather(keys, 1, order).to(device)
+        q._payload[:, : q.n] = torch.gather(payload, 1, order).to(device)
         return q
 
 
 class WindowedQueues(TopNQueues):
-    """Top-N queues with a dense candidate window: batches write their keys into spare columns and a
-    single top-k per window folds them in. This is the worker's hot path (no sorting, no scatter of keys).
+    """The worker's per-block queues: a floor per row (the driver's threshold when the block was dispatched),
+    a threshold that rises as rows fill, and room for `window` candidates per row between top-k passes.
+
+    Batches append only their candidates (keys above the threshold), so a batch with few candidates costs a
+    few writes; the top-k runs when some row would overflow, over the rows holding more than N. The buffers
+    are reused from block to block (`reset`).
     """
 
     def __init__(self, n_units: int, n: int, window: int, floor: torch.Tensor | None = None,
                  device: torch.device | str = "cpu") -> None:
-        super().__init__(n_units, n, device)
+        super().__init__(n_units, n, device, spare=window)
         self.window = window
-        self.buf_keys = torch.full((n_units, n + window), SENTINEL, dtype=torch.int64, device=device)
-        self.buf_payload = torch.zeros((n_units, n + window), dtype=torch.int64, device=device)
-        self.keys = self.buf_keys[:, :n]
-        self.payload = self.buf_payload[:, :n]
-        self.floor = (floor.to(device) if floor is not None else torch.full((n_units,), SENTINEL, device=device))
-        self.fill = 0
+        self.reset(floor)
+
+    def reset(self, floor: torch.Tensor | None = None) -> None:
+        """Empty every row and set the floors (SENTINEL: anything may enter)."""
+        if self._used:
+            self._keys[:, : self._used] = SENTINEL
+        self.count.zero_()
+        self._used = 0
+        dev = self._keys.device
+        self.floor = floor.to(dev) if floor is not None else torch.full((self.n_units,), SENTINEL, device=dev)
         self.thresh = self.floor.clone()
+        """int64 [units]: the key a candidate must beat (the floor, or the row's N-th best once it has N)."""
+        self.thresh_scores = threshold_scores(self.thresh)
+        """float32 [units]: the scores of `thresh` (-inf where empty): a candidate's score is at least this."""
 
-    def room(self) -> int:
-        return self.window - self.fill
+    def add(self, units: torch.Tensor, keys: torch.Tensor, payload: torch.Tensor) -> None:
+        """Add one batch's candidates (units ascending, keys above `thresh`) with their payloads."""
+        if units.numel() == 0:
+            return
+        added = torch.bincount(units, minlength=self.n_units)
+        if int((self.count + added).max()) > self._keys.shape[1]:
+            self.flush()
+        self.append(units, keys, payload, added)
 
-    def add_batch(self, keys: torch.Tensor, mask: torch.Tensor, units: torch.Tensor, cols: torch.Tensor,
-                  payload: torch.Tensor) -> None:
-        """Add one batch: keys [U, B] with candidate mask [U, B]; payload for the candidates (units, cols)."""
-        b = keys.shape[1]
-        lo = self.n + self.fill
-        self.buf_keys[:, lo : lo + b] = torch.where(mask, keys, SENTINEL)
-        self.buf_payload[units, lo + cols] = payload
-        self.fill += b
+    def flush(self) -> None:
+        """Cut full rows back to N entries and raise their thresholds to their N-th best key."""
+        rows, _ = self.settle()
+        if rows is not None:
+            self.thresh[rows] = torch.maximum(self.floor[rows], self._keys[rows, : self.n].min(dim=1).values)
+            self.thresh_scores = threshold_scores(self.thresh)
 
-    def flush(self) -> torch.Tensor:
-        """Fold the window into the queues; returns the per-unit gain."""
-        if self.fill == 0:
-            return torch.zeros(self.n_units, dtype=torch.int64)
-        width = self.n + self.fill
-        keys = self.buf_keys[:, :width]
-        gained = self._select(keys, self.buf_payload[:, :width])
-        self.buf_keys[:, self.n : width] = SENTINEL
-        self.fill = 0
-        self.thresh = torch.maximum(self.floor, self.keys.min(dim=1).values)
-        return gained.cpu()
+    def finish(self) -> Candidates:
+        """The block's entries (each row's best, at most N, all above the floor), unit-major."""
+        self.flush()
+        return self.entries()

@@ -16,9 +16,10 @@ from miner.activations import (
     dense_peaks,
     make_batches,
     real_span,
+    select_candidates,
 )
 from miner.model_loading import load_model, unit_layout
-from miner.topn import pack_payload, unpack_payload
+from miner.topn import SENTINEL, encode_keys, pack_payload, threshold_scores, unpack_payload
 
 
 def brute_peaks(tensors: list[torch.Tensor], real: torch.Tensor, largest: bool) -> torch.Tensor:
@@ -90,8 +91,7 @@ def test_docstring_example() -> None:
         val, pos = unpack_payload(got)
         assert float(val[0]) == 7.0 and int(pos[0]) == 2
     two = RealTokens.of(torch.tensor([[0, 1, 1, 1, 0], [0, 1, 1, 0, 0]], dtype=torch.bool))
-    assert (two.lo, two.width, two.core, two.edges.tolist()) == (1, 3, (0, 2), [2])
-    assert two.weights[:, :, 0].tolist() == [[3, 2, 1], [3, 2, 0]]
+    assert (two.lo, two.width, two.holes[0].tolist(), two.holes[1].tolist()) == (1, 3, [0, 0, 1, 1, 1], [0, 4, 0, 3, 4])
     assert real_span(torch.tensor([[0, 1, 1, 0, 0], [0, 1, 1, 1, 0]], dtype=torch.bool)) == (1, 4)
 
 
@@ -119,13 +119,12 @@ def test_model_batches_sparse_equals_dense(tmp_path: Path, arch: str) -> None:
     miner.close()
 
 
-def test_long_spans_use_wider_weights() -> None:
-    """Spans of 256+ tokens rank positions in int16; a non-contiguous mask falls back to edges only."""
+def test_long_spans_and_scattered_real_tokens() -> None:
+    """Spans of 256+ tokens, and a row whose real tokens are not one run (holes everywhere in the span)."""
     tensors, offsets, real = random_case(11, [3, 2], b=4, t=300)
     real[2] = False
     real[2, 5:290:7] = True  # not one run
     tokens = RealTokens.of(real)
-    assert tokens.weights.dtype == torch.int16
     units, cols = torch.ones((5, 4), dtype=torch.bool).nonzero(as_tuple=True)
     for largest in (True, False):
         want = brute_peaks(tensors, real, largest)
@@ -177,3 +176,25 @@ def test_same_payloads_as_the_previous_dense_path(tmp_path: Path) -> None:
             old = legacy_peaks(tensors, miner.offsets, layout.n_units, batch.real, largest)
             assert torch.equal(miner.extremes(tensors, batch.real, largest), old)
     miner.close()
+
+
+def test_candidates_equal_the_key_comparison() -> None:
+    """The float pre-filter keeps exactly the cells whose keys beat the threshold: ties on the threshold's
+    score (decided by sentence id), -0.0 against 0.0, NaN scores, empty (SENTINEL) rows."""
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randint(-2, 3, (40, 6), generator=g).to(torch.float32) / 2
+    scores[3, 0], scores[4, 0], scores[5, 1] = -0.0, 0.0, float("nan")
+    scores[6, 2] = -float("nan")
+    ids = torch.randperm(1000, generator=g)[:40]
+    for trial in range(20):
+        thresh = encode_keys(torch.randint(-2, 3, (12,), generator=g).to(torch.float32) / 2,
+                             torch.randint(0, 1000, (12,), generator=g))
+        thresh[trial % 12] = SENTINEL
+        for directions in (1, 2):
+            t = thresh[: 6 * directions]
+            rows, cols, keys = select_candidates(scores, ids, t, threshold_scores(t))
+            signed = scores.T if directions == 1 else torch.cat([scores.T, -scores.T])
+            all_keys = encode_keys(signed, ids[None, :])
+            want_rows, want_cols = (all_keys > t[:, None]).nonzero(as_tuple=True)
+            assert torch.equal(rows, want_rows) and torch.equal(cols, want_cols)
+            assert torch.equal(keys, all_keys[rows, cols])

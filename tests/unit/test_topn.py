@@ -64,41 +64,82 @@ def test_incremental_merge_equals_brute_force_with_ties(seed: int) -> None:
     assert gained_total >= n * n_units
 
 
+def brute_gains(scores: np.ndarray, ids: np.ndarray, n: int, cuts: list[int]) -> list[list[int]]:
+    """Per merge (sentences up to each cut), per unit: entries of the brute-force top-n new since the last cut."""
+    out, before = [], [set() for _ in range(scores.shape[1])]
+    for cut in cuts:
+        now = [set(t) for t in brute_top(scores[:cut], ids[:cut], n)]
+        out.append([len(now[u] - before[u]) for u in range(scores.shape[1])])
+        before = now
+    return out
+
+
+@pytest.mark.parametrize("spare", [None, 3, 0])
+def test_merge_gains_and_growth_equal_brute_force(spare: int | None) -> None:
+    """Merges of all keys (no threshold: many more than the spare columns per row) grow the buffers; the
+    queues and the per-merge gains equal a brute-force recount."""
+    rng = np.random.default_rng(9)
+    n_sent, n_units, n = 300, 5, 12
+    scores = rng.integers(-5, 5, size=(n_sent, n_units)).astype(np.float32)
+    ids = rng.permutation(5000)[:n_sent].astype(np.int64)
+    q = TopNQueues(n_units, n, spare=spare)
+    cuts = [7, 40, 41, 120, 300]
+    want = brute_gains(scores, ids, n, cuts)
+    lo = 0
+    for cut, gains in zip(cuts, want):
+        k = encode_keys(torch.from_numpy(scores[lo:cut].T), torch.from_numpy(ids[lo:cut])[None, :])
+        units = torch.arange(n_units).repeat_interleave(cut - lo)
+        perm = torch.from_numpy(rng.permutation(units.numel()))  # any order: merge sorts by unit
+        assert q.merge(Candidates(units[perm], k.flatten()[perm], k.flatten()[perm] ^ 5)).tolist() == gains
+        assert int(q.count.max()) <= n and bool((q.keys[q.count[:, None] <= torch.arange(n)] == SENTINEL).all())
+        lo = cut
+    units, _, keys, payload = q.sorted_entries()
+    assert torch.equal(payload, keys ^ 5)
+    _, got = decode_keys(keys)
+    expected = brute_top(scores, ids, n)
+    for unit in range(n_units):
+        assert got[units == unit].tolist() == expected[unit]
+
+
+def run_windowed(wq: WindowedQueues, scores: torch.Tensor, ids: torch.Tensor, batch: int) -> None:
+    for lo in range(0, scores.shape[0], batch):
+        k = encode_keys(scores[lo:lo + batch].T, ids[lo:lo + batch][None, :])
+        mask = k > wq.thresh[:, None]
+        u, c = mask.nonzero(as_tuple=True)
+        wq.add(u, k[u, c], pack_payload(scores[lo + c, u], (lo + c) % 7))
+
+
 def test_windowed_queue_equals_plain_queue_and_keeps_payload() -> None:
     rng = np.random.default_rng(5)
     n_sent, n_units, n = 300, 4, 10
     scores = torch.from_numpy(rng.normal(size=(n_sent, n_units)).astype(np.float32))
     ids = torch.arange(1000, 1000 + n_sent)
-    wq = WindowedQueues(n_units, n, window=64)
-    for lo in range(0, n_sent, 16):
-        if wq.room() < 16:
-            wq.flush()
-        k = encode_keys(scores[lo:lo + 16].T, ids[lo:lo + 16][None, :])
-        mask = k > wq.thresh[:, None]
-        u, c = mask.nonzero(as_tuple=True)
-        wq.add_batch(k, mask, u, c, pack_payload(scores[lo + c, u], (lo + c) % 7))
-    wq.flush()
-    units, _, keys, payload = wq.sorted_entries()
-    s, got = decode_keys(keys)
-    peak, pos = unpack_payload(payload)
-    assert torch.equal(peak, s)  # payload travelled with its key
-    assert torch.equal(pos, (got - 1000) % 7)
-    expected = brute_top(scores.numpy(), ids.numpy(), n)
-    for unit in range(n_units):
-        assert got[units == unit].tolist() == expected[unit]
+    wq = WindowedQueues(n_units, n, window=16)
+    for _ in range(2):  # the second block reuses the buffers after a reset
+        wq.reset()
+        run_windowed(wq, scores, ids, 16)
+        entries = wq.finish()
+        assert bool((torch.bincount(entries.units, minlength=n_units) == n).all())
+        units, _, keys, payload = wq.sorted_entries()
+        s, got = decode_keys(keys)
+        peak, pos = unpack_payload(payload)
+        assert torch.equal(peak, s)  # payload travelled with its key
+        assert torch.equal(pos, (got - 1000) % 7)
+        expected = brute_top(scores.numpy(), ids.numpy(), n)
+        for unit in range(n_units):
+            assert got[units == unit].tolist() == expected[unit]
+    assert wq.thresh.tolist() == wq.threshold().tolist()  # full rows: the threshold is the N-th best
 
 
 def test_floor_excludes_what_cannot_enter_and_fewer_than_n() -> None:
     floor = encode_keys(torch.tensor([0.0]), torch.tensor([0]))
     wq = WindowedQueues(1, 5, window=8, floor=floor)
-    k = encode_keys(torch.tensor([[-1.0, 2.0, 0.0, 1.0]]), torch.tensor([[1, 2, 3, 4]]))
-    mask = k > wq.thresh[:, None]
-    u, c = mask.nonzero(as_tuple=True)
-    wq.add_batch(k, mask, u, c, torch.zeros(len(u), dtype=torch.int64))
-    wq.flush()
-    _, got = decode_keys(wq.entries(above=wq.floor).keys)
+    run_windowed(wq, torch.tensor([[-1.0], [2.0], [0.0], [1.0]]), torch.tensor([1, 2, 3, 4]), 4)
+    _, got = decode_keys(wq.finish().keys)
     assert sorted(got.tolist()) == [2, 4]  # 0.0 from id 3 ties the floor's score but has a larger id
     assert int((wq.keys == SENTINEL).sum()) == 3
+    wq.reset()
+    assert len(wq.finish()) == 0 and int(wq.thresh[0]) == SENTINEL
 
 
 def test_checkpoint_state_round_trip() -> None:
@@ -107,3 +148,10 @@ def test_checkpoint_state_round_trip() -> None:
     q.merge(Candidates(torch.tensor([0, 1, 2]), k, torch.tensor([5, 6, 7])))
     r = TopNQueues.from_state(q.state())
     assert torch.equal(r.keys, q.keys) and torch.equal(r.payload, q.payload)
+    # a checkpoint whose empty slots sit between entries (any layout is valid) is compacted on load
+    state = {"keys": np.array([[SENTINEL, 9, SENTINEL, 4]]), "payload": np.array([[0, 90, 0, 40]])}
+    r = TopNQueues.from_state(state)
+    assert r.keys.tolist() == [[9, 4, SENTINEL, SENTINEL]] and r.payload.tolist()[0][:2] == [90, 40]
+    assert r.count.tolist() == [2]
+    r.merge(Candidates(torch.tensor([0, 0, 0]), torch.tensor([1, 7, 12]), torch.tensor([10, 70, 120])))
+    assert sorted(r.keys.tolist()[0]) == [4, 7, 9, 12]
