@@ -126,7 +126,7 @@ class BlockMiner:
         self.batch_size = batch_size
         self.window = window or max(batch_size, 16 * batch_size)
         self.offsets = layout.offsets()
-        self.dense_peak_fraction = 0.04
+        self.dense_peak_fraction = 0.06
         """Peaks are computed densely for a batch when at least this share of its (sentence, unit) cells are
         candidates (the dense reduction is then cheaper than gathering the candidates' token rows)."""
         self._queue: WindowedQueues | None = None
@@ -180,15 +180,15 @@ class BlockMiner:
         return dense_peaks(tensors, self.offsets, self.layout.n_units, RealTokens.of(real), largest)
 
     def peaks(self, tensors: list[torch.Tensor], tokens: RealTokens, units: torch.Tensor, cols: torch.Tensor,
-              largest: bool) -> torch.Tensor:
+              largest: bool, restore: bool = True) -> torch.Tensor:
         """int64 [K]: packed peaks of the candidate cells (units[k], cols[k]), units ascending.
 
         Dense (`dense_peaks`, then pick the cells) when at least `dense_peak_fraction` of the batch's cells are
         candidates, since the dense passes are then cheaper than gathering every candidate's token row; per
-        candidate (`candidate_peaks`) otherwise. Both give identical payloads.
+        candidate (`candidate_peaks`) otherwise. Both give identical payloads. `restore`: see `dense_peaks`.
         """
         if units.numel() >= self.dense_peak_fraction * tokens.mask.shape[0] * self.layout.n_units:
-            return dense_peaks(tensors, self.offsets, self.layout.n_units, tokens, largest)[cols, units]
+            return dense_peaks(tensors, self.offsets, self.layout.n_units, tokens, largest, restore)[cols, units]
         return candidate_peaks(tensors, self.offsets, tokens, units, cols, largest)
 
     def mine_block(self, block: int, ids: np.ndarray, texts: list[str],
@@ -236,7 +236,7 @@ class BlockMiner:
                 split = int(torch.searchsorted(rows, n_units)) if len(self.directions) == 2 else rows.numel()
                 payload = self.peaks(tensors, tokens, rows[:split], cols[:split], True)
                 if split < rows.numel():
-                    bottom = self.peaks(tensors, tokens, rows[split:] - n_units, cols[split:], False)
+                    bottom = self.peaks(tensors, tokens, rows[split:] - n_units, cols[split:], False, restore=False)
                     payload = torch.cat([payload, bottom])
                 queue.add(rows, keys, payload)
             entries = queue.finish().to_numpy()  # unit-major: direction by direction
@@ -304,7 +304,7 @@ class RealTokens:
 
 @torch.inference_mode()
 def dense_peaks(tensors: list[torch.Tensor], offsets: list[int], n_units: int, tokens: RealTokens,
-                largest: bool) -> torch.Tensor:
+                largest: bool, restore: bool = True) -> torch.Tensor:
     """int64 [B, U]: packed (peak activation, token position) of every unit over each row's real tokens: the
     maximum (`largest`) or the minimum, at the first real position among equal peaks (as torch.max(dim)).
 
@@ -313,7 +313,8 @@ def dense_peaks(tensors: list[torch.Tensor], offsets: list[int], n_units: int, t
     CPU, but a max-pool over it with one window per row returns the first position of each maximum in one
     vectorised pass as fast as a plain amax: [B, T, W] activations seen as an image batch [B, W, T, 1] (W
     channels) are already in the channels-last layout the pooling kernel vectorises over (`channels_last`),
-    with no copy. Minima are the maxima of the tensor negated in place (and negated back: exact).
+    with no copy. Minima are the maxima of the tensor negated in place (and negated back, exactly, unless
+    `restore` is False: for a last use of the tensors).
     Example: a unit's row [8, 2, 7, 7, 9] with real [0 1 1 1 0] -> [-inf, 2, 7, 7, -inf] -> max-pool: 7 at
     position 2 (the first of the tied 7s).
     """
@@ -331,7 +332,8 @@ def dense_peaks(tensors: list[torch.Tensor], offsets: list[int], n_units: int, t
                 x[hole_rows, hole_cols] = float("-inf")
         vals, idx = F.max_pool2d(channels_last(x), (t, 1), return_indices=True)
         if not largest:
-            x.neg_()
+            if restore:
+                x.neg_()
             vals = torch.neg(vals)
         out[:, off : off + x.shape[2]] = pack_payload(vals[:, :, 0, 0], idx[:, :, 0, 0])
     return out

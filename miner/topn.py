@@ -166,8 +166,9 @@ class TopNQueues:
         self._used = max(self._used, int(self.count.max()))
         if self._used > self._keys.shape[1]:
             self._grow(self._used)
-        self._keys[units, slot] = keys
-        self._payload[units, slot] = payload
+        at = units * self._keys.shape[1] + slot  # flat positions: 1-D indexing is the cheaper scatter
+        self._keys.view(-1)[at] = keys
+        self._payload.view(-1)[at] = payload
         return added
 
     def _grow(self, width: int) -> None:
