@@ -126,6 +126,9 @@ class BlockMiner:
         self.batch_size = batch_size
         self.window = window or max(batch_size, 16 * batch_size)
         self.offsets = layout.offsets()
+        self.dense_window_fraction = 0.15
+        """A batch whose candidate superset covers at least this share of its cells is handled densely: keys,
+        peaks and the window write for every cell (cheaper than gathering and scattering most of them)."""
         self.dense_peak_fraction = 0.06
         """Peaks are computed densely for a batch when at least this share of its (sentence, unit) cells are
         candidates (the dense reduction is then cheaper than gathering the candidates' token rows)."""
@@ -230,9 +233,18 @@ class BlockMiner:
                 stats.computed_tokens += int(batch.input_ids.numel())
                 tokens = RealTokens.of(batch.real, dev)
                 scores = self.scores(tensors, tokens.real)
-                rows, cols, keys = select_candidates(scores, batch.ids.to(dev), queue.thresh, queue.thresh_scores)
-                if rows.numel() == 0:  # no candidate for any unit: nothing to add
+                signed, superset = candidate_superset(scores, queue.thresh_scores)
+                found = int(superset.sum())
+                if found == 0:  # no candidate for any unit: nothing to add
                     continue
+                ids_dev = batch.ids.to(dev)
+                if found >= self.dense_window_fraction * superset.numel():
+                    payload = [dense_peaks(tensors, self.offsets, n_units, tokens, True).T]
+                    if len(self.directions) == 2:
+                        payload.append(dense_peaks(tensors, self.offsets, n_units, tokens, False, restore=False).T)
+                    queue.add_slab(candidate_slab(signed, ids_dev, queue.thresh), torch.cat(payload))
+                    continue
+                rows, cols, keys = sparse_candidates(signed, superset, ids_dev, queue.thresh)
                 split = int(torch.searchsorted(rows, n_units)) if len(self.directions) == 2 else rows.numel()
                 payload = self.peaks(tensors, tokens, rows[:split], cols[:split], True)
                 if split < rows.numel():
@@ -257,19 +269,45 @@ def select_candidates(scores: torch.Tensor, ids: torch.Tensor, thresh: torch.Ten
 
     Rows are direction-major (row d * U + u: direction d, unit u) over the scores [B, U]: one direction (top)
     when `thresh` has U rows, top then bottom (the negated scores) when it has 2U. Keys are only built for a
-    superset found on the floats: a key beats the threshold only if its score is at least the threshold's
-    score `floor` (-inf for an empty row; NaN scores are kept, their keys decide), so one float comparison
-    over the batch prunes and the exact key test runs on the few cells left.
+    superset found on the floats (`candidate_superset`), then tested exactly (`sparse_candidates`).
     Example: scores [[0.5], [0.2]], ids [7, 9], thresh [key(0.5, id 8)], floor [0.5] -> superset (0, 0)
     (0.5 >= 0.5); key(0.5, 7) beats key(0.5, 8) (smaller id) -> candidate (row 0, batch row 0).
     """
-    signed = scores.T if thresh.shape[0] == scores.shape[1] else torch.cat([scores.T, -scores.T])
-    rows, cols = torch.logical_not(signed < floor[:, None]).nonzero(as_tuple=True)
-    keys = encode_keys(signed[rows, cols], ids[cols])
+    signed, superset = candidate_superset(scores, floor)
+    return sparse_candidates(signed, superset, ids, thresh)
+
+
+def candidate_superset(scores: torch.Tensor, floor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signed [R, B], superset [R, B]): the scores per queue row (negated for bottom rows, when `floor` has
+    2U rows) and the cells whose score is at least the row's threshold score `floor`.
+
+    A key beats a threshold key only if its score is at least the threshold's score (-inf for an empty
+    row; NaN scores are kept, their keys decide), so one float comparison over the batch finds a superset
+    of the candidates, and keys are built only where needed.
+    """
+    signed = scores.T if floor.shape[0] == scores.shape[1] else torch.cat([scores.T, -scores.T])
+    return signed, torch.logical_not(signed < floor[:, None])
+
+
+def sparse_candidates(signed: torch.Tensor, superset: torch.Tensor, ids: torch.Tensor, thresh: torch.Tensor,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows [K] ascending, batch rows [K], keys [K]) of the superset cells whose keys beat `thresh`."""
+    rows, cols = superset.nonzero(as_tuple=True)
+    if rows.numel() == superset.numel():  # every cell (an empty queue): keys for the whole batch at once
+        keys = encode_keys(signed, ids[None, :]).reshape(-1)
+    else:
+        keys = encode_keys(signed[rows, cols], ids[cols])
     beat = keys > thresh[rows]
     if not bool(beat.all()):
         rows, cols, keys = rows[beat], cols[beat], keys[beat]
     return rows, cols, keys
+
+
+def candidate_slab(signed: torch.Tensor, ids: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
+    """int64 [R, B]: every cell's key where it beats its row's threshold, SENTINEL elsewhere (for batches
+    where most cells are candidates, one dense pass beats gathering them)."""
+    keys = encode_keys(signed, ids[None, :])
+    return keys.masked_fill_(keys <= thresh[:, None], SENTINEL)
 
 
 @dataclass
@@ -319,24 +357,23 @@ def dense_peaks(tensors: list[torch.Tensor], offsets: list[int], n_units: int, t
     position 2 (the first of the tied 7s).
     """
     b, t = tokens.real.shape
-    out = torch.empty((b, n_units), dtype=torch.int64, device=tokens.real.device)
+    dev = tokens.real.device
     if tokens.width == 0:
-        return out
+        return torch.empty((b, n_units), dtype=torch.int64, device=dev)
+    vals = torch.empty((b, n_units), dtype=tensors[0].dtype, device=dev)
+    idx = torch.empty((b, n_units), dtype=torch.int64, device=dev)
     hole_rows, hole_cols = tokens.holes
     for x, off in zip(tensors, offsets):
         if hole_rows.numel():
-            x[hole_rows, hole_cols] = float("-inf")
+            x[hole_rows, hole_cols] = float("-inf") if largest else float("inf")
         if not largest:  # minima: maxima of the negated tensor, negated in place and back (no allocation)
             x.neg_()
-            if hole_rows.numel():
-                x[hole_rows, hole_cols] = float("-inf")
-        vals, idx = F.max_pool2d(channels_last(x), (t, 1), return_indices=True)
-        if not largest:
-            if restore:
-                x.neg_()
-            vals = torch.neg(vals)
-        out[:, off : off + x.shape[2]] = pack_payload(vals[:, :, 0, 0], idx[:, :, 0, 0])
-    return out
+        v, i = F.max_pool2d(channels_last(x), (t, 1), return_indices=True)
+        if not largest and restore:
+            x.neg_()
+        vals[:, off : off + x.shape[2]] = v[:, :, 0, 0]
+        idx[:, off : off + x.shape[2]] = i[:, :, 0, 0]
+    return pack_payload(vals if largest else vals.neg_(), idx)
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -408,4 +445,5 @@ def empty_floors(n_units: int, directions: tuple[str, ...]) -> dict[str, np.ndar
 
 
 __all__ = ["Batch", "BlockMiner", "BlockResult", "BlockStats", "Candidates", "RealTokens", "candidate_peaks",
-           "dense_peaks", "empty_floors", "make_batches", "real_span", "select_candidates"]
+           "candidate_slab", "candidate_superset", "dense_peaks", "empty_floors", "make_batches", "real_span",
+           "select_candidates", "sparse_candidates"]

@@ -98,7 +98,8 @@ _FIELDS = ("units", "keys", "payload")
 class TopNQueues:
     """One exact top-N queue per unit, stored as dense [units, N + spare] key and payload buffers.
 
-    Row u's entries fill slots 0..count[u]-1; every other slot holds SENTINEL. New candidates are appended
+    Row u's entries fill slots 0..count[u]-1 (the worker's dense `WindowedQueues.add_slab` may leave empty
+    SENTINEL slots among them); every slot from count[u] on holds SENTINEL. New candidates are appended
     after a row's entries (a few writes per candidate), and only rows that then hold more than N entries are
     cut back to their N best with one top-k over the columns in use (`settle`). Between public calls every
     row holds at most N entries, so `keys`/`payload` ([units, N] views) are the queues.
@@ -115,6 +116,8 @@ class TopNQueues:
         """int64 [units]: filled slots per row."""
         self._used = 0
         """Columns that may hold entries (the largest count since the last settle or reset)."""
+        self._holes = False
+        """Whether rows may hold empty (SENTINEL) slots before their count (after a dense `add_slab`)."""
 
     @property
     def n_units(self) -> int:
@@ -160,6 +163,17 @@ class TopNQueues:
         """
         if added is None:
             added = torch.bincount(units, minlength=self.n_units)
+        width = int(added[0]) if added.numel() else 0
+        if units.numel() == width * self.n_units and self._uniform(added, width):
+            # every row is as full as the others and gets as many: one slab copy, no scatter
+            at = int(self.count[0])
+            if at + width > self._keys.shape[1]:
+                self._grow(at + width)
+            self._keys[:, at : at + width] = keys.view(self.n_units, width)
+            self._payload[:, at : at + width] = payload.view(self.n_units, width)
+            self.count += width
+            self._used = max(self._used, at + width)
+            return added
         starts = torch.cumsum(added, 0) - added
         slot = self.count[units] + torch.arange(units.numel(), device=units.device) - starts[units]
         self.count += added
@@ -170,6 +184,10 @@ class TopNQueues:
         self._keys.view(-1)[at] = keys
         self._payload.view(-1)[at] = payload
         return added
+
+    def _uniform(self, added: torch.Tensor, width: int) -> bool:
+        """Whether every row holds the same count and receives `width` candidates."""
+        return bool((added == width).all()) and bool((self.count == self.count[0]).all())
 
     def _grow(self, width: int) -> None:
         width = max(width, self._keys.shape[1] + self.n // 2)
@@ -210,6 +228,9 @@ class TopNQueues:
     def entries(self, above: torch.Tensor | None = None) -> Candidates:
         """All filled entries (optionally only keys > `above` per unit) as flat candidates, unit-major."""
         keys = self._keys[:, : self._used]
+        if above is None and self._used and not self._holes and bool((self.count == self._used).all()):  # no scan
+            units = torch.arange(self.n_units, device=keys.device).repeat_interleave(self._used)
+            return Candidates(units.cpu(), keys.reshape(-1).cpu(), self._payload[:, : self._used].reshape(-1).cpu())
         mask = keys != SENTINEL
         if above is not None:
             mask &= keys > above.to(keys.device)[:, None]
@@ -264,6 +285,7 @@ class WindowedQueues(TopNQueues):
             self._keys[:, : self._used] = SENTINEL
         self.count.zero_()
         self._used = 0
+        self._holes = False
         dev = self._keys.device
         self.floor = floor.to(dev) if floor is not None else torch.full((self.n_units,), SENTINEL, device=dev)
         self.thresh = self.floor.clone()
@@ -279,6 +301,20 @@ class WindowedQueues(TopNQueues):
         if int((self.count + added).max()) > self._keys.shape[1]:
             self.flush()
         self.append(units, keys, payload, added)
+
+    def add_slab(self, keys: torch.Tensor, payload: torch.Tensor) -> None:
+        """Add one batch densely: keys [units, B] (SENTINEL where a cell is no candidate) and payloads [units, B]
+        go to the same B columns of every row, after the longest row; the SENTINEL slots left in rows are
+        empty slots (a top-k ranks them last, `entries` skips them)."""
+        b = keys.shape[1]
+        if self._used + b > self._keys.shape[1]:
+            self.flush()
+        at = self._used
+        self._keys[:, at : at + b] = keys
+        self._payload[:, at : at + b] = payload
+        self.count.fill_(at + b)
+        self._used = at + b
+        self._holes = True
 
     def flush(self) -> None:
         """Cut full rows back to N entries and raise their thresholds to their N-th best key."""

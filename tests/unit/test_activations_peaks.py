@@ -180,7 +180,7 @@ def test_same_payloads_as_the_previous_dense_path(tmp_path: Path) -> None:
 
 def test_candidates_equal_the_key_comparison() -> None:
     """The float pre-filter keeps exactly the cells whose keys beat the threshold: ties on the threshold's
-    score (decided by sentence id), -0.0 against 0.0, NaN scores, empty (SENTINEL) rows."""
+    score (decided by sentence id), -0.0 against 0.0, NaN scores, empty (SENTINEL) rows and queues."""
     g = torch.Generator().manual_seed(3)
     scores = torch.randint(-2, 3, (40, 6), generator=g).to(torch.float32) / 2
     scores[3, 0], scores[4, 0], scores[5, 1] = -0.0, 0.0, float("nan")
@@ -190,6 +190,8 @@ def test_candidates_equal_the_key_comparison() -> None:
         thresh = encode_keys(torch.randint(-2, 3, (12,), generator=g).to(torch.float32) / 2,
                              torch.randint(0, 1000, (12,), generator=g))
         thresh[trial % 12] = SENTINEL
+        if trial == 0:
+            thresh[:] = SENTINEL  # empty queues: every cell, keys built for the whole batch at once
         for directions in (1, 2):
             t = thresh[: 6 * directions]
             rows, cols, keys = select_candidates(scores, ids, t, threshold_scores(t))

@@ -131,6 +131,30 @@ def test_windowed_queue_equals_plain_queue_and_keeps_payload() -> None:
     assert wq.thresh.tolist() == wq.threshold().tolist()  # full rows: the threshold is the N-th best
 
 
+def test_dense_slabs_and_sparse_adds_mix() -> None:
+    """Batches added densely (SENTINEL where no candidate) and sparsely, in any mix, equal brute force."""
+    rng = np.random.default_rng(8)
+    n_sent, n_units, n, b = 400, 5, 12, 16
+    scores = torch.from_numpy(rng.integers(-6, 6, size=(n_sent, n_units)).astype(np.float32))
+    ids = torch.from_numpy(rng.permutation(9000)[:n_sent].astype(np.int64))
+    wq = WindowedQueues(n_units, n, window=b)
+    for k, lo in enumerate(range(0, n_sent, b)):
+        keys = encode_keys(scores[lo:lo + b].T, ids[lo:lo + b][None, :])
+        payload = keys ^ 3
+        if k % 3 == 0:
+            wq.add_slab(keys.masked_fill(keys <= wq.thresh[:, None], SENTINEL), payload)
+        else:
+            u, c = (keys > wq.thresh[:, None]).nonzero(as_tuple=True)
+            wq.add(u, keys[u, c], payload[u, c])
+    entries = wq.finish()
+    assert bool((entries.keys != SENTINEL).all()) and torch.equal(entries.payload, entries.keys ^ 3)
+    units, _, keys, _ = wq.sorted_entries()
+    _, got = decode_keys(keys)
+    expected = brute_top(scores.numpy(), ids.numpy(), n)
+    for unit in range(n_units):
+        assert got[units == unit].tolist() == expected[unit]
+
+
 def test_floor_excludes_what_cannot_enter_and_fewer_than_n() -> None:
     floor = encode_keys(torch.tensor([0.0]), torch.tensor([0]))
     wq = WindowedQueues(1, 5, window=8, floor=floor)
