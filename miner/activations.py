@@ -58,7 +58,8 @@ class BlockStats:
 
 @dataclass
 class BlockResult:
-    """A block's queue candidates per direction (numpy arrays, unit-major) and its stats."""
+    """A block's queue candidates per direction (numpy arrays: flat and unit-major, or dense rows, see
+    `Candidates`) and its stats."""
 
     block: int
     directions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
@@ -251,13 +252,18 @@ class BlockMiner:
                     bottom = self.peaks(tensors, tokens, rows[split:] - n_units, cols[split:], False, restore=False)
                     payload = torch.cat([payload, bottom])
                 queue.add(rows, keys, payload)
-            entries = queue.finish().to_numpy()  # unit-major: direction by direction
-        cuts = np.searchsorted(entries["units"], [k * n_units for k in range(len(self.directions) + 1)])
+            found = queue.finish()
+        entries = found.to_numpy()  # rows direction by direction
         result = BlockResult(block=block, stats=stats)
-        for k, d in enumerate(self.directions):
-            part = {f: v[cuts[k] : cuts[k + 1]] for f, v in entries.items()}
-            part["units"] = part["units"] - k * n_units
-            result.directions[d] = part
+        if found.dense:
+            for k, d in enumerate(self.directions):
+                result.directions[d] = {f: v[k * n_units : (k + 1) * n_units] for f, v in entries.items()}
+        else:
+            cuts = np.searchsorted(entries["units"], [k * n_units for k in range(len(self.directions) + 1)])
+            for k, d in enumerate(self.directions):
+                part = {f: v[cuts[k] : cuts[k + 1]] for f, v in entries.items()}
+                part["units"] = part["units"] - k * n_units
+                result.directions[d] = part
         stats.seconds = time.perf_counter() - t0
         stats.merge_seconds = stats.seconds - stats.forward_seconds - stats.tokenize_seconds
         return result

@@ -72,24 +72,43 @@ def unpack_payload(payload: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class Candidates:
-    """Queue candidates as flat arrays (one row per (unit, sentence) pair)."""
+    """Queue candidates: flat arrays (one row per (unit, sentence) pair), or dense per-unit rows.
 
-    units: torch.Tensor
-    """int64 [K] unit index (row of the queue)."""
+    The dense form (`units` None) holds keys and payloads as [units, W] rows with SENTINEL in empty slots: it
+    carries a block whose rows are mostly full (early in a run) without a unit index per entry, and merges
+    as one slab copy.
+    """
+
+    units: torch.Tensor | None
+    """int64 [K] unit index (row of the queue), ascending or not; None for the dense form."""
     keys: torch.Tensor
-    """int64 [K] packed (score, sentence_id) keys, see encode_keys."""
+    """int64 [K] (dense: [units, W]) packed (score, sentence_id) keys, see encode_keys."""
     payload: torch.Tensor
-    """int64 [K] packed (peak activation, peak token position), see pack_payload."""
+    """int64 [K] (dense: [units, W]) packed (peak activation, peak token position), see pack_payload."""
+
+    @property
+    def dense(self) -> bool:
+        return self.units is None
 
     def __len__(self) -> int:
-        return int(self.units.numel())
+        """Number of entries (dense: slots that are not SENTINEL)."""
+        return int((self.keys != SENTINEL).sum()) if self.dense else int(self.units.numel())
+
+    def sparse(self) -> Candidates:
+        """The flat form (unit-major)."""
+        if not self.dense:
+            return self
+        units, slots = (self.keys != SENTINEL).nonzero(as_tuple=True)
+        return Candidates(units, self.keys[units, slots], self.payload[units, slots])
 
     def to_numpy(self) -> dict[str, np.ndarray]:
-        return {f: getattr(self, f).cpu().numpy() for f in _FIELDS}
+        return {f: getattr(self, f).cpu().numpy() for f in _FIELDS if getattr(self, f) is not None}
 
     @staticmethod
     def from_numpy(arrays: dict[str, np.ndarray]) -> Candidates:
-        return Candidates(*(torch.from_numpy(np.array(arrays[f], copy=True)) for f in _FIELDS))
+        """From `to_numpy` output (copied): flat when it has "units", dense otherwise."""
+        return Candidates(*(torch.from_numpy(np.array(arrays[f], copy=True)) if f in arrays else None
+                            for f in _FIELDS))
 
 
 _FIELDS = ("units", "keys", "payload")
@@ -139,6 +158,10 @@ class TopNQueues:
 
     def merge(self, cand: Candidates) -> torch.Tensor:
         """Merge candidates exactly; returns int64 [units]: how many entries each queue gained."""
+        if cand.dense:
+            if cand.keys.shape[1] and bool((self.count == self.count[0]).all()):
+                return self._merge_slab(cand.keys.to(self._keys.device), cand.payload.to(self._keys.device))
+            cand = cand.sparse()
         if len(cand) == 0:
             return torch.zeros(self.n_units, dtype=torch.int64)
         dev = self._keys.device
@@ -147,11 +170,28 @@ class TopNQueues:
             order = torch.argsort(units, stable=True)
             units, keys, payload = units[order], keys[order], payload[order]
         before = self.count.clone()
-        added = self.append(units, keys, payload)
-        gained = added.clone()
-        rows, picked = self.settle()
+        gained = self.append(units, keys, payload).clone()
+        rows, kept = self.settle(before)
         if rows is not None:
-            gained[rows] = (picked >= before[rows, None]).sum(dim=1)
+            gained[rows] = kept
+        return gained.cpu()
+
+    def _merge_slab(self, keys: torch.Tensor, payload: torch.Tensor) -> torch.Tensor:
+        """Merge dense candidate rows [units, W] (SENTINEL = empty) when every row holds the same count: one
+        slab copy after the entries, then `settle`."""
+        at, w = int(self.count[0]), keys.shape[1]
+        if at + w > self._keys.shape[1]:
+            self._grow(at + w)
+        self._keys[:, at : at + w] = keys
+        self._payload[:, at : at + w] = payload
+        before = self.count.clone()
+        self.count += w
+        self._used = max(self._used, at + w)
+        self._holes = True
+        gained = (keys != SENTINEL).sum(dim=1)
+        rows, kept = self.settle(before)
+        if rows is not None:
+            gained[rows] = kept
         return gained.cpu()
 
     def append(self, units: torch.Tensor, keys: torch.Tensor, payload: torch.Tensor,
@@ -197,9 +237,10 @@ class TopNQueues:
         payload[:, : self._keys.shape[1]] = self._payload
         self._keys, self._payload = keys, payload
 
-    def settle(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def settle(self, before: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Cut every row holding more than N entries back to its N best (one top-k over the columns in use);
-        returns (those rows, the columns their N entries came from) or (None, None) if no row had to be cut.
+        returns (those rows, how many of their N best lie at or after `before` [units], the first slot of
+        what was just added) or (None, None) if no row had to be cut.
         """
         width = self._used
         if width <= self.n:
@@ -223,14 +264,18 @@ class TopNQueues:
             self._keys[rows, self.n : width] = SENTINEL
         self.count[rows] = self.n
         self._used = self.n
-        return rows, top.indices
+        if before is None:
+            return rows, None
+        fresh = (top.indices >= before[rows, None]) & (top.values != SENTINEL)
+        return rows, fresh.sum(dim=1)
 
     def entries(self, above: torch.Tensor | None = None) -> Candidates:
         """All filled entries (optionally only keys > `above` per unit) as flat candidates, unit-major."""
         keys = self._keys[:, : self._used]
         if above is None and self._used and not self._holes and bool((self.count == self._used).all()):  # no scan
             units = torch.arange(self.n_units, device=keys.device).repeat_interleave(self._used)
-            return Candidates(units.cpu(), keys.reshape(-1).cpu(), self._payload[:, : self._used].reshape(-1).cpu())
+            return Candidates(units.cpu(), keys.reshape(-1).clone().cpu(),
+                              self._payload[:, : self._used].reshape(-1).clone().cpu())
         mask = keys != SENTINEL
         if above is not None:
             mask &= keys > above.to(keys.device)[:, None]
@@ -324,6 +369,10 @@ class WindowedQueues(TopNQueues):
             self.thresh_scores = threshold_scores(self.thresh)
 
     def finish(self) -> Candidates:
-        """The block's entries (each row's best, at most N, all above the floor), unit-major."""
+        """The block's entries (each row's best, at most N, all above the floor), copied out of the buffers:
+        dense rows when at least half the slots in use are filled (early in a run), else flat, unit-major."""
         self.flush()
+        used = self._used
+        if used and 2 * int((self._keys[:, :used] != SENTINEL).sum()) >= used * self.n_units:
+            return Candidates(None, self._keys[:, :used].clone(), self._payload[:, :used].clone())
         return self.entries()

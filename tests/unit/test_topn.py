@@ -101,6 +101,38 @@ def test_merge_gains_and_growth_equal_brute_force(spare: int | None) -> None:
         assert got[units == unit].tolist() == expected[unit]
 
 
+def test_dense_candidate_rows_merge_like_flat_ones() -> None:
+    """Dense candidate rows (SENTINEL = empty slot: ragged rows) merge as a slab when the queue's rows are
+    level and through the flat form otherwise; queues and gains equal the flat merge and brute force."""
+    rng = np.random.default_rng(4)
+    n_sent, n_units, n = 240, 4, 10
+    scores = rng.integers(-4, 4, size=(n_sent, n_units)).astype(np.float32)
+    ids = rng.permutation(7000)[:n_sent].astype(np.int64)
+    dense, flat = TopNQueues(n_units, n), TopNQueues(n_units, n, spare=2)
+    cuts = [8, 30, 90, 91, 240]
+    want = brute_gains(scores, ids, n, cuts)
+    lo = 0
+    for k, (cut, gains) in enumerate(zip(cuts, want)):
+        keys = encode_keys(torch.from_numpy(scores[lo:cut].T), torch.from_numpy(ids[lo:cut])[None, :])
+        keys[k % n_units, :: 2] = SENTINEL  # a ragged row: half its slots empty
+        rows = Candidates(None, keys, keys ^ 9)
+        u, c = (keys != SENTINEL).nonzero(as_tuple=True)
+        got_dense = dense.merge(Candidates.from_numpy(rows.to_numpy()))
+        got_flat = flat.merge(Candidates(u, keys[u, c], keys[u, c] ^ 9))
+        assert torch.equal(got_dense, got_flat)
+        assert len(rows) == u.numel() and torch.equal(rows.sparse().keys, keys[u, c])
+        lo = cut
+    for q in (dense, flat):
+        units, _, keys, payload = q.sorted_entries()
+        assert torch.equal(payload, keys ^ 9)
+    assert all(torch.equal(a, b) for a, b in zip(dense.sorted_entries(), flat.sorted_entries()))
+    # a queue whose rows are not level takes the flat path
+    flat.count[0] -= 1
+    flat._keys[0, int(flat.count[0])] = SENTINEL
+    extra = encode_keys(torch.full((n_units, 3), 9.0), torch.arange(3)[None, :])
+    assert flat.merge(Candidates(None, extra, extra)).tolist() == [3] * n_units
+
+
 def run_windowed(wq: WindowedQueues, scores: torch.Tensor, ids: torch.Tensor, batch: int) -> None:
     for lo in range(0, scores.shape[0], batch):
         k = encode_keys(scores[lo:lo + batch].T, ids[lo:lo + batch][None, :])
@@ -118,7 +150,7 @@ def test_windowed_queue_equals_plain_queue_and_keeps_payload() -> None:
     for _ in range(2):  # the second block reuses the buffers after a reset
         wq.reset()
         run_windowed(wq, scores, ids, 16)
-        entries = wq.finish()
+        entries = wq.finish().sparse()
         assert bool((torch.bincount(entries.units, minlength=n_units) == n).all())
         units, _, keys, payload = wq.sorted_entries()
         s, got = decode_keys(keys)
@@ -146,7 +178,7 @@ def test_dense_slabs_and_sparse_adds_mix() -> None:
         else:
             u, c = (keys > wq.thresh[:, None]).nonzero(as_tuple=True)
             wq.add(u, keys[u, c], payload[u, c])
-    entries = wq.finish()
+    entries = wq.finish().sparse()
     assert bool((entries.keys != SENTINEL).all()) and torch.equal(entries.payload, entries.keys ^ 3)
     units, _, keys, _ = wq.sorted_entries()
     _, got = decode_keys(keys)
@@ -159,11 +191,16 @@ def test_floor_excludes_what_cannot_enter_and_fewer_than_n() -> None:
     floor = encode_keys(torch.tensor([0.0]), torch.tensor([0]))
     wq = WindowedQueues(1, 5, window=8, floor=floor)
     run_windowed(wq, torch.tensor([[-1.0], [2.0], [0.0], [1.0]]), torch.tensor([1, 2, 3, 4]), 4)
-    _, got = decode_keys(wq.finish().keys)
+    _, got = decode_keys(wq.finish().sparse().keys)
     assert sorted(got.tolist()) == [2, 4]  # 0.0 from id 3 ties the floor's score but has a larger id
     assert int((wq.keys == SENTINEL).sum()) == 3
     wq.reset()
     assert len(wq.finish()) == 0 and int(wq.thresh[0]) == SENTINEL
+    sparse = WindowedQueues(4, 5, window=8)  # one row of four gets candidates: handed back flat
+    k = encode_keys(torch.tensor([3.0, 1.0, 2.0]), torch.tensor([7, 8, 9]))
+    sparse.add(torch.zeros(3, dtype=torch.int64), k, k)
+    out = sparse.finish()
+    assert not out.dense and out.units.tolist() == [0, 0, 0] and sorted(out.keys.tolist()) == sorted(k.tolist())
 
 
 def test_checkpoint_state_round_trip() -> None:
