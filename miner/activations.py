@@ -184,14 +184,16 @@ class BlockMiner:
         return dense_peaks(tensors, self.offsets, self.layout.n_units, RealTokens.of(real), largest)
 
     def peaks(self, tensors: list[torch.Tensor], tokens: RealTokens, units: torch.Tensor, cols: torch.Tensor,
-              largest: bool, restore: bool = True) -> torch.Tensor:
+              largest: bool, restore: bool = True, dense_ok: bool = True) -> torch.Tensor:
         """int64 [K]: packed peaks of the candidate cells (units[k], cols[k]), units ascending.
 
         Dense (`dense_peaks`, then pick the cells) when at least `dense_peak_fraction` of the batch's cells are
         candidates, since the dense passes are then cheaper than gathering every candidate's token row; per
-        candidate (`candidate_peaks`) otherwise. Both give identical payloads. `restore`: see `dense_peaks`.
+        candidate (`candidate_peaks`) otherwise. Both give identical payloads for finite activations; a batch
+        with NaN or infinite scores passes `dense_ok=False` (per candidate: torch.max's first NaN, and real
+        tokens only even where every one is infinite). `restore`: see `dense_peaks`.
         """
-        if units.numel() >= self.dense_peak_fraction * tokens.mask.shape[0] * self.layout.n_units:
+        if dense_ok and units.numel() >= self.dense_peak_fraction * tokens.mask.shape[0] * self.layout.n_units:
             return dense_peaks(tensors, self.offsets, self.layout.n_units, tokens, largest, restore)[cols, units]
         return candidate_peaks(tensors, self.offsets, tokens, units, cols, largest)
 
@@ -239,7 +241,8 @@ class BlockMiner:
                 if found == 0:  # no candidate for any unit: nothing to add
                     continue
                 ids_dev = batch.ids.to(dev)
-                if found >= self.dense_window_fraction * superset.numel():
+                finite = bool(torch.isfinite(scores).all())  # else NaN/inf activations: per-candidate peaks only
+                if finite and found >= self.dense_window_fraction * superset.numel():
                     payload = [dense_peaks(tensors, self.offsets, n_units, tokens, True).T]
                     if len(self.directions) == 2:
                         payload.append(dense_peaks(tensors, self.offsets, n_units, tokens, False, restore=False).T)
@@ -247,9 +250,10 @@ class BlockMiner:
                     continue
                 rows, cols, keys = sparse_candidates(signed, superset, ids_dev, queue.thresh)
                 split = int(torch.searchsorted(rows, n_units)) if len(self.directions) == 2 else rows.numel()
-                payload = self.peaks(tensors, tokens, rows[:split], cols[:split], True)
+                payload = self.peaks(tensors, tokens, rows[:split], cols[:split], True, dense_ok=finite)
                 if split < rows.numel():
-                    bottom = self.peaks(tensors, tokens, rows[split:] - n_units, cols[split:], False, restore=False)
+                    bottom = self.peaks(tensors, tokens, rows[split:] - n_units, cols[split:], False, restore=False,
+                                        dense_ok=finite)
                     payload = torch.cat([payload, bottom])
                 queue.add(rows, keys, payload)
             found = queue.finish()
@@ -350,7 +354,8 @@ class RealTokens:
 def dense_peaks(tensors: list[torch.Tensor], offsets: list[int], n_units: int, tokens: RealTokens,
                 largest: bool, restore: bool = True) -> torch.Tensor:
     """int64 [B, U]: packed (peak activation, token position) of every unit over each row's real tokens: the
-    maximum (`largest`) or the minimum, at the first real position among equal peaks (as torch.max(dim)).
+    maximum (`largest`) or the minimum, at the first real position among equal peaks (as torch.max(dim)), for
+    finite activations (with NaN the max-pool takes the last NaN; see `BlockMiner.peaks`).
 
     Overwrites the tensors' non-real cells with -inf or +inf, so call it after the scores (those cells count
     for nothing); real cells are left as they were. Index-returning reductions over the token axis (torch.max(dim)) are slow on
@@ -366,7 +371,7 @@ def dense_peaks(tensors: list[torch.Tensor], offsets: list[int], n_units: int, t
     dev = tokens.real.device
     if tokens.width == 0:
         return torch.empty((b, n_units), dtype=torch.int64, device=dev)
-    vals = torch.empty((b, n_units), dtype=tensors[0].dtype, device=dev)
+    vals = torch.empty((b, n_units), dtype=torch.float32, device=dev)
     idx = torch.empty((b, n_units), dtype=torch.int64, device=dev)
     hole_rows, hole_cols = tokens.holes
     for x, off in zip(tensors, offsets):

@@ -135,8 +135,6 @@ class TopNQueues:
         """int64 [units]: filled slots per row."""
         self._used = 0
         """Columns that may hold entries (the largest count since the last settle or reset)."""
-        self._holes = False
-        """Whether rows may hold empty (SENTINEL) slots before their count (after a dense `add_slab`)."""
 
     @property
     def n_units(self) -> int:
@@ -187,7 +185,6 @@ class TopNQueues:
         before = self.count.clone()
         self.count += w
         self._used = max(self._used, at + w)
-        self._holes = True
         gained = (keys != SENTINEL).sum(dim=1)
         rows, kept = self.settle(before)
         if rows is not None:
@@ -272,10 +269,6 @@ class TopNQueues:
     def entries(self, above: torch.Tensor | None = None) -> Candidates:
         """All filled entries (optionally only keys > `above` per unit) as flat candidates, unit-major."""
         keys = self._keys[:, : self._used]
-        if above is None and self._used and not self._holes and bool((self.count == self._used).all()):  # no scan
-            units = torch.arange(self.n_units, device=keys.device).repeat_interleave(self._used)
-            return Candidates(units.cpu(), keys.reshape(-1).clone().cpu(),
-                              self._payload[:, : self._used].reshape(-1).clone().cpu())
         mask = keys != SENTINEL
         if above is not None:
             mask &= keys > above.to(keys.device)[:, None]
@@ -330,7 +323,6 @@ class WindowedQueues(TopNQueues):
             self._keys[:, : self._used] = SENTINEL
         self.count.zero_()
         self._used = 0
-        self._holes = False
         dev = self._keys.device
         self.floor = floor.to(dev) if floor is not None else torch.full((self.n_units,), SENTINEL, device=dev)
         self.thresh = self.floor.clone()
@@ -359,7 +351,6 @@ class WindowedQueues(TopNQueues):
         self._payload[:, at : at + b] = payload
         self.count.fill_(at + b)
         self._used = at + b
-        self._holes = True
 
     def flush(self) -> None:
         """Cut full rows back to N entries and raise their thresholds to their N-th best key."""
@@ -373,6 +364,9 @@ class WindowedQueues(TopNQueues):
         dense rows when at least half the slots in use are filled (early in a run), else flat, unit-major."""
         self.flush()
         used = self._used
-        if used and 2 * int((self._keys[:, :used] != SENTINEL).sum()) >= used * self.n_units:
-            return Candidates(None, self._keys[:, :used].clone(), self._payload[:, :used].clone())
+        if used and self.n_units:
+            keys = self._keys[:, :used]
+            empty = keys == SENTINEL
+            if 2 * int(empty.sum()) <= used * self.n_units:
+                return Candidates(None, keys.clone(), self._payload[:, :used].masked_fill(empty, 0))
         return self.entries()

@@ -14,8 +14,10 @@ from miner.prepare import load_corpus
 from miner.schema import JobSpec
 
 
-def all_scores(job: JobSpec, base: Path) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
-    """(ids [S], scores [S, U], per-batch max/min peak values) from the same blocks and batches the miner uses."""
+def all_scores(job: JobSpec, base: Path) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]],
+                                                list[tuple[np.ndarray, np.ndarray]]]:
+    """(ids [S], scores [S, U], per-batch max and min peaks as (values [b, U], positions [b, U])) from the same
+    blocks and batches the miner uses; a position is the first real token holding the extreme (torch.max)."""
     corpus_dir = job.corpus if job.corpus.is_absolute() else base / job.corpus
     loaded = load_model(resolve_model_path(job.model, base), "cpu", "float32", job.init, job.init_seed)
     layout = unit_layout(loaded.config, list(job.sites), job.layers)
@@ -32,8 +34,9 @@ def all_scores(job: JobSpec, base: Path) -> tuple[np.ndarray, np.ndarray, list[n
             scores.append(bm.scores(tensors, batch.real).numpy())
             x = torch.cat([t.float() for t in tensors], dim=2)
             m = batch.real[:, :, None]
-            peak_max.append(x.masked_fill(~m, float("-inf")).amax(1).numpy())
-            peak_min.append(x.masked_fill(~m, float("inf")).amin(1).numpy())
+            hi, lo = x.masked_fill(~m, float("-inf")).max(1), x.masked_fill(~m, float("inf")).min(1)
+            peak_max.append((hi.values.numpy(), hi.indices.numpy()))
+            peak_min.append((lo.values.numpy(), lo.indices.numpy()))
     bm.close()
     return np.concatenate(ids), np.concatenate(scores), peak_max, peak_min
 

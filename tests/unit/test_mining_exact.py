@@ -64,20 +64,22 @@ def test_empty_block_gives_no_candidates(tmp_path: Path) -> None:
     assert result.stats.sentences == 0 and all(len(v["units"]) == 0 for v in result.directions.values())
 
 
-def test_peaks_are_the_extreme_real_token(tmp_path: Path, corpus: Path) -> None:
+@pytest.mark.parametrize("top_n", [5, 60])  # few candidates per batch (per-candidate peaks) and many (dense)
+def test_peaks_are_the_extreme_real_token(tmp_path: Path, corpus: Path, top_n: int) -> None:
     model = tiny_model(tmp_path / "m", "bert")
     job_path = write_job(tmp_path / "job.yaml", name="peaks", model=str(model), corpus=str(corpus), output="run",
-                         top_n=5, block_size=100, batch_size=16)
+                         top_n=top_n, block_size=100, batch_size=16)
     job, base = load_job(job_path)
     run = Path(run_mining(job, base, executor="inline")["run_dir"])
     ids, _, pmax, pmin = all_scores(job, base)
-    peak_max, peak_min = np.concatenate(pmax), np.concatenate(pmin)
+    (peak_max, pos_max), (peak_min, pos_min) = ([np.concatenate(v) for v in zip(*p)] for p in (pmax, pmin))
     row = {int(s): i for i, s in enumerate(ids)}
     top = pq.read_table(run / "top_sentences.parquet").to_pandas()
     sentences = pq.read_table(run / "sentences.parquet").to_pandas().set_index("sentence_id")
     for r in top.itertuples():
-        ref = peak_max if r.direction == "top" else peak_min
+        ref, pos = (peak_max, pos_max) if r.direction == "top" else (peak_min, pos_min)
         assert r.peak_score == ref[row[r.sentence_id], r.unit_id]
+        assert r.peak_position == pos[row[r.sentence_id], r.unit_id]  # the first of equal extremes
         assert 0 < r.peak_position < sentences.loc[r.sentence_id, "n_model_tokens"] - 1  # never [CLS]/[SEP]
         assert isinstance(r.peak_token, str) and r.peak_token not in ("[CLS]", "[SEP]", "[PAD]")
 

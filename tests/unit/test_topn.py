@@ -109,10 +109,10 @@ def test_dense_candidate_rows_merge_like_flat_ones() -> None:
     scores = rng.integers(-4, 4, size=(n_sent, n_units)).astype(np.float32)
     ids = rng.permutation(7000)[:n_sent].astype(np.int64)
     dense, flat = TopNQueues(n_units, n), TopNQueues(n_units, n, spare=2)
-    cuts = [8, 30, 90, 91, 240]
-    want = brute_gains(scores, ids, n, cuts)
+    offered: list[list[tuple[float, int]]] = [[] for _ in range(n_units)]
+    before: list[set[int]] = [set() for _ in range(n_units)]
     lo = 0
-    for k, (cut, gains) in enumerate(zip(cuts, want)):
+    for k, cut in enumerate([8, 30, 90, 91, 240]):
         keys = encode_keys(torch.from_numpy(scores[lo:cut].T), torch.from_numpy(ids[lo:cut])[None, :])
         keys[k % n_units, :: 2] = SENTINEL  # a ragged row: half its slots empty
         rows = Candidates(None, keys, keys ^ 9)
@@ -121,6 +121,14 @@ def test_dense_candidate_rows_merge_like_flat_ones() -> None:
         got_flat = flat.merge(Candidates(u, keys[u, c], keys[u, c] ^ 9))
         assert torch.equal(got_dense, got_flat)
         assert len(rows) == u.numel() and torch.equal(rows.sparse().keys, keys[u, c])
+        gains = []  # brute-force recount over what was offered (the emptied slots never were)
+        for unit in range(n_units):
+            offered[unit] += [(float(scores[lo + j, unit]), int(ids[lo + j])) for j in range(cut - lo)
+                              if int(keys[unit, j]) != SENTINEL]
+            now = {i for _, i in sorted(offered[unit], key=lambda t: (-t[0], t[1]))[:n]}
+            gains.append(len(now - before[unit]))
+            before[unit] = now
+        assert got_dense.tolist() == gains
         lo = cut
     for q in (dense, flat):
         units, _, keys, payload = q.sorted_entries()
@@ -161,6 +169,12 @@ def test_windowed_queue_equals_plain_queue_and_keeps_payload() -> None:
         for unit in range(n_units):
             assert got[units == unit].tolist() == expected[unit]
     assert wq.thresh.tolist() == wq.threshold().tolist()  # full rows: the threshold is the N-th best
+    kept = wq.finish()  # a block's result must survive the next block in the reused buffers
+    snapshot = (kept.keys.clone(), kept.payload.clone())
+    wq.reset()
+    run_windowed(wq, -scores, ids + 5000, 16)
+    wq.finish()
+    assert torch.equal(kept.keys, snapshot[0]) and torch.equal(kept.payload, snapshot[1])
 
 
 def test_dense_slabs_and_sparse_adds_mix() -> None:
