@@ -204,7 +204,8 @@ class BlockMiner:
         Both directions live in one windowed queue of D x U rows (row d * U + u: direction d, unit u; the
         bottom rows hold the keys of the negated scores). Per batch only the scores are dense over all
         (sentence, unit) cells: candidates are the cells whose score reaches their row's threshold score
-        (`select_candidates`), and only they get keys, peak tokens (see `peaks`) and a place in the window.
+        (`candidate_superset`, `sparse_candidates`), and only they get keys, peak tokens (see `peaks`) and a
+        place in the window; a batch where most cells qualify is handled densely (`candidate_slab`).
         The top direction's peaks come first: a dense peak search overwrites non-real cells (after the scores).
         """
         t0 = time.perf_counter()
@@ -273,20 +274,6 @@ class BlockMiner:
         return result
 
 
-def select_candidates(scores: torch.Tensor, ids: torch.Tensor, thresh: torch.Tensor, floor: torch.Tensor,
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The cells whose key beats their row's threshold key: (rows [K] ascending, batch rows [K], keys [K]).
-
-    Rows are direction-major (row d * U + u: direction d, unit u) over the scores [B, U]: one direction (top)
-    when `thresh` has U rows, top then bottom (the negated scores) when it has 2U. Keys are only built for a
-    superset found on the floats (`candidate_superset`), then tested exactly (`sparse_candidates`).
-    Example: scores [[0.5], [0.2]], ids [7, 9], thresh [key(0.5, id 8)], floor [0.5] -> superset (0, 0)
-    (0.5 >= 0.5); key(0.5, 7) beats key(0.5, 8) (smaller id) -> candidate (row 0, batch row 0).
-    """
-    signed, superset = candidate_superset(scores, floor)
-    return sparse_candidates(signed, superset, ids, thresh)
-
-
 def candidate_superset(scores: torch.Tensor, floor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(signed [R, B], superset [R, B]): the scores per queue row (negated for bottom rows, when `floor` has
     2U rows) and the cells whose score is at least the row's threshold score `floor`.
@@ -301,12 +288,14 @@ def candidate_superset(scores: torch.Tensor, floor: torch.Tensor) -> tuple[torch
 
 def sparse_candidates(signed: torch.Tensor, superset: torch.Tensor, ids: torch.Tensor, thresh: torch.Tensor,
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rows [K] ascending, batch rows [K], keys [K]) of the superset cells whose keys beat `thresh`."""
+    """The cells whose key beats their row's threshold key: (rows [K] ascending, batch rows [K], keys [K]),
+    keys built for the `candidate_superset` cells only.
+
+    Example: scores [[0.5], [0.2]] (signed [[0.5, 0.2]]), ids [7, 9], thresh [key(0.5, id 8)] -> superset
+    [[1, 0]] (0.5 >= 0.5); key(0.5, 7) beats key(0.5, 8) (smaller id) -> candidate (row 0, batch row 0).
+    """
     rows, cols = superset.nonzero(as_tuple=True)
-    if rows.numel() == superset.numel():  # every cell (an empty queue): keys for the whole batch at once
-        keys = encode_keys(signed, ids[None, :]).reshape(-1)
-    else:
-        keys = encode_keys(signed[rows, cols], ids[cols])
+    keys = encode_keys(signed[rows, cols], ids[cols])
     beat = keys > thresh[rows]
     if not bool(beat.all()):
         rows, cols, keys = rows[beat], cols[beat], keys[beat]
@@ -457,4 +446,4 @@ def empty_floors(n_units: int, directions: tuple[str, ...]) -> dict[str, np.ndar
 
 __all__ = ["Batch", "BlockMiner", "BlockResult", "BlockStats", "Candidates", "RealTokens", "candidate_peaks",
            "candidate_slab", "candidate_superset", "dense_peaks", "empty_floors", "make_batches", "real_span",
-           "select_candidates", "sparse_candidates"]
+           "sparse_candidates"]

@@ -177,14 +177,8 @@ class TopNQueues:
     def _merge_slab(self, keys: torch.Tensor, payload: torch.Tensor) -> torch.Tensor:
         """Merge dense candidate rows [units, W] (SENTINEL = empty) when every row holds the same count: one
         slab copy after the entries, then `settle`."""
-        at, w = int(self.count[0]), keys.shape[1]
-        if at + w > self._keys.shape[1]:
-            self._grow(at + w)
-        self._keys[:, at : at + w] = keys
-        self._payload[:, at : at + w] = payload
         before = self.count.clone()
-        self.count += w
-        self._used = max(self._used, at + w)
+        self._write_level(keys, payload)
         gained = (keys != SENTINEL).sum(dim=1)
         rows, kept = self.settle(before)
         if rows is not None:
@@ -203,13 +197,7 @@ class TopNQueues:
         width = int(added[0]) if added.numel() else 0
         if units.numel() == width * self.n_units and self._uniform(added, width):
             # every row is as full as the others and gets as many: one slab copy, no scatter
-            at = int(self.count[0])
-            if at + width > self._keys.shape[1]:
-                self._grow(at + width)
-            self._keys[:, at : at + width] = keys.view(self.n_units, width)
-            self._payload[:, at : at + width] = payload.view(self.n_units, width)
-            self.count += width
-            self._used = max(self._used, at + width)
+            self._write_level(keys.view(self.n_units, width), payload.view(self.n_units, width))
             return added
         starts = torch.cumsum(added, 0) - added
         slot = self.count[units] + torch.arange(units.numel(), device=units.device) - starts[units]
@@ -221,6 +209,16 @@ class TopNQueues:
         self._keys.view(-1)[at] = keys
         self._payload.view(-1)[at] = payload
         return added
+
+    def _write_level(self, keys: torch.Tensor, payload: torch.Tensor) -> None:
+        """Copy [units, W] rows after the entries of rows that all hold the same count."""
+        at, w = int(self.count[0]), keys.shape[1]
+        if at + w > self._keys.shape[1]:
+            self._grow(at + w)
+        self._keys[:, at : at + w] = keys
+        self._payload[:, at : at + w] = payload
+        self.count += w
+        self._used = max(self._used, at + w)
 
     def _uniform(self, added: torch.Tensor, width: int) -> bool:
         """Whether every row holds the same count and receives `width` candidates."""
@@ -266,13 +264,10 @@ class TopNQueues:
         fresh = (top.indices >= before[rows, None]) & (top.values != SENTINEL)
         return rows, fresh.sum(dim=1)
 
-    def entries(self, above: torch.Tensor | None = None) -> Candidates:
-        """All filled entries (optionally only keys > `above` per unit) as flat candidates, unit-major."""
+    def entries(self) -> Candidates:
+        """All filled entries as flat candidates, unit-major."""
         keys = self._keys[:, : self._used]
-        mask = keys != SENTINEL
-        if above is not None:
-            mask &= keys > above.to(keys.device)[:, None]
-        units, slots = mask.nonzero(as_tuple=True)
+        units, slots = (keys != SENTINEL).nonzero(as_tuple=True)
         return Candidates(units.cpu(), keys[units, slots].cpu(), self._payload[units, slots].cpu())
 
     def sorted_entries(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

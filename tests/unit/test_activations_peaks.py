@@ -13,10 +13,11 @@ from miner.activations import (
     BlockMiner,
     RealTokens,
     candidate_peaks,
+    candidate_superset,
     dense_peaks,
     make_batches,
     real_span,
-    select_candidates,
+    sparse_candidates,
 )
 from miner.model_loading import load_model, unit_layout
 from miner.topn import SENTINEL, encode_keys, pack_payload, threshold_scores, unpack_payload
@@ -194,7 +195,7 @@ def test_candidates_equal_the_key_comparison() -> None:
             thresh[:] = SENTINEL  # empty queues: every cell, keys built for the whole batch at once
         for directions in (1, 2):
             t = thresh[: 6 * directions]
-            rows, cols, keys = select_candidates(scores, ids, t, threshold_scores(t))
+            rows, cols, keys = sparse_candidates(*candidate_superset(scores, threshold_scores(t)), ids, t)
             signed = scores.T if directions == 1 else torch.cat([scores.T, -scores.T])
             all_keys = encode_keys(signed, ids[None, :])
             want_rows, want_cols = (all_keys > t[:, None]).nonzero(as_tuple=True)
