@@ -69,7 +69,7 @@ def measure(loaded, sites: list[str], corpus: Path, sentences: int, top_n: int, 
         return out
 
     miner.forward = forward_with_bare_twin
-    bare = mining = merge = 0.0
+    bare = mining = merge = forward = 0.0
     block_ratios = []
     attended = computed = 0
     for plan in plans:
@@ -90,6 +90,7 @@ def measure(loaded, sites: list[str], corpus: Path, sentences: int, top_n: int, 
             prof.disable()
         bare += bare_block
         mining += mining_block
+        forward += result.stats.forward_seconds - bare_block
         block_ratios.append(round(bare_block / mining_block, 4))
         attended += result.stats.attended_tokens
         computed += result.stats.computed_tokens
@@ -102,6 +103,8 @@ def measure(loaded, sites: list[str], corpus: Path, sentences: int, top_n: int, 
     return {"sites": sites, "units": layout.n_units, "sentences": n,
             "bare_sentences_per_s": round(n / bare, 1), "mining_sentences_per_s": round(n / mining, 1),
             "ratio": round(bare / mining, 4), "block_ratios": block_ratios,
+            "mining_forward_seconds": round(forward, 2), "bare_forward_seconds": round(bare, 2),
+            "mining_rest_seconds": round(mining - forward, 2),
             "median_block_ratio": round(float(np.median(block_ratios)), 4), "driver_merge_seconds": round(merge, 2),
             "padding_efficiency": round(attended / computed, 4)}
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from miner import native
 from miner.model_loading import (
     LoadedModel,
     UnitLayout,
@@ -36,6 +37,10 @@ class Batch:
     """int64 [B, T] 1 for tokens the model attends to."""
     real: torch.Tensor
     """bool [B, T] tokens that count for scores (attended and not special)."""
+    real_tokens: int = 0
+    """Number of True cells in `real`."""
+    attended_tokens: int = 0
+    """Number of attended tokens (the sentences' lengths, special tokens included)."""
 
 
 @dataclass
@@ -108,7 +113,8 @@ def make_batches(tokenizer: object, ids: np.ndarray, texts: list[str], max_lengt
             if not real[k].any():  # a sentence of special tokens only: score over everything attended
                 real[k, :n] = True
         batches.append(Batch(torch.from_numpy(ids[rows].astype(np.int64)), torch.from_numpy(arr),
-                             torch.from_numpy(att), torch.from_numpy(real)))
+                             torch.from_numpy(att), torch.from_numpy(real), int(real.sum()),
+                             int(lengths[rows].sum())))
     return batches, len(long_rows)
 
 
@@ -117,7 +123,7 @@ class BlockMiner:
 
     def __init__(self, loaded: LoadedModel, layout: UnitLayout, top_n: int, bottom: bool = True,
                  aggregation: str = "mean", max_length: int = 128, batch_size: int = 64, window: int | None = None,
-                 ) -> None:
+                 use_native: bool = True) -> None:
         self.loaded = loaded
         self.layout = layout
         self.top_n = top_n
@@ -133,6 +139,8 @@ class BlockMiner:
         self.dense_peak_fraction = 0.06
         """Peaks are computed densely for a batch when at least this share of its (sentence, unit) cells are
         candidates (the dense reduction is then cheaper than gathering the candidates' token rows)."""
+        self.use_native = use_native and loaded.device.type == "cpu" and native.available()
+        """Scores and peaks of CPU float32 batches come from the compiled one-pass kernel (`miner.native`)."""
         self._queue: WindowedQueues | None = None
         self._captured: dict[int, torch.Tensor] = {}
         self._hooks = []
@@ -166,13 +174,24 @@ class BlockMiner:
         return tensors
 
     def scores(self, tensors: list[torch.Tensor], real: torch.Tensor) -> torch.Tensor:
-        """float32 [B, U]: each unit's sentence score (mean, or max, over real tokens)."""
+        """float32 [B, U]: each unit's sentence score (mean, or max, over real tokens), as mining computes it:
+        the compiled kernel where it runs (`native`), else `torch_scores`."""
+        if self._native_for(tensors):
+            return native.token_stats(tensors, self.offsets, self.layout.n_units, real, self.aggregation == "mean",
+                                      False).scores
+        return self.torch_scores(tensors, real)
+
+    def _native_for(self, tensors: list[torch.Tensor]) -> bool:
+        return self.use_native and native.usable(tensors)
+
+    def torch_scores(self, tensors: list[torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+        """`scores` with torch operations (any device and dtype)."""
         b = real.shape[0]
         out = torch.empty((b, self.layout.n_units), dtype=torch.float32, device=real.device)
         if self.aggregation == "mean":
-            weights = real.to(torch.float32) / real.sum(1, keepdim=True).to(torch.float32)
-            for x, off in zip(tensors, self.offsets):
-                out[:, off : off + x.shape[2]] = torch.einsum("bt,btw->bw", weights, x.to(torch.float32))
+            weights = (real.to(torch.float32) / real.sum(1, keepdim=True).to(torch.float32))[:, None, :]
+            for x, off in zip(tensors, self.offsets):  # [B, 1, T] @ [B, T, W]: the weighted mean as one bmm
+                out[:, off : off + x.shape[2]] = torch.bmm(weights, x.to(torch.float32))[:, 0]
         else:
             neg = torch.where(real, 0.0, float("-inf")).to(torch.float32)[:, :, None]
             for x, off in zip(tensors, self.offsets):
@@ -232,25 +251,45 @@ class BlockMiner:
                 tensors = self.forward(batch)
                 stats.forward_seconds += time.perf_counter() - tf
                 stats.batches += 1
-                stats.real_tokens += int(batch.real.sum())
-                stats.attended_tokens += int(batch.attention.sum())
-                stats.computed_tokens += int(batch.input_ids.numel())
-                tokens = RealTokens.of(batch.real, dev)
-                scores = self.scores(tensors, tokens.real)
-                signed, superset = candidate_superset(scores, queue.thresh_scores)
-                found = int(superset.sum())
+                stats.real_tokens += batch.real_tokens
+                stats.attended_tokens += batch.attended_tokens
+                stats.computed_tokens += batch.input_ids.numel()
+                tokens = cell_peaks = None
+                if self._native_for(tensors):  # scores and both directions' peaks of every cell in one pass
+                    cells = native.token_stats(tensors, self.offsets, n_units, batch.real, self.aggregation == "mean",
+                                               len(self.directions) == 2)
+                    scores, finite = cells.scores, cells.finite
+                    cell_peaks = [cells.top, cells.bottom]
+                else:
+                    tokens = RealTokens.of(batch.real, dev)
+                    scores = self.torch_scores(tensors, tokens.real)
+                    # the sum of the scores is finite only if every score is (else NaN/inf activations, or an
+                    # overflow)
+                    finite = bool(torch.isfinite(scores.sum()))
+                # a batch with non-finite scores takes per-candidate peaks, which are right for any input
+                signed, superset = candidate_superset(scores, queue.thresh_scores, finite)
+                found = int(torch.count_nonzero(superset))
                 if found == 0:  # no candidate for any unit: nothing to add
                     continue
                 ids_dev = batch.ids.to(dev)
-                finite = bool(torch.isfinite(scores).all())  # else NaN/inf activations: per-candidate peaks only
                 if finite and found >= self.dense_window_fraction * superset.numel():
-                    payload = [dense_peaks(tensors, self.offsets, n_units, tokens, True).T]
-                    if len(self.directions) == 2:
-                        payload.append(dense_peaks(tensors, self.offsets, n_units, tokens, False, restore=False).T)
-                    queue.add_slab(candidate_slab(signed, ids_dev, queue.thresh), torch.cat(payload))
+                    if cell_peaks is not None:
+                        payload = [p.T for p in cell_peaks[: len(self.directions)]]
+                    else:
+                        payload = [dense_peaks(tensors, self.offsets, n_units, tokens, True).T]
+                        if len(self.directions) == 2:
+                            payload.append(dense_peaks(tensors, self.offsets, n_units, tokens, False, restore=False).T)
+                    queue.add_slab(candidate_slab(signed, ids_dev, queue.thresh), *payload)
                     continue
                 rows, cols, keys = sparse_candidates(signed, superset, ids_dev, queue.thresh)
                 split = int(torch.searchsorted(rows, n_units)) if len(self.directions) == 2 else rows.numel()
+                if cell_peaks is not None and finite:  # the kernel's peaks of the candidate cells
+                    payload = cell_peaks[0][cols[:split], rows[:split]]
+                    if split < rows.numel():
+                        payload = torch.cat([payload, cell_peaks[1][cols[split:], rows[split:] - n_units]])
+                    queue.add(rows, keys, payload)
+                    continue
+                tokens = tokens if tokens is not None else RealTokens.of(batch.real, dev)
                 payload = self.peaks(tensors, tokens, rows[:split], cols[:split], True, dense_ok=finite)
                 if split < rows.numel():
                     bottom = self.peaks(tensors, tokens, rows[split:] - n_units, cols[split:], False, restore=False,
@@ -274,15 +313,19 @@ class BlockMiner:
         return result
 
 
-def candidate_superset(scores: torch.Tensor, floor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def candidate_superset(scores: torch.Tensor, floor: torch.Tensor, finite: bool = False,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """(signed [R, B], superset [R, B]): the scores per queue row (negated for bottom rows, when `floor` has
     2U rows) and the cells whose score is at least the row's threshold score `floor`.
 
     A key beats a threshold key only if its score is at least the threshold's score (-inf for an empty
     row; NaN scores are kept, their keys decide), so one float comparison over the batch finds a superset
-    of the candidates, and keys are built only where needed.
+    of the candidates, and keys are built only where needed. `finite`: the caller knows every score is
+    finite (one comparison instead of two).
     """
     signed = scores.T if floor.shape[0] == scores.shape[1] else torch.cat([scores.T, -scores.T])
+    if finite:
+        return signed, signed >= floor[:, None]
     return signed, torch.logical_not(signed < floor[:, None])
 
 

@@ -12,6 +12,7 @@ is used on the hot path and the final order is produced once at the end.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,12 +48,14 @@ def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def threshold_scores(thresh: torch.Tensor) -> torch.Tensor:
-    """float32 scores of threshold keys, -inf for SENTINEL (an empty queue admits everything).
+    """float32 lower bounds on the scores of keys above `thresh`: the threshold keys' scores, -inf for SENTINEL
+    (an empty queue admits everything) and for NaN scores (a negated NaN sorts below every number; the keys
+    decide), so `score >= bound` holds for every finite score whose key can beat the threshold.
 
     Example: [encode_keys(0.5, 8), SENTINEL] -> [0.5, -inf].
     """
     scores, _ = decode_keys(thresh)
-    return torch.where(thresh == SENTINEL, float("-inf"), scores)
+    return torch.where((thresh == SENTINEL) | torch.isnan(scores), float("-inf"), scores)
 
 
 def pack_payload(peak_val: torch.Tensor, peak_pos: torch.Tensor) -> torch.Tensor:
@@ -106,9 +109,11 @@ class Candidates:
 
     @staticmethod
     def from_numpy(arrays: dict[str, np.ndarray]) -> Candidates:
-        """From `to_numpy` output (copied): flat when it has "units", dense otherwise."""
-        return Candidates(*(torch.from_numpy(np.array(arrays[f], copy=True)) if f in arrays else None
-                            for f in _FIELDS))
+        """From `to_numpy` output, flat when it has "units", dense otherwise; no copy: the tensors share the
+        arrays' memory (read-only ones too, such as Ray's zero-copy results: nothing writes to candidates)."""
+        with warnings.catch_warnings():  # torch warns about read-only arrays; candidates are only read
+            warnings.simplefilter("ignore", UserWarning)
+            return Candidates(*(torch.from_numpy(np.asarray(arrays[f])) if f in arrays else None for f in _FIELDS))
 
 
 _FIELDS = ("units", "keys", "payload")
@@ -334,16 +339,20 @@ class WindowedQueues(TopNQueues):
             self.flush()
         self.append(units, keys, payload, added)
 
-    def add_slab(self, keys: torch.Tensor, payload: torch.Tensor) -> None:
+    def add_slab(self, keys: torch.Tensor, *payload: torch.Tensor) -> None:
         """Add one batch densely: keys [units, B] (SENTINEL where a cell is no candidate) and payloads [units, B]
-        go to the same B columns of every row, after the longest row; the SENTINEL slots left in rows are
-        empty slots (a top-k ranks them last, `entries` skips them)."""
+        (or consecutive row blocks of them, written in place) go to the same B columns of every row, after the
+        longest row; the SENTINEL slots left in rows are empty slots (a top-k ranks them last, `entries` skips
+        them)."""
         b = keys.shape[1]
         if self._used + b > self._keys.shape[1]:
             self.flush()
         at = self._used
         self._keys[:, at : at + b] = keys
-        self._payload[:, at : at + b] = payload
+        row = 0
+        for part in payload:
+            self._payload[row : row + part.shape[0], at : at + b] = part
+            row += part.shape[0]
         self.count.fill_(at + b)
         self._used = at + b
 
@@ -362,6 +371,8 @@ class WindowedQueues(TopNQueues):
         if used and self.n_units:
             keys = self._keys[:, :used]
             empty = keys == SENTINEL
-            if 2 * int(empty.sum()) <= used * self.n_units:
-                return Candidates(None, keys.clone(), self._payload[:, :used].masked_fill(empty, 0))
+            holes = int(torch.count_nonzero(empty))
+            if 2 * holes <= used * self.n_units:
+                payload = self._payload[:, :used]
+                return Candidates(None, keys.clone(), payload.masked_fill(empty, 0) if holes else payload.clone())
         return self.entries()

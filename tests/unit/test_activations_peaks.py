@@ -181,11 +181,15 @@ def test_same_payloads_as_the_previous_dense_path(tmp_path: Path) -> None:
 
 def test_candidates_equal_the_key_comparison() -> None:
     """The float pre-filter keeps exactly the cells whose keys beat the threshold: ties on the threshold's
-    score (decided by sentence id), -0.0 against 0.0, NaN scores, empty (SENTINEL) rows and queues."""
+    score (decided by sentence id), -0.0 against 0.0, NaN scores, thresholds holding a NaN score of either
+    sign (a negated NaN sorts below every number), empty (SENTINEL) rows and queues; the one-comparison
+    path for batches known to be finite too."""
     g = torch.Generator().manual_seed(3)
-    scores = torch.randint(-2, 3, (40, 6), generator=g).to(torch.float32) / 2
-    scores[3, 0], scores[4, 0], scores[5, 1] = -0.0, 0.0, float("nan")
-    scores[6, 2] = -float("nan")
+    with_nan = torch.randint(-2, 3, (40, 6), generator=g).to(torch.float32) / 2
+    finite = with_nan.clone()
+    with_nan[3, 0], with_nan[4, 0], with_nan[5, 1] = -0.0, 0.0, float("nan")
+    with_nan[6, 2] = -float("nan")
+    finite[3, 0], finite[4, 0] = -0.0, 0.0
     ids = torch.randperm(1000, generator=g)[:40]
     for trial in range(20):
         thresh = encode_keys(torch.randint(-2, 3, (12,), generator=g).to(torch.float32) / 2,
@@ -193,11 +197,16 @@ def test_candidates_equal_the_key_comparison() -> None:
         thresh[trial % 12] = SENTINEL
         if trial == 0:
             thresh[:] = SENTINEL  # empty queues: every cell, keys built for the whole batch at once
-        for directions in (1, 2):
-            t = thresh[: 6 * directions]
-            rows, cols, keys = sparse_candidates(*candidate_superset(scores, threshold_scores(t)), ids, t)
-            signed = scores.T if directions == 1 else torch.cat([scores.T, -scores.T])
-            all_keys = encode_keys(signed, ids[None, :])
-            want_rows, want_cols = (all_keys > t[:, None]).nonzero(as_tuple=True)
-            assert torch.equal(rows, want_rows) and torch.equal(cols, want_cols)
-            assert torch.equal(keys, all_keys[rows, cols])
+        if trial % 3 == 1:  # NaN thresholds: positive ones admit no number, negated ones every number
+            nan = torch.tensor([float("nan"), -float("nan")])
+            thresh[(trial + 1) % 12], thresh[(trial + 7) % 12] = encode_keys(nan, torch.tensor([5, 6]))
+        for scores, known_finite in ((with_nan, False), (finite, False), (finite, True)):
+            for directions in (1, 2):
+                t = thresh[: 6 * directions]
+                superset = candidate_superset(scores, threshold_scores(t), known_finite)
+                rows, cols, keys = sparse_candidates(*superset, ids, t)
+                signed = scores.T if directions == 1 else torch.cat([scores.T, -scores.T])
+                all_keys = encode_keys(signed, ids[None, :])
+                want_rows, want_cols = (all_keys > t[:, None]).nonzero(as_tuple=True)
+                assert torch.equal(rows, want_rows) and torch.equal(cols, want_cols)
+                assert torch.equal(keys, all_keys[rows, cols])

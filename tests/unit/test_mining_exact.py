@@ -54,6 +54,18 @@ def test_queues_equal_brute_force(tmp_path: Path, corpus: Path, arch: str) -> No
     assert manifest["units"] == 2 * 32 + 2 * (128 if arch != "llama" else 96)
 
 
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_torch_path_queues_equal_brute_force(tmp_path: Path, corpus: Path, arch: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch operations (GPU, other dtypes, machines without a C compiler) against the same oracle, which
+    then scores with them too."""
+    monkeypatch.setenv("MINER_NATIVE", "0")
+    model = tiny_model(tmp_path / arch, arch)
+    job = write_job(tmp_path / "job.yaml", name=f"t-{arch}-torch", model=str(model), corpus=str(corpus),
+                    output="run", sites=["hidden", "mlp"], top_n=7, block_size=64, batch_size=8, checkpoint_seconds=0)
+    check_against_oracle(job)
+
+
 def test_empty_block_gives_no_candidates(tmp_path: Path) -> None:
     from miner.activations import BlockMiner
     from miner.model_loading import unit_layout

@@ -1,0 +1,154 @@
+"""A compiled hot path for CPU mining: per-(sentence, unit) score and peaks in one pass (token_stats.c).
+
+The C source ships with the package and is compiled on first use with the machine's C compiler
+(`cc -O3 -march=native`) into a per-user cache (`$MINER_NATIVE_CACHE`, default ~/.cache/neuron-miner),
+one library per source, compiler and CPU, written atomically so concurrent Ray workers share it. Where no
+compiler is found, or the build fails, or `MINER_NATIVE=0`, `token_stats` is None and mining uses the
+torch operations (`BlockMiner.scores` / `dense_peaks`), which stay as the test oracle either way.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("token_stats.c")
+FLAGS = ["-O3", "-march=native", "-std=c11", "-shared", "-fPIC"]
+
+
+def _cpu_signature() -> str:
+    """The CPU's model and feature flags (a library built with -march=native runs only where they match)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    keep = [ln for ln in lines if ln.startswith(("model name", "flags", "Features", "CPU part"))]
+    return "\n".join(sorted(set(keep)))
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("MINER_NATIVE_CACHE") or Path.home() / ".cache" / "neuron-miner")
+
+
+@lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL | None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        log.warning("no C compiler found: mining uses the (slower) torch operations for scores and peaks")
+        return None
+    source = SOURCE.read_bytes()
+    tag = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(),
+                                     platform.machine().encode(), _cpu_signature().encode()])).hexdigest()[:16]
+    lib = _cache_dir() / f"token_stats-{tag}.so"
+    if not lib.exists():
+        try:
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
+                out = Path(tmp) / lib.name
+                subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(out)], check=True, capture_output=True,
+                               text=True, timeout=120)
+                os.replace(out, lib)  # atomic: a concurrent worker sees no library or a whole one
+        except (OSError, subprocess.SubprocessError) as e:
+            detail = getattr(e, "stderr", None) or str(e)
+            log.warning("building %s failed (%s): mining uses the torch operations", SOURCE.name, detail.strip()[:300])
+            return None
+    try:
+        dll = ctypes.CDLL(str(lib))
+    except OSError as e:
+        log.warning("loading %s failed (%s): mining uses the torch operations", lib, e)
+        return None
+    fn = dll.miner_token_stats
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fn.argtypes = [i64, ptr, ptr, ptr, i64, i64, ptr, i64, i64, ctypes.c_int, ptr, ptr, ptr]
+    fn.restype = ctypes.c_int64
+    return dll
+
+
+def available() -> bool:
+    """Whether the compiled kernel is to be used: not switched off (`MINER_NATIVE=0`, read at each call), and
+    built (or buildable) and loaded on this machine."""
+    return os.environ.get("MINER_NATIVE", "1") != "0" and _library() is not None
+
+
+@dataclass
+class TokenStats:
+    """One batch's per-cell statistics from the compiled kernel."""
+
+    scores: torch.Tensor
+    """float32 [B, U] sentence scores."""
+    top: torch.Tensor
+    """int64 [B, U] packed (maximum, its first position)."""
+    bottom: torch.Tensor | None
+    """int64 [B, U] packed (minimum, its first position), if asked for."""
+    finite: bool
+    """Every score is finite (so no activation was NaN or infinite, and the peaks are exact)."""
+
+
+@lru_cache(maxsize=4)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="token-stats")
+
+
+def usable(tensors: list[torch.Tensor]) -> bool:
+    """The kernel takes contiguous float32 CPU activations."""
+    return available() and all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
+                               for x in tensors)
+
+
+def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, real: torch.Tensor, mean: bool,
+                bottom: bool, threads: int | None = None) -> TokenStats:
+    """Scores and both peaks of every (sentence, unit) cell for activations [B, T, W_l] (layer l's units at
+    columns offsets[l]..): the mean (or, with mean=False, the maximum) over each row's real tokens, and the
+    packed (value, first position) of the maximum and the minimum (see `pack_payload`), as
+    `BlockMiner.torch_scores` and `dense_peaks` give them for finite activations (peaks are meaningful only
+    when `TokenStats.finite`). Rows are split over `threads` (default: torch's intra-op threads); the tensors
+    are only read.
+
+    Example: one unit, one row [8, 2, 7, 7, 9] with real [0 1 1 1 0] -> score 16/3, top (7.0, 2), bottom
+    (2.0, 1).
+    """
+    lib = _library()
+    if lib is None or not all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
+                              for x in tensors):
+        raise RuntimeError("the compiled token statistics are not available for these tensors")
+    b, t = real.shape
+    real_u8 = real.to(torch.uint8).contiguous()
+    scores = torch.empty((b, n_units), dtype=torch.float32)
+    top = torch.empty((b, n_units), dtype=torch.int64)
+    low = torch.empty((b, n_units), dtype=torch.int64) if bottom else None
+    n = len(tensors)
+    xs = (ctypes.c_void_p * n)(*[x.data_ptr() for x in tensors])
+    widths = (ctypes.c_int64 * n)(*[x.shape[2] for x in tensors])
+    offs = (ctypes.c_int64 * n)(*offsets[:n])
+    fn = lib.miner_token_stats
+
+    def rows(b0: int, b1: int) -> int:
+        return fn(n, xs, widths, offs, t, n_units, real_u8.data_ptr(), b0, b1, int(mean), scores.data_ptr(),
+                  top.data_ptr(), low.data_ptr() if low is not None else None)
+
+    parts = max(1, min(threads or torch.get_num_threads(), b))
+    cuts = [b * k // parts for k in range(parts + 1)]
+    if parts == 1:
+        codes = [rows(0, b)]
+    else:  # ctypes releases the GIL during the call: the row ranges run in parallel
+        codes = list(_pool(parts).map(rows, cuts[:-1], cuts[1:]))
+    if min(codes) < 0:
+        raise MemoryError("token statistics: out of memory")
+    return TokenStats(scores, top, low, sum(codes) == 0)
+
+
+__all__ = ["TokenStats", "available", "token_stats", "usable"]

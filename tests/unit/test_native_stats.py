@@ -1,0 +1,111 @@
+"""The compiled one-pass kernel (miner.native) against its torch twins: scores (masked mean / max) and peaks
+(first position of the max and the min over real tokens) of every cell, ties and odd widths included."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import SENTENCES, tiny_model
+from test_activations_peaks import brute_peaks, random_case
+
+from miner import native
+from miner.activations import BlockMiner, make_batches
+from miner.model_loading import load_model, unit_layout
+from miner.topn import pack_payload
+
+
+def test_builds_where_a_compiler_exists() -> None:
+    """The kernel is what CPU mining runs wherever a C compiler is installed (as on CI): a build that broke
+    would otherwise go unnoticed behind the torch fallback."""
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler on this machine: mining uses the torch operations")
+    assert native.available()
+
+
+def torch_twin(tensors: list[torch.Tensor], real: torch.Tensor, mean: bool) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                      torch.Tensor]:
+    x = torch.cat(tensors, dim=2)
+    m = real[:, :, None]
+    hi = x.masked_fill(~m, float("-inf")).max(1)
+    lo = x.masked_fill(~m, float("inf")).min(1)
+    scores = (x * m).sum(1) / m.sum(1) if mean else hi.values
+    return scores, pack_payload(hi.values, hi.indices), pack_payload(lo.values, lo.indices)
+
+
+@pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("mean", [True, False])
+def test_equals_torch_with_ties_and_odd_widths(seed: int, mean: bool) -> None:
+    """Integer-valued activations (ties everywhere: the first real position wins), widths that are not
+    multiples of the 8-wide vectors, special tokens and padding, a row of special tokens only."""
+    tensors, offsets, real = random_case(seed, [13, 8, 21, 3], b=7, t=12)
+    tensors[1][2, 3, 4] = -0.0  # -0.0 ties 0.0
+    tensors[1][2, 4, 4] = 0.0
+    got = native.token_stats(tensors, offsets, 45, real, mean, True)
+    scores, top, bottom = torch_twin(tensors, real, mean)
+    assert got.finite
+    assert torch.allclose(got.scores, scores, rtol=1e-6, atol=1e-6)
+    assert torch.equal(got.top, top) and torch.equal(got.bottom, bottom)
+    assert torch.equal(got.top, brute_peaks(tensors, real, True))
+    if not mean:
+        assert torch.equal(got.scores, scores)
+
+
+@pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
+def test_scattered_real_tokens_long_rows_and_threads() -> None:
+    """Real tokens that are not one run, rows of 300 tokens, random floats; any row split over threads gives
+    the same bits."""
+    g = torch.Generator().manual_seed(5)
+    tensors = [torch.randn(5, 300, w, generator=g) for w in (40, 17)]
+    real = torch.rand((5, 300), generator=g) < 0.3
+    real[:, 7] = True
+    runs = [native.token_stats(tensors, [0, 40], 57, real, True, True, threads=k) for k in (1, 2, 3, 5)]
+    scores, top, bottom = torch_twin(tensors, real, True)
+    assert torch.allclose(runs[0].scores, scores, rtol=1e-5, atol=1e-6)
+    assert torch.equal(runs[0].top, top) and torch.equal(runs[0].bottom, bottom)
+    for r in runs[1:]:
+        assert torch.equal(r.scores, runs[0].scores) and torch.equal(r.top, runs[0].top)
+        assert torch.equal(r.bottom, runs[0].bottom)
+    one = native.token_stats(tensors, [0, 40], 57, real, True, False)
+    assert one.bottom is None and torch.equal(one.top, top)
+
+
+@pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
+def test_non_finite_activations_are_reported() -> None:
+    """NaN or infinite activations, or a row without real tokens, make `finite` False (mining then takes the
+    per-candidate torch peaks for that batch)."""
+    tensors, offsets, real = random_case(4, [9], b=4, t=8)
+    assert native.token_stats(tensors, offsets, 9, real, True, True).finite
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        x = tensors[0].clone()
+        x[1, int(real[1].nonzero()[0]), 2] = bad
+        assert not native.token_stats([x], offsets, 9, real, True, True).finite
+    empty = real.clone()
+    empty[2] = False
+    out = native.token_stats(tensors, offsets, 9, empty, True, True)
+    assert not out.finite and bool(out.scores[2].isnan().all()) and bool((out.top[2] == 0).all())
+
+
+@pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_model_batches_scores_and_peaks(tmp_path: Path, arch: str) -> None:
+    """Real forward passes (hidden and mlp sites): the miner's scores come from the kernel and agree with the
+    torch scores; the kernel's peaks are the dense torch peaks."""
+    loaded = load_model(tiny_model(tmp_path / arch, arch))
+    layout = unit_layout(loaded.config, ["hidden", "mlp"], None)
+    miner = BlockMiner(loaded, layout, 3, batch_size=4)
+    assert miner.use_native
+    texts = SENTENCES + [s.upper() for s in SENTENCES]
+    batches, _ = make_batches(loaded.tokenizer, np.arange(len(texts)), texts, miner.max_length, 4)
+    for batch in batches:
+        tensors = miner.forward(batch)
+        got = native.token_stats(tensors, miner.offsets, layout.n_units, batch.real, True, True)
+        assert torch.equal(miner.scores(tensors, batch.real), got.scores)
+        assert torch.allclose(got.scores, miner.torch_scores(tensors, batch.real), rtol=1e-5, atol=1e-6)
+        assert torch.equal(got.top, brute_peaks(tensors, batch.real, True))
+        assert torch.equal(got.bottom, brute_peaks(tensors, batch.real, False))
+    miner.close()
