@@ -17,7 +17,6 @@ import platform
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +27,9 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("token_stats.c")
 FLAGS = ["-O3", "-march=native", "-std=c11", "-shared", "-fPIC"]
+OPENMP = ["-fopenmp"]
+"""Tried first: the kernel then runs on torch's own OpenMP threads (see token_stats.c); without OpenMP support
+it is built single-threaded."""
 
 
 def _cpu_signature() -> str:
@@ -50,8 +52,21 @@ def _library() -> ctypes.CDLL | None:
     if compiler is None:
         log.warning("no C compiler found: mining uses the (slower) torch operations for scores and peaks")
         return None
-    source = SOURCE.read_bytes()
-    tag = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(FLAGS).encode(),
+    for flags in ([*FLAGS, *OPENMP], FLAGS):
+        dll = _build_and_load(compiler, flags)
+        if dll is not None:
+            fn = dll.miner_token_stats
+            i64, ptr = ctypes.c_int64, ctypes.c_void_p
+            fn.argtypes = [i64, ptr, ptr, ptr, i64, i64, i64, ptr, ctypes.c_int, ctypes.c_int, ptr, ptr, ptr]
+            fn.restype = ctypes.c_int64
+            return dll
+    log.warning("building %s failed: mining uses the (slower) torch operations", SOURCE.name)
+    return None
+
+
+def _build_and_load(compiler: str, flags: list[str]) -> ctypes.CDLL | None:
+    """The cached library for these flags, compiled first if missing; None if compiling or loading fails."""
+    tag = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(),
                                      platform.machine().encode(), _cpu_signature().encode()])).hexdigest()[:16]
     lib = _cache_dir() / f"token_stats-{tag}.so"
     if not lib.exists():
@@ -59,23 +74,18 @@ def _library() -> ctypes.CDLL | None:
             lib.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
                 out = Path(tmp) / lib.name
-                subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(out)], check=True, capture_output=True,
+                subprocess.run([compiler, *flags, str(SOURCE), "-o", str(out)], check=True, capture_output=True,
                                text=True, timeout=120)
                 os.replace(out, lib)  # atomic: a concurrent worker sees no library or a whole one
         except (OSError, subprocess.SubprocessError) as e:
-            detail = getattr(e, "stderr", None) or str(e)
-            log.warning("building %s failed (%s): mining uses the torch operations", SOURCE.name, detail.strip()[:300])
+            detail = (getattr(e, "stderr", None) or str(e)).strip()
+            log.info("compiling %s with %s failed: %s", SOURCE.name, " ".join(flags), detail[:300])
             return None
     try:
-        dll = ctypes.CDLL(str(lib))
+        return ctypes.CDLL(str(lib))
     except OSError as e:
-        log.warning("loading %s failed (%s): mining uses the torch operations", lib, e)
+        log.info("loading %s failed: %s", lib, e)
         return None
-    fn = dll.miner_token_stats
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    fn.argtypes = [i64, ptr, ptr, ptr, i64, i64, ptr, i64, i64, ctypes.c_int, ptr, ptr, ptr]
-    fn.restype = ctypes.c_int64
-    return dll
 
 
 def available() -> bool:
@@ -98,11 +108,6 @@ class TokenStats:
     """Every score is finite (so no activation was NaN or infinite, and the peaks are exact)."""
 
 
-@lru_cache(maxsize=4)
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="token-stats")
-
-
 def usable(tensors: list[torch.Tensor]) -> bool:
     """The kernel takes contiguous float32 CPU activations."""
     return available() and all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
@@ -115,8 +120,8 @@ def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, r
     columns offsets[l]..): the mean (or, with mean=False, the maximum) over each row's real tokens, and the
     packed (value, first position) of the maximum and the minimum (see `pack_payload`), as
     `BlockMiner.torch_scores` and `dense_peaks` give them for finite activations (peaks are meaningful only
-    when `TokenStats.finite`). Rows are split over `threads` (default: torch's intra-op threads); the tensors
-    are only read.
+    when `TokenStats.finite`). Rows are split over `threads` OpenMP threads (default: torch's intra-op
+    count); the tensors are only read.
 
     Example: one unit, one row [8, 2, 7, 7, 9] with real [0 1 1 1 0] -> score 16/3, top (7.0, 2), bottom
     (2.0, 1).
@@ -134,21 +139,12 @@ def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, r
     xs = (ctypes.c_void_p * n)(*[x.data_ptr() for x in tensors])
     widths = (ctypes.c_int64 * n)(*[x.shape[2] for x in tensors])
     offs = (ctypes.c_int64 * n)(*offsets[:n])
-    fn = lib.miner_token_stats
-
-    def rows(b0: int, b1: int) -> int:
-        return fn(n, xs, widths, offs, t, n_units, real_u8.data_ptr(), b0, b1, int(mean), scores.data_ptr(),
-                  top.data_ptr(), low.data_ptr() if low is not None else None)
-
-    parts = max(1, min(threads or torch.get_num_threads(), b))
-    cuts = [b * k // parts for k in range(parts + 1)]
-    if parts == 1:
-        codes = [rows(0, b)]
-    else:  # ctypes releases the GIL during the call: the row ranges run in parallel
-        codes = list(_pool(parts).map(rows, cuts[:-1], cuts[1:]))
-    if min(codes) < 0:
+    code = lib.miner_token_stats(n, xs, widths, offs, b, t, n_units, real_u8.data_ptr(), int(mean),
+                                 threads or torch.get_num_threads(), scores.data_ptr(), top.data_ptr(),
+                                 low.data_ptr() if low is not None else None)
+    if code < 0:
         raise MemoryError("token statistics: out of memory")
-    return TokenStats(scores, top, low, sum(codes) == 0)
+    return TokenStats(scores, top, low, code == 0)
 
 
 __all__ = ["TokenStats", "available", "token_stats", "usable"]

@@ -34,16 +34,16 @@ static inline v8f load8(const float *p) {
 static inline v8f blend(v8i m, v8f a, v8f b) { return (v8f)(((v8i)a & m) | ((v8i)b & ~m)); }
 static inline v8i blendi(v8i m, v8i a, v8i b) { return (a & m) | (b & ~m); }
 
-/* Rows b0..b1-1 of a batch of T tokens per row.
+/* Rows b0..b1-1 of a batch of T tokens per row (see miner_token_stats).
  * xs[l]: float32 [B, T, widths[l]] contiguous; its units are columns offsets[l].. of the [B, U] outputs.
  * real: uint8 [B, T] (1 = the token counts). mean: 1 for the mean over real tokens, 0 for the maximum.
  * score: float32 [B, U]; top, bottom: int64 [B, U] packed (value bits << 32 | position); bottom may be NULL.
  * NaN never wins a comparison here: callers use the peaks only when every score is finite, which is what the
  * return value tells: the number of scores that are NaN or infinite (a row without real tokens gets NaN
  * scores and zero payloads), or -1 when out of memory. */
-int64_t miner_token_stats(int64_t n_layers, const float *const *xs, const int64_t *widths, const int64_t *offsets,
-                      int64_t T, int64_t U, const uint8_t *real, int64_t b0, int64_t b1, int mean,
-                      float *score, int64_t *top, int64_t *bottom) {
+static int64_t rows_stats(int64_t n_layers, const float *const *xs, const int64_t *widths, const int64_t *offsets,
+                          int64_t T, int64_t U, const uint8_t *real, int64_t b0, int64_t b1, int mean,
+                          float *score, int64_t *top, int64_t *bottom) {
     int64_t wmax = 8;
     for (int64_t l = 0; l < n_layers; l++)
         if (widths[l] > wmax) wmax = widths[l];
@@ -133,4 +133,27 @@ int64_t miner_token_stats(int64_t n_layers, const float *const *xs, const int64_
     free(run);
     free(at);
     return nonfinite;
+}
+
+/* Every row of a batch of B rows, split over `threads` OpenMP threads. Built with -fopenmp, the library
+ * uses the libgomp that torch already loaded (same soname), so its team is torch's own intra-op threads,
+ * which are still spinning from the forward pass, rather than a second set competing with them.
+ * Returns the number of non-finite scores, or -1 when out of memory. */
+int64_t miner_token_stats(int64_t n_layers, const float *const *xs, const int64_t *widths, const int64_t *offsets,
+                          int64_t B, int64_t T, int64_t U, const uint8_t *real, int mean, int threads,
+                          float *score, int64_t *top, int64_t *bottom) {
+    int64_t total = 0;
+    int failed = 0;
+    if (threads < 1) threads = 1;
+    if (threads > B) threads = (int)(B > 0 ? B : 1);
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total) reduction(| : failed)
+    for (int part = 0; part < threads; part++) {
+        const int64_t b0 = B * part / threads, b1 = B * (part + 1) / threads;
+        const int64_t got = rows_stats(n_layers, xs, widths, offsets, T, U, real, b0, b1, mean, score, top, bottom);
+        if (got < 0)
+            failed = 1;
+        else
+            total += got;
+    }
+    return failed ? -1 : total;
 }
