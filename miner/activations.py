@@ -177,9 +177,11 @@ class BlockMiner:
         """float32 [B, U]: each unit's sentence score (mean, or max, over real tokens), as mining computes it:
         the compiled kernel where it runs (`native`), else `torch_scores`."""
         if self._native_for(tensors):
-            return native.token_stats(tensors, self.offsets, self.layout.n_units, real, self.aggregation == "mean",
-                                      False).scores
-        return self.torch_scores(tensors, real)
+            cells = native.token_stats(tensors, self.offsets, self.layout.n_units, real, self.aggregation == "mean",
+                                       False)
+            if cells.finite:
+                return cells.scores
+        return self.torch_scores(tensors, real)  # NaN or infinite activations: torch's semantics
 
     def _native_for(self, tensors: list[torch.Tensor]) -> bool:
         return self.use_native and native.usable(tensors)
@@ -254,13 +256,14 @@ class BlockMiner:
                 stats.real_tokens += batch.real_tokens
                 stats.attended_tokens += batch.attended_tokens
                 stats.computed_tokens += batch.input_ids.numel()
-                tokens = cell_peaks = None
+                tokens = cells = cell_peaks = None
                 if self._native_for(tensors):  # scores and both directions' peaks of every cell in one pass
                     cells = native.token_stats(tensors, self.offsets, n_units, batch.real, self.aggregation == "mean",
                                                len(self.directions) == 2)
-                    scores, finite = cells.scores, cells.finite
+                if cells is not None and cells.finite:
+                    scores, finite = cells.scores, True
                     cell_peaks = [cells.top, cells.bottom]
-                else:
+                else:  # torch operations (GPU, other dtypes, no compiler), or NaN/inf activations: torch semantics
                     tokens = RealTokens.of(batch.real, dev)
                     scores = self.torch_scores(tensors, tokens.real)
                     # the sum of the scores is finite only if every score is (else NaN/inf activations, or an
@@ -283,13 +286,12 @@ class BlockMiner:
                     continue
                 rows, cols, keys = sparse_candidates(signed, superset, ids_dev, queue.thresh)
                 split = int(torch.searchsorted(rows, n_units)) if len(self.directions) == 2 else rows.numel()
-                if cell_peaks is not None and finite:  # the kernel's peaks of the candidate cells
+                if cell_peaks is not None:  # the kernel's peaks of the candidate cells
                     payload = cell_peaks[0][cols[:split], rows[:split]]
                     if split < rows.numel():
                         payload = torch.cat([payload, cell_peaks[1][cols[split:], rows[split:] - n_units]])
                     queue.add(rows, keys, payload)
                     continue
-                tokens = tokens if tokens is not None else RealTokens.of(batch.real, dev)
                 payload = self.peaks(tensors, tokens, rows[:split], cols[:split], True, dense_ok=finite)
                 if split < rows.numel():
                     bottom = self.peaks(tensors, tokens, rows[split:] - n_units, cols[split:], False, restore=False,

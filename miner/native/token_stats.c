@@ -38,9 +38,9 @@ static inline v8i blendi(v8i m, v8i a, v8i b) { return (a & m) | (b & ~m); }
  * xs[l]: float32 [B, T, widths[l]] contiguous; its units are columns offsets[l].. of the [B, U] outputs.
  * real: uint8 [B, T] (1 = the token counts). mean: 1 for the mean over real tokens, 0 for the maximum.
  * score: float32 [B, U]; top, bottom: int64 [B, U] packed (value bits << 32 | position); bottom may be NULL.
- * NaN never wins a comparison here: callers use the peaks only when every score is finite, which is what the
- * return value tells: the number of scores that are NaN or infinite (a row without real tokens gets NaN
- * scores and zero payloads), or -1 when out of memory. */
+ * NaN never wins a comparison here: callers use these scores and peaks only when every activation is
+ * finite, which is what the return value tells: the number of cells whose sum (or score) is NaN or infinite
+ * (a row without real tokens gets NaN scores and zero payloads), or -1 when out of memory. */
 static int64_t rows_stats(int64_t n_layers, const float *const *xs, const int64_t *widths, const int64_t *offsets,
                           int64_t T, int64_t U, const uint8_t *real, int64_t b0, int64_t b1, int mean,
                           float *score, int64_t *top, int64_t *bottom) {
@@ -126,8 +126,10 @@ static int64_t rows_stats(int64_t n_layers, const float *const *xs, const int64_
                 s_out[u] = mean ? s / (float)n : hi;
                 t_out[u] = pack(hi, ih);
                 if (b_out) b_out[u] = pack(lo, il);
+                nonfinite += !__builtin_isfinite(s);
             }
-            for (int64_t u = 0; u < w; u++) nonfinite += !__builtin_isfinite(s_out[u]);
+            for (int64_t k = 0; k < full; k++) /* a NaN never wins a comparison, but it poisons the sum */
+                for (int j = 0; j < 8; j++) nonfinite += !__builtin_isfinite(sum[k][j]);
         }
     }
     free(run);

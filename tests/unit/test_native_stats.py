@@ -78,15 +78,17 @@ def test_scattered_real_tokens_long_rows_and_threads() -> None:
 def test_non_finite_activations_are_reported() -> None:
     """NaN or infinite activations, or a row without real tokens, make `finite` False (mining then takes the
     per-candidate torch peaks for that batch)."""
-    tensors, offsets, real = random_case(4, [9], b=4, t=8)
-    assert native.token_stats(tensors, offsets, 9, real, True, True).finite
+    tensors, offsets, real = random_case(4, [9, 16], b=4, t=8)
+    assert native.token_stats(tensors, offsets, 25, real, True, True).finite
     for bad in (float("nan"), float("inf"), float("-inf")):
-        x = tensors[0].clone()
-        x[1, int(real[1].nonzero()[0]), 2] = bad
-        assert not native.token_stats([x], offsets, 9, real, True, True).finite
+        for layer, unit in ((0, 8), (1, 11)):  # the tail unit of a 9-wide layer, one in the 8-wide vectors
+            xs = [x.clone() for x in tensors]
+            xs[layer][1, int(real[1].nonzero()[-1]), unit] = bad
+            for mean in (True, False):  # with max scores too (a NaN never wins a comparison)
+                assert not native.token_stats(xs, offsets, 25, real, mean, True).finite
     empty = real.clone()
     empty[2] = False
-    out = native.token_stats(tensors, offsets, 9, empty, True, True)
+    out = native.token_stats(tensors, offsets, 25, empty, True, True)
     assert not out.finite and bool(out.scores[2].isnan().all()) and bool((out.top[2] == 0).all())
 
 
@@ -108,4 +110,37 @@ def test_model_batches_scores_and_peaks(tmp_path: Path, arch: str) -> None:
         assert torch.allclose(got.scores, miner.torch_scores(tensors, batch.real), rtol=1e-5, atol=1e-6)
         assert torch.equal(got.top, brute_peaks(tensors, batch.real, True))
         assert torch.equal(got.bottom, brute_peaks(tensors, batch.real, False))
+    miner.close()
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_nan_activation_takes_torch_semantics(tmp_path: Path, use_native: bool) -> None:
+    """A NaN activation makes its batch fall back to the torch operations on either path: the sentence's mean
+    is NaN, its key sorts above every number (it enters the top queue) and its peak is torch.max's (the NaN
+    at its position)."""
+    from miner.topn import Candidates, decode_keys, unpack_payload
+
+    loaded = load_model(tiny_model(tmp_path / "bert", "bert"))
+    layout = unit_layout(loaded.config, ["hidden"], None)
+    miner = BlockMiner(loaded, layout, 2, batch_size=4, use_native=use_native)
+    forward, calls, where = miner.forward, [0], {}
+
+    def poisoned(batch):  # the second batch: a NaN at the last real token of its first sentence, unit 5
+        tensors = forward(batch)
+        calls[0] += 1
+        if calls[0] == 2:
+            pos = int(batch.real[0].nonzero()[-1])
+            tensors[0][0, pos, 5] = float("nan")
+            where.update(sentence=int(batch.ids[0]), pos=pos)
+        return tensors
+
+    miner.forward = poisoned
+    texts = SENTENCES + [s.upper() for s in SENTENCES]
+    top = Candidates.from_numpy(miner.mine_block(0, np.arange(len(texts)), texts, None).directions["top"]).sparse()
+    mask = top.units == 5
+    scores, ids = decode_keys(top.keys[mask])
+    i = ids.tolist().index(where["sentence"])
+    assert torch.isnan(scores[i])
+    value, pos = unpack_payload(top.payload[mask][i : i + 1])
+    assert torch.isnan(value[0]) and int(pos[0]) == where["pos"]
     miner.close()
