@@ -55,6 +55,8 @@ class BlockStats:
     computed_tokens: int = 0
     truncated: int = 0
     batches: int = 0
+    kernel_batches: int = 0
+    """Batches whose scores and peaks came from the compiled kernel (`miner.native`); the others from torch."""
     seconds: float = 0.0
     forward_seconds: float = 0.0
     tokenize_seconds: float = 0.0
@@ -261,6 +263,7 @@ class BlockMiner:
                     cells = native.token_stats(tensors, self.offsets, n_units, batch.real, self.aggregation == "mean",
                                                len(self.directions) == 2)
                 if cells is not None and cells.finite:
+                    stats.kernel_batches += 1
                     scores, finite = cells.scores, True
                     cell_peaks = [cells.top, cells.bottom]
                 else:  # torch operations (GPU, other dtypes, no compiler), or NaN/inf activations: torch semantics

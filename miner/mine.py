@@ -402,7 +402,8 @@ def _mine(job: JobSpec, run: RunFolder, fingerprint: str, corpus_dir: Path, corp
                     continue
                 gains = {d: state.queues[d].merge(Candidates.from_numpy(res.directions[d])) for d in directions}
                 s = res.stats
-                for k in ("sentences", "real_tokens", "attended_tokens", "computed_tokens", "truncated"):
+                for k in ("sentences", "real_tokens", "attended_tokens", "computed_tokens", "truncated", "batches",
+                          "kernel_batches"):
                     state.counters[k] = state.counters.get(k, 0) + getattr(s, k)
                 state.counters["forward_seconds"] += s.forward_seconds
                 state.counters["worker_seconds"] += s.seconds
@@ -467,6 +468,9 @@ def _stats(c: dict) -> dict:
             "attended_tokens": int(c["attended_tokens"]), "computed_tokens": int(computed),
             "truncated": int(c["truncated"]),
             "skipped_sentences": int(c.get("skipped_sentences", 0)),
+            "batches": int(c.get("batches", 0)),
+            # batches scored by the compiled kernel (miner.native); the rest by torch (scores agree to rounding)
+            "kernel_batches": int(c.get("kernel_batches", 0)),
             "padding_efficiency": round(c["attended_tokens"] / computed, 4) if computed else None,
             "scored_token_share": round(c["real_tokens"] / computed, 4) if computed else None}
 
