@@ -3,8 +3,8 @@
 The C source ships with the package and is compiled on first use with the machine's C compiler
 (`cc -O3 -march=native`) into a per-user cache (`$MINER_NATIVE_CACHE`, default ~/.cache/neuron-miner),
 one library per source, compiler and CPU, written atomically so concurrent Ray workers share it. Where no
-compiler is found, or the build fails, or `MINER_NATIVE=0`, `token_stats` is None and mining uses the
-torch operations (`BlockMiner.scores` / `dense_peaks`), which stay as the test oracle either way.
+compiler is found, or the build fails, or `MINER_NATIVE=0`, `available()` is False and mining uses the
+torch operations (`BlockMiner.torch_scores` / `dense_peaks`), which stay as the test oracle either way.
 """
 
 from __future__ import annotations
@@ -108,10 +108,13 @@ class TokenStats:
     """Every score is finite (so no activation was NaN or infinite, and the peaks are exact)."""
 
 
+def _takes(tensors: list[torch.Tensor]) -> bool:
+    return all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() for x in tensors)
+
+
 def usable(tensors: list[torch.Tensor]) -> bool:
-    """The kernel takes contiguous float32 CPU activations."""
-    return available() and all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
-                               for x in tensors)
+    """Whether the kernel is available and takes these activations (contiguous float32 on the CPU)."""
+    return available() and _takes(tensors)
 
 
 def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, real: torch.Tensor, mean: bool,
@@ -127,11 +130,12 @@ def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, r
     (2.0, 1).
     """
     lib = _library()
-    if lib is None or not all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
-                              for x in tensors):
+    if lib is None or not _takes(tensors):
         raise RuntimeError("the compiled token statistics are not available for these tensors")
     b, t = real.shape
-    real_u8 = real.to(torch.uint8).contiguous()
+    if any(x.dim() != 3 or tuple(x.shape[:2]) != (b, t) for x in tensors) or len(offsets) < len(tensors):
+        raise ValueError(f"activations must be [B, T, W] with B, T = {b}, {t}, one offset per tensor")
+    real_u8 = real.to("cpu", torch.uint8).contiguous()
     scores = torch.empty((b, n_units), dtype=torch.float32)
     top = torch.empty((b, n_units), dtype=torch.int64)
     low = torch.empty((b, n_units), dtype=torch.int64) if bottom else None
