@@ -66,22 +66,25 @@ def test_killed_actor_is_replaced_and_result_identical(tmp_path: Path, corpus: P
     ref = run_mining(*load_job(write_job(tmp_path / "r.yaml", name="r", output="r", **common)), executor="inline")
     job, base = load_job(write_job(tmp_path / "k.yaml", name="k", output="k", workers=2, **common))
     killed: list[int] = []
+    finished = threading.Event()
 
-    def kill_one() -> None:
-        deadline = time.time() + 60
-        while time.time() < deadline and not killed:
-            for st in (tmp_path / "k" / "checkpoint" / "state.json",):
-                if st.exists() and json.loads(st.read_text())["next_block"] >= 2:
-                    for pid in actor_pids():
-                        os.kill(pid, signal.SIGKILL)
-                        killed.append(pid)
-                        return
-            time.sleep(0.05)
+    def kill_one() -> None:  # polls until the run ends (a loaded machine can take minutes to start the actors)
+        st = tmp_path / "k" / "checkpoint" / "state.json"
+        while not finished.is_set() and not killed:
+            if st.exists() and json.loads(st.read_text())["next_block"] >= 2:
+                for pid in actor_pids():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                    return
+            time.sleep(0.02)
 
     t = threading.Thread(target=kill_one)
     t.start()
-    out = run_mining(job, base)
-    t.join()
+    try:
+        out = run_mining(job, base)
+    finally:
+        finished.set()
+        t.join()
     assert killed, "no actor was killed (run finished too fast?)"
     same_tables(Path(ref["run_dir"]), Path(out["run_dir"]))
 
