@@ -178,15 +178,18 @@ class BlockMiner:
     def scores(self, tensors: list[torch.Tensor], real: torch.Tensor) -> torch.Tensor:
         """float32 [B, U]: each unit's sentence score (mean, or max, over real tokens), as mining computes it:
         the compiled kernel where it runs (`native`), else `torch_scores`."""
-        if self._native_for(tensors):
-            cells = native.token_stats(tensors, self.offsets, self.layout.n_units, real, self.aggregation == "mean",
-                                       False)
-            if cells.finite:
-                return cells.scores
-        return self.torch_scores(tensors, real)  # NaN or infinite activations: torch's semantics
+        cells = self._kernel_cells(tensors, real, False)
+        return cells.scores if cells is not None else self.torch_scores(tensors, real)
 
-    def _native_for(self, tensors: list[torch.Tensor]) -> bool:
-        return self.use_native and native.usable(tensors)
+    def _kernel_cells(self, tensors: list[torch.Tensor], real: torch.Tensor, bottom: bool) -> native.TokenStats | None:
+        """Scores and peaks of every cell from the compiled kernel, or None where the torch operations run: the
+        kernel is off or does not take these tensors, or some activation is NaN or infinite (torch's semantics
+        then, for scores and peaks alike)."""
+        if not (self.use_native and native.takes(tensors)):
+            return None
+        cells = native.token_stats(tensors, self.offsets, self.layout.n_units, real, self.aggregation == "mean",
+                                   bottom)
+        return cells if cells.finite else None
 
     def torch_scores(self, tensors: list[torch.Tensor], real: torch.Tensor) -> torch.Tensor:
         """`scores` with torch operations (any device and dtype)."""
@@ -229,7 +232,9 @@ class BlockMiner:
         (sentence, unit) cells: candidates are the cells whose score reaches their row's threshold score
         (`candidate_superset`, `sparse_candidates`), and only they get keys, peak tokens (see `peaks`) and a
         place in the window; a batch where most cells qualify is handled densely (`candidate_slab`).
-        The top direction's peaks come first: a dense peak search overwrites non-real cells (after the scores).
+        On CPU the scores and both directions' peaks of every cell come from one compiled pass
+        (`miner.native`); with the torch operations, the top direction's peaks come first (a dense peak search
+        overwrites non-real cells, after the scores).
         """
         t0 = time.perf_counter()
         stats = BlockStats(sentences=len(texts))
@@ -258,14 +263,11 @@ class BlockMiner:
                 stats.real_tokens += batch.real_tokens
                 stats.attended_tokens += batch.attended_tokens
                 stats.computed_tokens += batch.input_ids.numel()
-                tokens = cells = cell_peaks = None
-                if self._native_for(tensors):  # scores and both directions' peaks of every cell in one pass
-                    cells = native.token_stats(tensors, self.offsets, n_units, batch.real, self.aggregation == "mean",
-                                               len(self.directions) == 2)
-                if cells is not None and cells.finite:
+                tokens = None
+                cells = self._kernel_cells(tensors, batch.real, len(self.directions) == 2)  # one pass, all cells
+                if cells is not None:
                     stats.kernel_batches += 1
                     scores, finite = cells.scores, True
-                    cell_peaks = [cells.top, cells.bottom]
                 else:  # torch operations (GPU, other dtypes, no compiler), or NaN/inf activations: torch semantics
                     tokens = RealTokens.of(batch.real, dev)
                     scores = self.torch_scores(tensors, tokens.real)
@@ -279,8 +281,8 @@ class BlockMiner:
                     continue
                 ids_dev = batch.ids.to(dev)
                 if finite and found >= self.dense_window_fraction * superset.numel():
-                    if cell_peaks is not None:
-                        payload = [p.T for p in cell_peaks[: len(self.directions)]]
+                    if cells is not None:
+                        payload = [p.T for p in (cells.top, cells.bottom) if p is not None]
                     else:
                         payload = [dense_peaks(tensors, self.offsets, n_units, tokens, True).T]
                         if len(self.directions) == 2:
@@ -289,10 +291,10 @@ class BlockMiner:
                     continue
                 rows, cols, keys = sparse_candidates(signed, superset, ids_dev, queue.thresh)
                 split = int(torch.searchsorted(rows, n_units)) if len(self.directions) == 2 else rows.numel()
-                if cell_peaks is not None:  # the kernel's peaks of the candidate cells
-                    payload = cell_peaks[0][cols[:split], rows[:split]]
+                if cells is not None:  # the kernel's peaks of the candidate cells
+                    payload = cells.top[cols[:split], rows[:split]]
                     if split < rows.numel():
-                        payload = torch.cat([payload, cell_peaks[1][cols[split:], rows[split:] - n_units]])
+                        payload = torch.cat([payload, cells.bottom[cols[split:], rows[split:] - n_units]])
                     queue.add(rows, keys, payload)
                     continue
                 payload = self.peaks(tensors, tokens, rows[:split], cols[:split], True, dense_ok=finite)

@@ -52,20 +52,23 @@ def _library() -> ctypes.CDLL | None:
     if compiler is None:
         log.warning("no C compiler found: mining uses the (slower) torch operations for scores and peaks")
         return None
+    errors: list[str] = []
     for flags in ([*FLAGS, *OPENMP], FLAGS):
-        dll = _build_and_load(compiler, flags)
+        dll = _build_and_load(compiler, flags, errors)
         if dll is not None:
             fn = dll.miner_token_stats
             i64, ptr = ctypes.c_int64, ctypes.c_void_p
             fn.argtypes = [i64, ptr, ptr, ptr, i64, i64, i64, ptr, ctypes.c_int, ctypes.c_int, ptr, ptr, ptr]
             fn.restype = ctypes.c_int64
             return dll
-    log.warning("building %s failed: mining uses the (slower) torch operations", SOURCE.name)
+    log.warning("building %s with %s failed (%s): mining uses the (slower) torch operations", SOURCE.name, compiler,
+                errors[-1])
     return None
 
 
-def _build_and_load(compiler: str, flags: list[str]) -> ctypes.CDLL | None:
-    """The cached library for these flags, compiled first if missing; None if compiling or loading fails."""
+def _build_and_load(compiler: str, flags: list[str], errors: list[str]) -> ctypes.CDLL | None:
+    """The cached library for these flags, compiled first if missing; None if compiling or loading fails (the
+    reason appended to `errors`)."""
     tag = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(),
                                      platform.machine().encode(), _cpu_signature().encode()])).hexdigest()[:16]
     lib = _cache_dir() / f"token_stats-{tag}.so"
@@ -78,13 +81,16 @@ def _build_and_load(compiler: str, flags: list[str]) -> ctypes.CDLL | None:
                                text=True, timeout=120)
                 os.replace(out, lib)  # atomic: a concurrent worker sees no library or a whole one
         except (OSError, subprocess.SubprocessError) as e:
-            detail = (getattr(e, "stderr", None) or str(e)).strip()
-            log.info("compiling %s with %s failed: %s", SOURCE.name, " ".join(flags), detail[:300])
+            if isinstance(e, subprocess.CalledProcessError):
+                detail = (e.stderr or "").strip() or f"exit status {e.returncode}"
+            else:
+                detail = str(e)
+            errors.append(detail.splitlines()[-1][:300])
             return None
     try:
         return ctypes.CDLL(str(lib))
     except OSError as e:
-        log.info("loading %s failed: %s", lib, e)
+        errors.append(f"loading {lib}: {e}")
         return None
 
 
@@ -108,13 +114,9 @@ class TokenStats:
     """Every score is finite (so no activation was NaN or infinite, and the peaks are exact)."""
 
 
-def _takes(tensors: list[torch.Tensor]) -> bool:
+def takes(tensors: list[torch.Tensor]) -> bool:
+    """Whether the kernel takes these activations: contiguous float32 on the CPU."""
     return all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() for x in tensors)
-
-
-def usable(tensors: list[torch.Tensor]) -> bool:
-    """Whether the kernel is available and takes these activations (contiguous float32 on the CPU)."""
-    return available() and _takes(tensors)
 
 
 def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, real: torch.Tensor, mean: bool,
@@ -130,7 +132,7 @@ def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, r
     (2.0, 1).
     """
     lib = _library()
-    if lib is None or not _takes(tensors):
+    if lib is None or not takes(tensors):
         raise RuntimeError("the compiled token statistics are not available for these tensors")
     b, t = real.shape
     if any(x.dim() != 3 or tuple(x.shape[:2]) != (b, t) for x in tensors) or len(offsets) < len(tensors):
@@ -151,4 +153,4 @@ def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, r
     return TokenStats(scores, top, low, code == 0)
 
 
-__all__ = ["TokenStats", "available", "token_stats", "usable"]
+__all__ = ["TokenStats", "available", "takes", "token_stats"]

@@ -196,7 +196,7 @@ def test_candidates_equal_the_key_comparison() -> None:
                              torch.randint(0, 1000, (12,), generator=g))
         thresh[trial % 12] = SENTINEL
         if trial == 0:
-            thresh[:] = SENTINEL  # empty queues: every cell, keys built for the whole batch at once
+            thresh[:] = SENTINEL  # empty queues: every cell is a candidate
         if trial % 3 == 1:  # NaN thresholds: positive ones admit no number, negated ones every number
             nan = torch.tensor([float("nan"), -float("nan")])
             thresh[(trial + 1) % 12], thresh[(trial + 7) % 12] = encode_keys(nan, torch.tensor([5, 6]))
