@@ -197,7 +197,7 @@ class _Assembler:
 def _file_documents(path: Path, opts: PrepareOptions, dropped: Counter[str]) -> Iterator[tuple[str, str, dict, str]]:
     """Yield (source, domain, metadata, text) for every document of one input, in file order."""
     doc: Document
-    for doc in read_documents(path, opts):
+    for doc in read_documents(path, opts, dropped):
         if len(doc.text) > opts.max_document_chars:
             if opts.skip_long_documents:
                 dropped["long_document"] += 1

@@ -2,17 +2,25 @@
 
 Every reader yields `Document`s one at a time, so memory does not grow with the input's size.
 Errors name the file (and line or column) in one line.
+
+Text inputs are decoded with `PrepareOptions.encoding`, except that a byte order mark decides when the encoding is
+UTF-8 (the default): a UTF-8 mark is stripped, a UTF-16/UTF-32 mark switches to that encoding (logged). A mark that
+contradicts an explicit other encoding is an error. Records (JSONL, CSV/TSV, Parquet) whose text is null, empty or
+blank are skipped and counted as `empty_text`; a text value that is not a string is an error.
 """
 
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import gzip
 import io
 import json
+import logging
 import lzma
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +32,25 @@ import pyarrow.parquet as pq
 from miner.errors import InputError
 from miner.schema import PrepareOptions
 
+log = logging.getLogger(__name__)
+
+EMPTY_TEXT = "empty_text"
+"""Key in the corpus manifest's `dropped` counts: records skipped because their text is null, empty or blank."""
+
 _COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _MAGIC = {b"\x1f\x8b": ".gz", b"BZh": ".bz2", b"\xfd7zXZ": ".xz"}
 _FORMATS = {".txt": "txt", ".text": "txt", ".md": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl",
             ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+# (mark, codec that decodes what follows it, name in messages); UTF-32 LE first: its mark starts like UTF-16 LE's
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le", "UTF-32 LE"),
+    (codecs.BOM_UTF32_BE, "utf-32-be", "UTF-32 BE"),
+    (codecs.BOM_UTF8, "utf-8", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16 LE"),
+    (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16 BE"),
+)
+_WIDE = {"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"}
+"""Encodings (codecs' canonical names) whose text holds NUL bytes, so the binary-file check does not apply."""
 
 
 @dataclass(slots=True)
@@ -72,8 +95,59 @@ def _open_binary(path: Path, compression: str | None) -> IO[bytes]:
     return _COMPRESSIONS[compression](path, "rb")  # type: ignore[operator]
 
 
+def _family(codec: str) -> str:
+    """'utf-16-le' -> 'utf-16'; 'utf-8-sig' -> 'utf-8'; other names unchanged."""
+    return codec.removesuffix("-le").removesuffix("-be").removesuffix("-sig")
+
+
+def _choose_encoding(path: Path, head: bytes, requested: str) -> tuple[str, int]:
+    """Return (codec to decode with, number of byte order mark bytes to skip) for a file starting with `head`.
+
+    Examples: (b"\\xff\\xfeH\\x00", "utf-8") -> ("utf-16-le", 2) (logged); (b"Hi", "utf-8") -> ("utf-8", 0);
+    (b"\\xef\\xbb\\xbfHi", "utf-8") -> ("utf-8", 3); (b"\\xff\\xfeH\\x00", "latin-1") -> InputError.
+    """
+    try:
+        name = codecs.lookup(requested).name
+    except LookupError:
+        raise InputError(f"{path}: unknown encoding '{requested}' (--encoding)") from None
+    found = next((b for b in _BOMS if head.startswith(b[0])), None)
+    if found is None:
+        return name, 0
+    mark, codec, label = found
+    if _family(name) == "utf-8":
+        if codec != "utf-8":
+            log.info("%s: starts with a %s byte order mark; reading it as %s", path, label, label)
+        return codec, len(mark)
+    if name in (codec, _family(codec)):
+        return codec, len(mark)
+    if codec == "utf-8" and name not in _WIDE:
+        return name, 0  # e.g. --encoding latin-1: the three bytes are valid text in it, as the user asked
+    raise InputError(
+        f"{path}: starts with a {label} byte order mark, but --encoding is {requested};"
+        f" pass --encoding {_family(codec)} (or leave --encoding out)"
+    )
+
+
+def _utf16_without_bom(head: bytes) -> str | None:
+    """'utf-16-le' / 'utf-16-be' when NUL-bearing bytes look like mostly-ASCII UTF-16 text, else None.
+
+    Example: "Hello".encode("utf-16-le") -> "utf-16-le"; b"\\x00\\x01\\x02binary\\x00" * 100 -> None.
+    """
+    n = len(head) // 2
+    if n < 4:
+        return None
+    even, odd = head[0 : 2 * n : 2], head[1 : 2 * n : 2]
+    for codec, low, high in (("utf-16-le", even, odd), ("utf-16-be", odd, even)):
+        if high.count(0) >= 0.5 * n and low.count(0) <= 0.02 * n:
+            return codec
+    return None
+
+
 def _open_text(path: Path, compression: str | None, opts: PrepareOptions) -> IO[str]:
-    """Open as text; refuse binary content (NUL bytes in the first 8 KiB) with a clear error."""
+    """Open as text in the chosen encoding (see the module docstring) without any byte order mark.
+
+    Refuses binary content (NUL bytes in the first 8 KiB, unless the encoding is UTF-16/UTF-32) with a clear error.
+    """
     raw = _open_binary(path, compression)
     try:
         buffered = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw  # type: ignore[arg-type]
@@ -81,10 +155,31 @@ def _open_text(path: Path, compression: str | None, opts: PrepareOptions) -> IO[
     except (OSError, EOFError, lzma.LZMAError) as exc:
         raw.close()
         raise InputError(f"{path}: cannot read ({compression or 'uncompressed'}): {exc}") from None
-    if b"\x00" in head:
+    try:
+        encoding, skip = _choose_encoding(path, head, opts.encoding)
+    except InputError:
         raw.close()
+        raise
+    if encoding not in _WIDE and b"\x00" in head:
+        raw.close()
+        guess = _utf16_without_bom(head) if _family(encoding) == "utf-8" else None
+        if guess is not None:
+            raise InputError(
+                f"{path}: looks like {guess.upper().replace('-LE', ' LE').replace('-BE', ' BE')} text without a"
+                f" byte order mark (NUL bytes); pass --encoding {guess}"
+            )
         raise InputError(f"{path}: looks like a binary file (NUL bytes), not text")
-    return io.TextIOWrapper(buffered, encoding=opts.encoding, errors=opts.encoding_errors, newline="")
+    buffered.read(skip)
+    return io.TextIOWrapper(buffered, encoding=encoding, errors=opts.encoding_errors, newline="")
+
+
+def _decode_problem(exc: UnicodeDecodeError) -> str:
+    """The message for undecodable bytes; latin-1 is suggested only where it can help (a UTF-8 reading).
+
+    Example: utf-8 -> "invalid utf-8 bytes (invalid start byte); pass --encoding-errors replace or --encoding latin-1"
+    """
+    hint = " or --encoding latin-1" if _family(exc.encoding.lower().replace("_", "-")) in ("utf-8", "utf8") else ""
+    return f"invalid {exc.encoding} bytes ({exc.reason}); pass --encoding-errors replace{hint}"
 
 
 def _lines(path: Path, stream: IO[str]) -> Iterator[tuple[int, str]]:
@@ -94,12 +189,44 @@ def _lines(path: Path, stream: IO[str]) -> Iterator[tuple[int, str]]:
         for lineno, line in enumerate(stream, start=1):
             yield lineno, line.rstrip("\r\n")
     except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{path}:{lineno + 1}: invalid {exc.encoding} bytes ({exc.reason});"
-            " pass --encoding-errors replace or --encoding latin-1"
-        ) from None
+        raise InputError(f"{path}:{lineno + 1}: {_decode_problem(exc)}") from None
     except (OSError, EOFError, lzma.LZMAError) as exc:
         raise InputError(f"{path}:{lineno + 1}: cannot read: {exc}") from None
+
+
+def _json_kind(value: object) -> str:
+    """How a JSON value is named in messages. Example: [1] -> 'a list'; {} -> 'an object'; 2.5 -> 'a number'."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+class _EmptyCounter:
+    """Counts one file's records without text into the shared counts and logs the file's total when it ends."""
+
+    def __init__(self, path: Path, counts: Counter[str] | None) -> None:
+        self.path = path
+        self.counts = counts
+        self.n = 0
+
+    def empty(self, text: str | None) -> bool:
+        """True (and counted) when a record's text is None, empty or only whitespace."""
+        if text is not None and text.strip():
+            return False
+        self.n += 1
+        if self.counts is not None:
+            self.counts[EMPTY_TEXT] += 1
+        return True
+
+    def done(self) -> None:
+        if self.n:
+            log.info("%s: skipped %d record(s) with null, empty or blank text", self.path, self.n)
 
 
 def _meta_value(value: object) -> str | None:
@@ -134,8 +261,15 @@ def read_txt(path: Path, compression: str | None, opts: PrepareOptions) -> Itera
             yield Document(" ".join(buf), {}, f"{path}:{start}")
 
 
-def read_jsonl(path: Path, compression: str | None, opts: PrepareOptions) -> Iterator[Document]:
-    """JSON Lines: one object per line; `text_column` holds the text, other keys are metadata."""
+def read_jsonl(
+    path: Path, compression: str | None, opts: PrepareOptions, counts: Counter[str] | None = None
+) -> Iterator[Document]:
+    """JSON Lines: one object per line; `text_column` holds the text, other keys are metadata.
+
+    A null or blank text skips the record (counted as `empty_text` in `counts`); any other non-string text
+    (list, object, number, boolean) is an error naming the file and line.
+    """
+    empty = _EmptyCounter(path, counts)
     with _open_text(path, compression, opts) as stream:
         for lineno, line in _lines(path, stream):
             if not line.strip():
@@ -147,15 +281,26 @@ def read_jsonl(path: Path, compression: str | None, opts: PrepareOptions) -> Ite
             if not isinstance(record, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             if opts.text_column not in record:
-                raise InputError(f"{path}:{lineno}: no text column '{opts.text_column}' (keys: {', '.join(sorted(record))[:200]})")
+                keys = ", ".join(sorted(record))[:200]
+                raise InputError(f"{path}:{lineno}: no text column '{opts.text_column}' (keys: {keys})")
             text = record.pop(opts.text_column)
-            if text is None:
+            if text is not None and not isinstance(text, str):
+                raise InputError(f"{path}:{lineno}: field '{opts.text_column}' is {_json_kind(text)}, not a string")
+            if empty.empty(text):
                 continue
-            yield Document(str(text), {k: _meta_value(v) for k, v in record.items()}, f"{path}:{lineno}")
+            yield Document(text, {k: _meta_value(v) for k, v in record.items()}, f"{path}:{lineno}")
+    empty.done()
 
 
-def read_csv(path: Path, compression: str | None, opts: PrepareOptions, delimiter: str = ",") -> Iterator[Document]:
-    """CSV/TSV with a header row; `text_column` holds the text, other columns are metadata."""
+def read_csv(
+    path: Path, compression: str | None, opts: PrepareOptions, delimiter: str = ",", counts: Counter[str] | None = None
+) -> Iterator[Document]:
+    """CSV/TSV with a header row; `text_column` holds the text, other columns are metadata.
+
+    A row whose text field is empty, blank or absent (CSV cannot tell empty from null) is skipped and counted as
+    `empty_text` in `counts`.
+    """
+    empty = _EmptyCounter(path, counts)
     csv.field_size_limit(sys.maxsize)
     with _open_text(path, compression, opts) as stream:
         reader = csv.reader(stream, delimiter=delimiter)
@@ -171,19 +316,32 @@ def read_csv(path: Path, compression: str | None, opts: PrepareOptions, delimite
                 if not row:
                     continue
                 text = row[col] if col < len(row) else ""
+                if empty.empty(text):
+                    continue
                 meta = {name: (row[i] if i < len(row) and row[i] != "" else None) for i, name in others}
                 yield Document(text, meta, f"{path}:{reader.line_num}")
         except UnicodeDecodeError as exc:
-            raise InputError(
-                f"{path}:{reader.line_num + 1}: invalid {exc.encoding} bytes ({exc.reason});"
-                " pass --encoding-errors replace or --encoding latin-1"
-            ) from None
+            raise InputError(f"{path}:{reader.line_num + 1}: {_decode_problem(exc)}") from None
         except csv.Error as exc:
             raise InputError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from None
+    empty.done()
 
 
-def read_parquet(path: Path, opts: PrepareOptions) -> Iterator[Document]:
-    """Parquet: `text_column` holds the text, other columns are metadata; read in row batches."""
+def _is_text_type(dtype: pa.DataType) -> bool:
+    """True for Arrow types whose values are str or None: (large) string, string view, null, dictionary of those."""
+    if pa.types.is_dictionary(dtype):
+        dtype = dtype.value_type
+    return (pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype)
+            or pa.types.is_null(dtype))
+
+
+def read_parquet(path: Path, opts: PrepareOptions, counts: Counter[str] | None = None) -> Iterator[Document]:
+    """Parquet: `text_column` holds the text, other columns are metadata; read in row batches.
+
+    The text column must be a string column (else an error naming file and column); null or blank values skip
+    the row (counted as `empty_text` in `counts`).
+    """
+    empty = _EmptyCounter(path, counts)
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
@@ -191,6 +349,9 @@ def read_parquet(path: Path, opts: PrepareOptions) -> Iterator[Document]:
     names = pf.schema_arrow.names
     if opts.text_column not in names:
         raise InputError(f"{path}: no text column '{opts.text_column}' (columns: {', '.join(names)[:200]})")
+    dtype = pf.schema_arrow.field(names.index(opts.text_column)).type
+    if not _is_text_type(dtype):
+        raise InputError(f"{path}: column '{opts.text_column}' is {dtype}, not a string column")
     row = 0
     try:
         for batch in pf.iter_batches(batch_size=4096):
@@ -198,15 +359,19 @@ def read_parquet(path: Path, opts: PrepareOptions) -> Iterator[Document]:
             texts = cols.pop(opts.text_column)
             for i, text in enumerate(texts):
                 row += 1
-                if text is None:
+                if empty.empty(text):
                     continue
-                yield Document(str(text), {k: _meta_value(v[i]) for k, v in cols.items()}, f"{path}:row {row}")
+                yield Document(text, {k: _meta_value(v[i]) for k, v in cols.items()}, f"{path}:row {row}")
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"{path}: corrupt Parquet near row {row} ({exc})") from None
+    empty.done()
 
 
-def read_documents(path: Path, opts: PrepareOptions) -> Iterator[Document]:
-    """Yield the documents of one input file in file order."""
+def read_documents(path: Path, opts: PrepareOptions, counts: Counter[str] | None = None) -> Iterator[Document]:
+    """Yield the documents of one input file in file order.
+
+    Records skipped for lack of text (null, empty or blank) are added to `counts` under EMPTY_TEXT.
+    """
     if not path.exists():
         raise InputError(f"{path}: no such file")
     if not path.is_file():
@@ -215,10 +380,10 @@ def read_documents(path: Path, opts: PrepareOptions) -> Iterator[Document]:
     if fmt == "txt":
         yield from read_txt(path, compression, opts)
     elif fmt == "jsonl":
-        yield from read_jsonl(path, compression, opts)
+        yield from read_jsonl(path, compression, opts, counts)
     elif fmt in ("csv", "tsv"):
-        yield from read_csv(path, compression, opts, "\t" if fmt == "tsv" else ",")
+        yield from read_csv(path, compression, opts, "\t" if fmt == "tsv" else ",", counts)
     elif fmt == "parquet":
-        yield from read_parquet(path, opts)
+        yield from read_parquet(path, opts, counts)
     else:  # pragma: no cover - Literal guards this
         raise InputError(f"{path}: unsupported format {fmt}")

@@ -96,7 +96,12 @@ class CorpusManifest(BaseModel):
     labels: dict[str, dict[str, int]] = Field(
         description="Per metadata column with at most 50 distinct values: sentences per value."
     )
-    dropped: dict[str, int] = Field(description="Sentences or documents dropped, by reason.")
+    dropped: dict[str, int] = Field(
+        description="Sentences or documents dropped, by reason; a reason that never occurred is absent (read it as 0, "
+        "so older corpora stay valid). Sentences: too_short (< min_tokens), too_long (> max_sentence_chars), duplicate "
+        "(dedup), over_max_sentences, over_domain_cap. Documents: long_document (skip_long_documents), empty_text "
+        "(JSONL/CSV/TSV/Parquet records whose text is null, empty or blank; an empty CSV/TSV field counts here)."
+    )
     code_version: str = Field(description="neuron-miner version that wrote the corpus.")
     created: str = Field(description="UTC time the corpus was completed (ISO 8601).")
     seconds: float = Field(description="Wall time of preparation.")
