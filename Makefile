@@ -27,10 +27,10 @@ demo: corpus
 	$(BIN)/miner corpus info $(DEMO_CORPUS)
 	$(BIN)/miner run $(DEMO_JOB)
 	$(BIN)/miner run $(DEMO_RANDOM_JOB)
-	$(BIN)/miner compare runs/demo runs/demo-random --out runs/compare
-	$(BIN)/miner report runs/demo --model --unit 6:101 --out runs/demo/reports
+	$(BIN)/miner compare runs/demo runs/demo-random --out reports/compare --force
+	$(BIN)/miner report runs/demo --model --unit 6:101 --out reports/demo --force
 	@echo
-	@echo "Model overview: $(CURDIR)/runs/demo/reports/model.html   (pre-trained vs random-init: runs/compare/comparison.json)"
+	@echo "Model overview: $(CURDIR)/reports/demo/model.html   (pre-trained vs random-init: reports/compare/comparison.json)"
 	@echo "Try:  $(BIN)/miner sql runs/demo \"SELECT value AS domain, count(*) AS units FROM unit_metadata WHERE field = 'domain' AND direction = 'top' AND share >= 0.5 GROUP BY 1 ORDER BY 2 DESC\""
 
 # Headless Chromium for the report rendering tests (Debian's package; the tests skip without it).

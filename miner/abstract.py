@@ -12,7 +12,6 @@ copy of the per-sentence features); results are identical to the in-process path
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -20,11 +19,19 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from miner.annotate import Annotation, annotate_run, background_ids, read_corpus_rows, run_corpus, signature_inputs
-from miner.annotate import load_tagger, tokens_table, write_annotation
-from miner.catalog import build_catalog, catalog_path
+from miner.annotate import (
+    Annotation,
+    annotate_run,
+    background_ids,
+    load_tagger,
+    read_corpus_rows,
+    run_corpus,
+    signature_inputs,
+    tokens_table,
+    write_annotation,
+)
+from miner.catalog import build_catalog, catalog_path, check_run_tables, read_manifest_json, read_run_table
 from miner.mine import RunFolder
 from miner.schema import AnnotateOptions, SignatureOptions, VectorOptions
 from miner.signatures import sentence_features, unit_signatures
@@ -50,7 +57,7 @@ def annotate_parallel(run_dir: Path, options: AnnotateOptions, ray_module: objec
     bg_ids = background_ids(corpus, options.background_size, options.background_seed,
                             manifest.get("stats", {}).get("sentences"))
     background = read_corpus_rows(corpus_dir, corpus, bg_ids)
-    queue = pq.read_table(run_dir / "sentences.parquet", columns=["sentence_id", "text"])
+    queue = read_run_table(run_dir, "sentences", columns=["sentence_id", "text"])
     extra = background.filter(pc.invert(pc.is_in(background["sentence_id"], value_set=queue["sentence_id"])))
     todo = pa.concat_tables([queue, extra.select(["sentence_id", "text"])]).sort_by("sentence_id")
     started = time.monotonic()
@@ -73,6 +80,7 @@ def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatu
     vectors = vectors or VectorOptions()
     run_dir = Path(run_dir).resolve()
     run_corpus(run_dir)  # clear error before any work if mining output is missing or incomplete
+    check_run_tables(run_dir, rewritten=STEP2_TABLES)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     ray_module = None
@@ -134,7 +142,7 @@ def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatu
         "catalog": str(catalog_path(run_dir)), "executor": executor, "parts": parts or 1,
     }
     manifest_path = run_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest_json(run_dir)
     manifest["step2"] = summary
     RunFolder.write_json(manifest_path, manifest)
     build_catalog(run_dir)
@@ -148,7 +156,7 @@ def step2_done(run_dir: Path) -> bool:
     manifest = run_dir / "manifest.json"
     if not manifest.exists():
         return False
-    done = json.loads(manifest.read_text()).get("step2", {}).get("status") == "complete"
+    done = read_manifest_json(run_dir).get("step2", {}).get("status") == "complete"
     return done and all((run_dir / f"{t}.parquet").exists() for t in STEP2_TABLES)
 
 

@@ -32,14 +32,21 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy.optimize import linear_sum_assignment
 
-from miner.catalog import build_catalog, read_run_manifest
+from miner.catalog import (
+    ANALYSIS_TABLES,
+    build_catalog,
+    check_run_tables,
+    read_manifest_json,
+    read_run_manifest,
+    read_run_table,
+    run_table_rows,
+)
 from miner.errors import ConfigError, InputError, MinerError
 from miner.schema import AnalysisOptions
 
 log = logging.getLogger(__name__)
 
 Direction = Literal["top", "bottom"]
-ANALYSIS_TABLES = ("unit_clusters", "unit_map", "layer_rankings", "layer_distribution")
 SENTIMENT_METRICS = ("sentiment_std", "sentiment_mean")
 
 
@@ -223,7 +230,7 @@ def _lookup(units: pa.Table, column: str) -> np.ndarray:
 
 def read_unit_vectors(run_dir: Path, direction: str) -> tuple[np.ndarray, np.ndarray]:
     """(unit_ids [n], vectors [n, dim] float32) of one direction; units without a finite vector are left out."""
-    table = pq.read_table(Path(run_dir) / "unit_vectors.parquet", filters=[("direction", "=", direction)])
+    table = read_run_table(Path(run_dir), "unit_vectors", filters=[("direction", "=", direction)])
     table = table.filter(pc.is_valid(table["vector"]))
     if table.num_rows == 0:
         return np.zeros(0, np.int32), np.zeros((0, 0), np.float32)
@@ -311,9 +318,10 @@ def run_analysis(run_dir: Path, options: AnalysisOptions | None = None) -> dict:
     options = options or AnalysisOptions()
     run_dir = Path(run_dir).resolve()
     _require_step2(run_dir)
+    check_run_tables(run_dir, rewritten=ANALYSIS_TABLES)
     t0 = time.monotonic()
     seconds: dict[str, float] = {}
-    units = pq.read_table(run_dir / "units.parquet")
+    units = read_run_table(run_dir, "units")
 
     t = time.monotonic()
     clusters, clustering = clustering_tables(run_dir, units, options)
@@ -322,7 +330,7 @@ def run_analysis(run_dir: Path, options: AnalysisOptions | None = None) -> dict:
     umap = unit_map_table(run_dir, units, options)
     seconds["tsne"] = time.monotonic() - t
     t = time.monotonic()
-    stats = pq.read_table(run_dir / "unit_stats.parquet")
+    stats = read_run_table(run_dir, "unit_stats")
     rankings = layer_rankings(stats, units, options.metrics, options.directions, options.min_sentiment_n)
     distribution = layer_distribution(rankings)
     seconds["rankings"] = time.monotonic() - t
@@ -345,7 +353,7 @@ def run_analysis(run_dir: Path, options: AnalysisOptions | None = None) -> dict:
         "seconds": {k: round(v, 3) for k, v in seconds.items()}, "options": options.model_dump(mode="json"),
     }
     manifest_path = run_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest_json(run_dir)
     manifest["analysis"] = summary
     write_json(manifest_path, manifest)
     build_catalog(run_dir)
@@ -387,7 +395,7 @@ def convergence_curves(run_dir: Path) -> dict[str, dict[str, list]]:
     path = Path(run_dir) / "convergence.parquet"
     if not path.exists():
         return {}
-    table = pq.read_table(path, filters=[("site", "=", "all")])
+    table = read_run_table(run_dir, "convergence", filters=[("site", "=", "all")])
     table = table.sort_by([("direction", "descending"), ("block", "ascending")])
     out: dict[str, dict[str, list]] = {}
     for row in table.select(["direction", "sentences_seen", "update_rate"]).to_pylist():
@@ -417,13 +425,13 @@ def run_overview(run_dir: Path, options: AnalysisOptions | None = None) -> tuple
     run_dir = Path(run_dir).resolve()
     manifest = _require_step2(run_dir)
     stored = manifest.get("analysis", {})
-    units = pq.read_table(run_dir / "units.parquet")
+    units = read_run_table(run_dir, "units")
     if stored.get("status") == "complete" and (run_dir / "layer_distribution.parquet").exists():
         clustering = stored["clustering"]
-        distribution = pq.read_table(run_dir / "layer_distribution.parquet")
+        distribution = read_run_table(run_dir, "layer_distribution")
     else:
         _, clustering = clustering_tables(run_dir, units, options)
-        stats = pq.read_table(run_dir / "unit_stats.parquet")
+        stats = read_run_table(run_dir, "unit_stats")
         distribution = layer_distribution(layer_rankings(stats, units, options.metrics, options.directions,
                                                          options.min_sentiment_n))
     job, model = manifest.get("job", {}), manifest.get("model", {})
@@ -463,14 +471,21 @@ def compare_runs(run_dirs: list[Path], options: AnalysisOptions | None = None) -
             "convergence": {label: convergence_curves(d) for label, d in zip(labels, run_dirs)}}
 
 
-def write_comparison(run_dirs: list[Path], out_dir: Path, options: AnalysisOptions | None = None) -> dict:
+def write_comparison(run_dirs: list[Path], out_dir: Path, options: AnalysisOptions | None = None,
+                     force: bool = False) -> dict:
     """compare_runs, written to OUT/comparison.json with SVGs (convergence, grouped layer box plots per
-    metric and direction); returns the comparison with a "files" list added."""
+    metric and direction); returns the comparison with a "files" list added.
+
+    OUT may not lie in a run or corpus folder; a folder that already holds a comparison is replaced only with
+    `force`.
+    """
     from miner import plots
+    from miner.outputs import check_output_folder
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out_dir, ["comparison.json", "convergence.svg"], force)
     comparison = compare_runs(run_dirs, options)
+    out_dir.mkdir(parents=True, exist_ok=True)
     files = [plots.plot_convergence(comparison["convergence"], out_dir / "convergence.svg")]
     distributions = {r["label"]: run_overview(Path(r["run_dir"]), options)[1] for r in comparison["runs"]}
     for metric, direction in sorted({(r["metric"], r["direction"]) for r in comparison["layers"]}):
@@ -651,13 +666,13 @@ def concept_search(run_dir: Path, words: list[str] | None = None, predicate_sql:
     concept = concept_sentences(run_dir, words, predicate_sql, match)
     if not len(concept):
         raise MinerError("concept: no sentence of the run matches it")
-    units = pq.read_table(run_dir / "units.parquet").sort_by("unit_id")
+    units = read_run_table(run_dir, "units").sort_by("unit_id")
     n_units = int(units["unit_id"].to_numpy().max()) + 1
-    queues = pq.read_table(run_dir / "top_sentences.parquet", columns=["unit_id", "sentence_id"],
+    queues = read_run_table(run_dir, "top_sentences", columns=["unit_id", "sentence_id"],
                            filters=[("direction", "=", direction)])
     scores = concept_scores(queues["unit_id"].to_numpy(), queues["sentence_id"].to_numpy(), concept, n_units)
     ids = units["unit_id"].to_numpy()
-    n_sentences = pq.ParquetFile(run_dir / "sentences.parquet").metadata.num_rows
+    n_sentences = run_table_rows(run_dir, "sentences")
     base = len(concept) / max(n_sentences, 1)
     order = np.lexsort((ids, -scores["precision"][ids], -scores["iou"][ids]))
     order = order[scores["queue_size"][ids][order] > 0]

@@ -11,7 +11,6 @@ whitespace tokens skipped, matching the corpus' ``n_tokens``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -26,7 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from miner import atomic
-from miner.errors import ConfigError, InputError
+from miner.catalog import read_manifest_json, read_run_table
+from miner.errors import ConfigError, InputError, first_line
 from miner.prepare import load_corpus
 from miner.schema import AnnotateOptions, CorpusManifest
 
@@ -138,7 +138,8 @@ def read_corpus_rows(corpus_dir: Path, corpus: CorpusManifest, ids: np.ndarray) 
         try:
             table = pq.read_table(corpus_dir / shard.file)
         except (pa.ArrowException, OSError) as exc:
-            raise InputError(f"{corpus_dir / shard.file}: corrupt or unreadable shard ({exc})") from None
+            raise InputError(f"{corpus_dir / shard.file}: corrupt or unreadable shard ({first_line(exc)}); restore "
+                             "the corpus (the same inputs and options prepare the same shards)") from None
         parts.append(table.take(pa.array(ids[lo:hi] - shard.first_id)))
     if not parts:
         return pa.table({"sentence_id": pa.array([], pa.int64()), "text": pa.array([], pa.string())})
@@ -164,7 +165,7 @@ def run_corpus(run_dir: Path) -> tuple[dict, Path, CorpusManifest]:
     path = run_dir / "manifest.json"
     if not path.exists() or not (run_dir / "top_sentences.parquet").exists():
         raise InputError(f"{run_dir}: no mining output (manifest.json, top_sentences.parquet); run `miner mine` first")
-    manifest = json.loads(path.read_text())
+    manifest = read_manifest_json(run_dir)
     if manifest.get("status") != "complete":
         raise InputError(f"{run_dir}: mining is not complete (status: {manifest.get('status')})")
     corpus_dir = Path(manifest["corpus"]["path"])
@@ -187,7 +188,7 @@ def annotate_run(run_dir: Path, options: AnnotateOptions | None = None, nlp: Lan
     mined = manifest.get("stats", {}).get("sentences")
     bg_ids = background_ids(corpus, options.background_size, options.background_seed, mined)
     background = read_corpus_rows(corpus_dir, corpus, bg_ids)
-    queue = pq.read_table(run_dir / "sentences.parquet", columns=["sentence_id", "text"])
+    queue = read_run_table(run_dir, "sentences", columns=["sentence_id", "text"])
     extra = background.filter(pc.invert(pc.is_in(background["sentence_id"], value_set=queue["sentence_id"])))
     todo = pa.concat_tables([queue, extra.select(["sentence_id", "text"])]).sort_by("sentence_id")
     log.info("tagging %s sentences (%s in queues, %s background-only)", f"{todo.num_rows:,}",
@@ -218,10 +219,10 @@ def signature_inputs(run_dir: Path,
         missing = [n for n in ("tokens.parquet", "background.parquet") if not (run_dir / n).exists()]
         if missing:
             raise InputError(f"{run_dir}: not annotated (missing {', '.join(missing)}); run the annotate step first")
-        annotation = Annotation(tokens=pq.read_table(run_dir / "tokens.parquet"),
-                                background=pq.read_table(run_dir / "background.parquet"), tagged=0, seconds=0.0)
-    top = pq.read_table(run_dir / "top_sentences.parquet", columns=["unit_id", "direction", "rank", "sentence_id"])
-    queue = pq.read_table(run_dir / "sentences.parquet")
+        annotation = Annotation(tokens=read_run_table(run_dir, "tokens"),
+                                background=read_run_table(run_dir, "background"), tagged=0, seconds=0.0)
+    top = read_run_table(run_dir, "top_sentences", columns=["unit_id", "direction", "rank", "sentence_id"])
+    queue = read_run_table(run_dir, "sentences")
     queue = queue.drop([c for c in ("n_model_tokens", "truncated") if c in queue.column_names])
     bg = annotation.background
     extra = bg.filter(pc.invert(pc.is_in(bg["sentence_id"], value_set=queue["sentence_id"])))

@@ -21,8 +21,13 @@ def write_error(path: Path, exc: OSError) -> OSError:
     return OSError(exc.errno, reason, str(path))
 
 
-def _atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Call write(tmp) on a temporary name beside `path`, then rename it over `path`; clean up on failure."""
+def write_with(path: Path, write: Callable[[Path], object]) -> None:
+    """Call write(tmp) on a temporary name beside `path`, then rename it over `path`; clean up on failure
+    (an error, or Ctrl-C, leaves `path` as it was and no temporary file behind).
+
+    Example: write_with(Path("out.csv"), lambda tmp: tmp.write_text("a,b\\n")) writes .out.csv.tmp-<pid>,
+    then renames it to out.csv.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -34,6 +39,9 @@ def _atomically(path: Path, write: Callable[[Path], object]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_atomically = write_with  # the earlier private name
 
 
 def write_text(path: Path, text: str) -> None:

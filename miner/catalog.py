@@ -22,9 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from miner import __version__
-from miner.errors import InputError, MinerError
+from miner.errors import InputError, MinerError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,70 @@ def _quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+# Which command writes each run table, for the "what to do" of a damaged file (the rest: `miner signatures`).
+MINING_TABLES = ("units", "sentences", "top_sentences", "convergence")
+ANALYSIS_TABLES = ("unit_clusters", "unit_map", "layer_rankings", "layer_distribution")
+
+
+def repair_hint(path: Path) -> str:
+    """What a user can do about a damaged file of a run folder (which command writes it again).
+
+    Example: Path("runs/demo/tokens.parquet") -> "re-run `miner signatures runs/demo` to write it again"
+    """
+    path = Path(path)
+    run = path.parent
+    if path.name == CATALOG_FILE:
+        return f"delete {path}; the next command rebuilds it"
+    if path.name == "manifest.json" or path.stem in MINING_TABLES:
+        return (f"it was written by `miner mine`: restore it, or move {run} away and mine the job again "
+                "(nothing else in the folder is lost)")
+    if path.stem in ANALYSIS_TABLES:
+        return f"re-run `miner analyze {run}` to write it again"
+    return f"re-run `miner signatures {run}` to write it again"
+
+
+def read_run_table(run_dir: Path, name: str, **options: object) -> pa.Table:
+    """RUN/<name>.parquet as an Arrow table (`options` go to pyarrow.parquet.read_table); a missing or
+    damaged file is one InputError naming it and what to do."""
+    path = Path(run_dir) / f"{name}.parquet"
+    if not path.exists():
+        raise InputError(f"{path}: missing; {repair_hint(path)}")
+    try:
+        return pq.read_table(path, **options)  # type: ignore[arg-type]
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: damaged table ({first_line(exc)}); {repair_hint(path)}") from None
+
+
+def run_table_rows(run_dir: Path, name: str) -> int:
+    """The number of rows of RUN/<name>.parquet (from its footer); damaged -> one InputError."""
+    path = Path(run_dir) / f"{name}.parquet"
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: damaged table ({first_line(exc)}); {repair_hint(path)}") from None
+
+
+def check_run_tables(run_dir: Path, rewritten: frozenset[str] | tuple[str, ...] = ()) -> None:
+    """Read the footer of every run table except those the caller is about to rewrite; a damaged one is one
+    InputError naming it, raised before the caller writes anything (a stage must not half-finish and then fail
+    on building the catalog)."""
+    for name in run_tables(run_dir):
+        if name not in rewritten:
+            run_table_rows(run_dir, name)
+
+
+def read_manifest_json(run_dir: Path) -> dict:
+    """RUN/manifest.json as a dict; unreadable or not JSON -> one InputError naming it and what to do."""
+    manifest = Path(run_dir) / "manifest.json"
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"{manifest}: damaged, not valid JSON ({first_line(exc)}); {repair_hint(manifest)}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{manifest}: damaged, not a JSON object; {repair_hint(manifest)}")
+    return data
+
+
 def read_run_manifest(run_dir: Path) -> dict:
     """The manifest of a complete mining run; one clear InputError if the folder holds none."""
     run_dir = Path(run_dir)
@@ -56,10 +122,7 @@ def read_run_manifest(run_dir: Path) -> dict:
     if not manifest.exists() or not (run_dir / "top_sentences.parquet").exists():
         raise InputError(f"{run_dir}: not a mining run (no manifest.json or top_sentences.parquet); "
                          "run `miner mine` first")
-    try:
-        data = json.loads(manifest.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{manifest}: not valid JSON ({exc})") from None
+    data = read_manifest_json(run_dir)
     if data.get("status") != "complete":
         raise InputError(f"{run_dir}: mining is not complete (status: {data.get('status')}); "
                          "finish or resume `miner mine` first")
@@ -146,7 +209,7 @@ def build_catalog(run_dir: Path) -> Path:
                 try:
                     con.execute(statement)
                 except duckdb.Error as exc:
-                    raise MinerError(f"{run_dir}: cannot create view {name}: {first_line(exc)}") from None
+                    raise MinerError(_view_error(run_dir, name, manifest, exc)) from None
         finally:
             con.close()
         os.replace(tmp, target)
@@ -157,6 +220,20 @@ def build_catalog(run_dir: Path) -> Path:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
     return target
+
+
+def _view_error(run_dir: Path, name: str, manifest: dict, exc: duckdb.Error) -> str:
+    """One line for a view that cannot be created: the damaged file it reads, and what to do."""
+    reason = first_line(exc)
+    if name == CORPUS_VIEW:
+        shard = next((p for p in corpus_shards(manifest) if str(p) in reason), None)
+        where = shard or Path(manifest.get("corpus", {}).get("path", run_dir))
+        return (f"{where}: damaged corpus shard ({reason}); restore the corpus (re-run `miner corpus prepare` with "
+                "the same inputs and options gives the same shards)")
+    path = run_tables(run_dir).get(name)
+    if path is None:
+        return f"{run_dir}: cannot create view {name}: {reason}"
+    return f"{path}: damaged table ({reason}); {repair_hint(path)}"
 
 
 def _matches(info: tuple, run_dir: Path) -> bool:
@@ -236,7 +313,3 @@ def open_catalog(run_dir: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__

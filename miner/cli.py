@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from miner.errors import ConfigError, MinerError
+from miner.errors import ConfigError, MinerError, first_line
 from miner.schema import PrepareOptions, RunOptions
 
 log = logging.getLogger("miner")
@@ -151,12 +151,19 @@ def _cmd_run(ns: argparse.Namespace) -> int:
 
 
 def _cmd_sql(ns: argparse.Namespace) -> int:
+    import os
+
     from miner.sql import run_query
 
-    text = run_query(Path(ns.run), ns.query, ns.format, Path(ns.out) if ns.out else None,
-                     max_rows=None if ns.max_rows == 0 else ns.max_rows)
-    if text is not None:
-        sys.stdout.write(text)
+    if ns.max_rows < 0:
+        raise ConfigError(f"--max-rows must be 0 (every row) or a positive number of rows, not {ns.max_rows}")
+    out = Path(ns.out) if ns.out else None
+    try:
+        run_query(Path(ns.run), ns.query, ns.format, out, max_rows=ns.max_rows or None, force=ns.force,
+                  stream=None if out else sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `miner sql ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
@@ -176,7 +183,7 @@ def _cmd_compare(ns: argparse.Namespace) -> int:
 
     runs = [Path(r) for r in ns.runs]
     if ns.out:
-        result = write_comparison(runs, Path(ns.out))
+        result = write_comparison(runs, Path(ns.out), force=ns.force)
         print(f"comparison written to {ns.out}: {', '.join(Path(f).name for f in result.get('files', []))}")
     else:
         print(json.dumps(compare_runs(runs), indent=2, default=str))
@@ -242,10 +249,24 @@ def _cmd_jobs(ns: argparse.Namespace) -> int:
     return 0
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: a usage error is one `miner: error:` line and exit status 2.
+
+    Example: `miner corpus prepare a.txt` -> "miner: error: corpus prepare: the following arguments are
+    required: --out (see `miner corpus prepare --help`)".
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        command = self.prog.removeprefix("miner").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"miner: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `miner` argument parser."""
-    parser = argparse.ArgumentParser(prog="miner", description="Mine what each neuron of a language model responds to.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="Debug log output.")
+    parser = ArgumentParser(prog="miner", description="Mine what each neuron of a language model responds to.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: debug output of miner itself; -vv: of every library too.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     corpus = sub.add_parser("corpus", help="Prepare, fetch and summarise corpora.")
@@ -332,8 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("run", help="Run folder.")
     sql.add_argument("query", help="SQL (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN).")
     sql.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table", help="Output format.")
-    sql.add_argument("--out", default=None, help="Write the result to this file (required for parquet).")
-    sql.add_argument("--max-rows", type=int, default=100, help="Rows shown by --format table (0 = all).")
+    sql.add_argument("--out", default=None, help="Write the result to this file (required for parquet); never "
+                     "inside a run or corpus folder.")
+    sql.add_argument("--force", action="store_true", help="Replace an existing --out file.")
+    sql.add_argument("--max-rows", type=int, default=100, help="Rows shown by --format table (0 = all, streamed; "
+                     "column widths follow the first rows).")
     sql.set_defaults(func=_cmd_sql)
 
     from miner.report import add_report_command
@@ -346,7 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmp_ = sub.add_parser("compare", help="Compare runs (e.g. pre-trained vs random-init): accuracy, layers, convergence.")
     cmp_.add_argument("runs", nargs="+", help="Two or more run folders.")
-    cmp_.add_argument("--out", default=None, help="Write comparison.json and SVG plots here (default: print JSON).")
+    cmp_.add_argument("--out", default=None, help="Write comparison.json and SVG plots into this folder, outside every "
+                      "run folder (default: print JSON).")
+    cmp_.add_argument("--force", action="store_true", help="Replace a comparison already in the --out folder.")
     cmp_.set_defaults(func=_cmd_compare)
 
     con = sub.add_parser("concepts", help="Rank units by how well their queue matches a concept (words or SQL).")
@@ -368,8 +394,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `miner` console script."""
     parser = build_parser()
     ns = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(ns.verbose + 1, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # INFO by default; -v: DEBUG for miner's own loggers, third-party ones (matplotlib, Ray, urllib3) stay at
+    # INFO; -vv: DEBUG everywhere.
+    logging.basicConfig(level=logging.DEBUG if ns.verbose >= 2 else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("miner").setLevel(logging.DEBUG if ns.verbose >= 1 else logging.INFO)
     try:
         return int(ns.func(ns) or 0)
     except MinerError as exc:
@@ -384,6 +413,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("miner: interrupted; completed work is kept (re-run to resume)", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not _is_damaged_input(exc):
+            raise
+        print(f"miner: error: {first_line(exc)} (a damaged or unreadable input file; restore it and re-run)",
+              file=sys.stderr)
+        return 2
+
+
+def _is_damaged_input(exc: BaseException) -> bool:
+    """A reader library's error about a file's content that no stage turned into a MinerError (a safety net:
+    the stages name the file and what to do; this keeps the one-line contract for any they miss)."""
+    import json
+    import zipfile
+
+    module = type(exc).__module__.split(".")[0]
+    return isinstance(exc, (json.JSONDecodeError, zipfile.BadZipFile, EOFError)) or module in {
+        "pyarrow", "duckdb", "_duckdb", "safetensors"}
 
 
 if __name__ == "__main__":

@@ -15,3 +15,12 @@ class ConfigError(MinerError):
 
 class OutputConflictError(MinerError):
     """An output folder already holds a different result; nothing was overwritten."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none).
+
+    Example: ValueError("bad header\\nmore") -> "bad header"; KeyError() -> "KeyError"
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

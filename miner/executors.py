@@ -88,11 +88,19 @@ class MiningActorImpl:
     """Body of the Ray mining actor: one model on one device, mining blocks on request."""
 
     def __init__(self, cfg: WorkerConfig) -> None:
-        self.miner = build_block_miner(cfg)
+        # A user error while loading (a damaged model, an unsupported site) is kept and raised by node(): an
+        # actor whose constructor raises dies, and Ray would restart it and print a traceback each time.
+        self.error: MinerError | None = None
+        try:
+            self.miner = build_block_miner(cfg)
+        except MinerError as exc:
+            self.error = exc
 
     def node(self) -> dict:
         import ray
 
+        if self.error is not None:
+            raise self.error
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                 "device": str(self.miner.loaded.device)}
 
@@ -127,6 +135,12 @@ class RayExecutor:
         self._dead: set[int] = set()
         try:
             self.nodes = ray.get([a.node.remote() for a in self.actors], timeout=PLACEMENT_TIMEOUT_S)
+        except ray.exceptions.RayTaskError as exc:  # a worker could not load the model: one line, no retries
+            self.close()
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, MinerError):
+                raise cause from None
+            raise
         except ray.exceptions.GetTimeoutError:
             for a in self.actors:
                 ray.kill(a)

@@ -7,12 +7,14 @@ of workers and after any interruption: the driver merges block k only after bloc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +28,8 @@ import yaml
 
 from miner import __version__, atomic
 from miner.activations import BlockResult, model_max_length, tokenize_sentences
-from miner.errors import ConfigError, InputError, OutputConflictError
+from miner.catalog import read_manifest_json
+from miner.errors import ConfigError, InputError, OutputConflictError, first_line
 from miner.executors import Executor, InlineExecutor, RayExecutor, WorkerConfig
 from miner.model_loading import (
     resolve_model_path,
@@ -171,12 +174,10 @@ class RunFolder:
         self.checkpoint = path / "checkpoint"
 
     def status(self) -> dict | None:
+        """The folder's manifest, None if it has none; a damaged one is an InputError naming it."""
         if not self.manifest.exists():
             return None
-        try:
-            return json.loads(self.manifest.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
+        return read_manifest_json(self.path)
 
     def claim(self, fingerprint: str, job: JobSpec) -> None:
         """Refuse a folder that holds another job; mark it as ours (status: running) otherwise."""
@@ -249,23 +250,41 @@ class RunFolder:
         })
 
     def load_checkpoint(self, fingerprint: str) -> MiningState | None:
+        """The saved state of this job, or None; a damaged checkpoint is one InputError naming the file."""
         for folder in (self.checkpoint, self.path / "checkpoint.old"):
             state_path = folder / "state.json"
             if not state_path.exists():
                 continue
-            meta = json.loads(state_path.read_text())
-            if meta.get("fingerprint") != fingerprint:
-                return None
-            queues = {}
-            for d in ("top", "bottom"):
-                f = folder / f"queues-{d}.npz"
-                if f.exists():
-                    with np.load(f) as z:
-                        queues[d] = TopNQueues.from_state(dict(z))
-            return MiningState(queues, meta["next_block"], meta["convergence"], meta["counters"],
-                               meta.get("calm_blocks", 0), meta.get("stopped_early", False),
-                               meta.get("skipped_shards", {}))
+            current = state_path
+            try:
+                meta = json.loads(state_path.read_text())
+                if meta.get("fingerprint") != fingerprint:
+                    return None
+                queues = {}
+                for d in ("top", "bottom"):
+                    current = folder / f"queues-{d}.npz"
+                    if current.exists():
+                        with np.load(current) as z:
+                            queues[d] = TopNQueues.from_state(dict(z))
+                current = state_path
+                return MiningState(queues, meta["next_block"], meta["convergence"], meta["counters"],
+                                   meta.get("calm_blocks", 0), meta.get("stopped_early", False),
+                                   meta.get("skipped_shards", {}))
+            except (ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as exc:
+                raise InputError(f"{current}: damaged checkpoint ({first_line(exc)}); delete {folder} to mine this "
+                                 "run from the start") from None
         return None
+
+    def discard_unstarted(self, created_folder: bool) -> None:
+        """Remove what claim() wrote if nothing was mined yet (no checkpoint, no tables), so a run that fails
+        before its first block leaves no manifest saying `running`. Call while holding the lock."""
+        if self.checkpoint.exists() or (self.path / "checkpoint.old").exists() or any(self.path.glob("*.parquet")):
+            return
+        self.manifest.unlink(missing_ok=True)
+        (self.path / ".lock").unlink(missing_ok=True)
+        if created_folder:
+            with contextlib.suppress(OSError):  # not empty: something else lives there; leave it
+                self.path.rmdir()
 
 
 def _layer_slices(layout_layers: tuple) -> list[tuple[str, int, int, int]]:
@@ -322,10 +341,15 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
         _check_skips([s["file"] for s in existing.get("skipped_shards", [])], job, out)
         log.info("%s: already complete; nothing to do", out)
         return existing
+    created_folder = not out.exists()
     run.claim(fingerprint, job)
     try:
         return _mine(job, run, fingerprint, corpus_dir, corpus, layout, model_folder, config, config_dict, weights,
                      address, executor, stop_after_blocks, started)
+    except BaseException:
+        if existing is None:
+            run.discard_unstarted(created_folder)
+        raise
     finally:
         run.release()
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from miner.errors import ConfigError
+from miner.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,29 @@ def validate_model_folder(folder: Path, allow_pickle: bool = False) -> dict:
         raise ConfigError(f"model: {cfg_path}: not valid JSON ({exc})") from None
     if not isinstance(config, dict) or "model_type" not in config:
         raise ConfigError(f"model: {cfg_path}: has no model_type; not a transformers config")
-    weight_files(folder, allow_pickle)
+    for path in weight_files(folder, allow_pickle):
+        check_weight_file(path)
     return config
+
+
+def check_weight_file(path: Path) -> None:
+    """Refuse a damaged weight file (truncated download, partial copy) with one ConfigError naming it.
+
+    safetensors files are opened with the safetensors library, which checks that the header's tensors
+    cover the file exactly; zip-format torch pickles must have a readable central directory. Cheap: no
+    tensor is read.
+    """
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as fh:
+                fh.keys()
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                zf.namelist()
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, BadZipFile, OSError: all mean "damaged"
+        raise ConfigError(f"model: {path}: damaged weight file ({first_line(exc)}); download or copy it again") from None
 
 
 def weights_sha256(folder: Path, allow_pickle: bool = False) -> str:
@@ -273,9 +295,12 @@ def load_model(
     hf_logging.set_verbosity_error()
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
+    part = "config"
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        part = "tokenizer (tokenizer.json / vocab files)"
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        part = "weights"
         model = AutoModel.from_pretrained(
             folder,
             dtype=dt,
@@ -283,9 +308,9 @@ def load_model(
             trust_remote_code=trust_remote_code,
             use_safetensors=not allow_pickle or None,
         )
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"model: cannot load {folder}: {first}") from None
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, SafetensorError, RuntimeError, ...: one line
+        raise ConfigError(f"model: cannot load the {part} of {folder}: {first_line(exc)} (a damaged or "
+                          "incomplete model folder? copy it again)") from None
     if init == "random":
         reinitialize_except_embeddings(model, init_seed)
     is_decoder = config.model_type in _DECODERS or bool(getattr(config, "is_decoder", False))

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from miner import __version__
 from miner.errors import InputError, OutputConflictError
+from miner.outputs import enclosing_data_folder
 from miner.readers import Document, detect_format, read_documents
 from miner.schema import (
     CorpusManifest,
@@ -274,7 +275,14 @@ def _split_results(chunks: Iterator[list], opts: PrepareOptions, workers: int) -
 
 
 def _check_output(out: Path, fingerprint: str, force: bool) -> CorpusManifest | None:
-    """Return the existing manifest if `out` already holds this very corpus; refuse a different one."""
+    """Return the existing manifest if `out` already holds this very corpus; refuse a different one, and any
+    folder inside a run or another corpus (even with --force: a corpus never replaces a run)."""
+    found = enclosing_data_folder(out)
+    if found is not None:
+        kind, folder = found
+        if kind == "run" or folder != out.resolve():
+            raise OutputConflictError(f"{out}: inside the {kind} folder {folder}; choose another --out (a corpus is "
+                                      "never written into or over a run or another corpus)")
     if not out.exists():
         return None
     manifest_path = corpus_manifest_path(out)

@@ -7,7 +7,7 @@ into files with Jinja templates shipped in miner/templates (HTML autoescaped: co
 
     unit_report("runs/demo", "3:232")     # hidden layer 3, unit 232 ("mlp:3:232" for an mlp unit)
     unit_report("runs/demo", 1000)        # by unit_id
-    write_model_report("runs/demo", "runs/demo/reports")
+    write_model_report("runs/demo", "reports/demo")
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import duckdb
 from miner import __version__
 from miner.catalog import open_catalog, read_run_manifest
 from miner.errors import InputError
+from miner.outputs import check_output_folder
 from miner.report_records import (
     ActivationInfo,
     ClusterInfo,
@@ -44,7 +45,7 @@ from miner.report_records import (
     UnitRef,
     UnitReport,
 )
-from miner.report_render import render_html, render_json, render_markdown
+from miner.report_render import page_stem, render_html, render_json, render_markdown
 
 log = logging.getLogger(__name__)
 
@@ -334,13 +335,14 @@ def model_report(run_dir: Path | str) -> ModelReport:
 
 
 def _render(report: UnitReport | ModelReport, out_dir: Path, formats: tuple[str, ...] | list[str],
-            self_contained: bool, link_overview: bool | None = None) -> list[Path]:
+            self_contained: bool, link_overview: bool | None = None, force: bool = False) -> list[Path]:
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise InputError(f"format {bad[0]!r}: unknown; choose from {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir}: is a file, not a folder")
+    # Pages are never written into a run or corpus folder, nor over an existing page unless forced; the
+    # shared assets/ files are the same for every page and are rewritten freely.
+    check_output_folder(out_dir, [f"{page_stem(report)}.{fmt}" for fmt in formats], force)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
@@ -356,20 +358,32 @@ def _render(report: UnitReport | ModelReport, out_dir: Path, formats: tuple[str,
 def write_unit_report(run_dir: Path | str, unit: str | int, out_dir: Path | str,
                       formats: tuple[str, ...] | list[str] = FORMATS, self_contained: bool = True,
                       n_sentences: int = 20, with_activations: bool = True, device: str = "cpu",
-                      link_overview: bool | None = None) -> list[Path]:
+                      link_overview: bool | None = None, force: bool = False) -> list[Path]:
     """Build one unit's report and write it as unit-<unit_id>.html/.md/.json into out_dir.
 
     The page links to the overview (model.html in out_dir) when link_overview, or, if None, when it exists.
+    out_dir may not lie in a run or corpus folder; existing pages are replaced only with `force`.
     """
+    check_output_folder(Path(out_dir), force=True)  # refuse a folder inside the run before building anything
     report = unit_report(run_dir, unit, n_sentences, with_activations, device)
-    return _render(report, Path(out_dir), formats, self_contained, link_overview)
+    return _render(report, Path(out_dir), formats, self_contained, link_overview, force)
 
 
 def write_model_report(run_dir: Path | str, out_dir: Path | str, formats: tuple[str, ...] | list[str] = FORMATS,
-                       self_contained: bool = True) -> list[Path]:
+                       self_contained: bool = True, force: bool = False) -> list[Path]:
     """Build the model overview and write it as model.html/.md/.json into out_dir (unit pages already in
-    out_dir are linked from the index)."""
-    return _render(model_report(run_dir), Path(out_dir), formats, self_contained)
+    out_dir are linked from the index); existing overview files are replaced only with `force`."""
+    check_output_folder(Path(out_dir), force=True)
+    return _render(model_report(run_dir), Path(out_dir), formats, self_contained, force=force)
+
+
+def default_report_folder(run_dir: Path) -> Path:
+    """Where `miner report` writes when --out is not given: reports/<run folder name> under the current folder
+    (never inside the run: commands that read a run do not write into it).
+
+    Example: runs/demo -> reports/demo
+    """
+    return Path("reports") / Path(run_dir).resolve().name
 
 
 def add_report_command(sub: argparse._SubParsersAction) -> None:
@@ -381,7 +395,9 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unit", nargs="+", action="extend", default=[], metavar="UNIT",
                    help="Units to report: LAYER:IDX (hidden site), mlp:LAYER:IDX, or a unit_id.")
     p.add_argument("--model", action="store_true", help="Write the model overview (model.html/.md/.json).")
-    p.add_argument("--out", default=None, help="Output folder [default: RUN/reports].")
+    p.add_argument("--out", default=None,
+                   help="Output folder, outside the run folder [default: reports/<run folder name>].")
+    p.add_argument("--force", action="store_true", help="Replace pages that already exist in the output folder.")
     p.add_argument("--format", nargs="+", choices=list(FORMATS), default=list(FORMATS), help="Output formats.")
     p.add_argument("--shared-assets", action="store_true",
                    help="Write CSS, JS and plots once into OUT/assets/ instead of inlining them in every page.")
@@ -393,13 +409,14 @@ def add_report_command(sub: argparse._SubParsersAction) -> None:
     def handler(ns: argparse.Namespace) -> int:
         if not ns.unit and not ns.model:
             p.error("give --unit UNIT ... and/or --model")
-        out = Path(ns.out) if ns.out else Path(ns.run) / "reports"
+        out = Path(ns.out) if ns.out else default_report_folder(Path(ns.run))
         written: list[Path] = []
-        for unit in ns.unit:  # unit pages first, so the overview links to them
+        for unit in dict.fromkeys(ns.unit):  # unit pages first, so the overview links to them
             written += write_unit_report(ns.run, unit, out, ns.format, not ns.shared_assets, ns.sentences,
-                                         not ns.no_activations, ns.device, link_overview=True if ns.model else None)
+                                         not ns.no_activations, ns.device, link_overview=True if ns.model else None,
+                                         force=ns.force)
         if ns.model:
-            written += write_model_report(ns.run, out, ns.format, not ns.shared_assets)
+            written += write_model_report(ns.run, out, ns.format, not ns.shared_assets, force=ns.force)
         for path in written:
             print(path)
         return 0

@@ -257,7 +257,8 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _stem(report: UnitReport | ModelReport) -> str:
+def page_stem(report: UnitReport | ModelReport) -> str:
+    """The file name of a report's pages without extension: unit-<unit_id> or model."""
     return unit_stem(report.unit.unit_id) if isinstance(report, UnitReport) else OVERVIEW
 
 
@@ -271,7 +272,7 @@ def render_html(report: UnitReport | ModelReport, out_dir: Path, self_contained:
     out_dir.mkdir(parents=True, exist_ok=True)
     name = "unit.html.j2" if isinstance(report, UnitReport) else "model.html.j2"
     html = _env(True).get_template(name).render(_context(report, out_dir, self_contained, link_overview))
-    return _write(out_dir / f"{_stem(report)}.html", html)
+    return _write(out_dir / f"{page_stem(report)}.html", html)
 
 
 def render_markdown(report: UnitReport | ModelReport, out_dir: Path, link_overview: bool | None = None) -> Path:
@@ -287,7 +288,7 @@ def render_markdown(report: UnitReport | ModelReport, out_dir: Path, link_overvi
         ctx["images"] = _write_plot_assets(report.plots, out_dir)
         ctx["pages"] = {int(m.group(1)) for p in out_dir.glob("unit-*.md") if (m := re.fullmatch(r"unit-(\d+)\.md", p.name))}
         name = "model.md.j2"
-    return _write(out_dir / f"{_stem(report)}.md", _env(False).get_template(name).render(ctx))
+    return _write(out_dir / f"{page_stem(report)}.md", _env(False).get_template(name).render(ctx))
 
 
 def render_json(report: UnitReport | ModelReport, out_dir: Path) -> Path:
@@ -295,4 +296,4 @@ def render_json(report: UnitReport | ModelReport, out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_safe(report.to_dict()), indent=1, ensure_ascii=False, allow_nan=False)
-    return _write(out_dir / f"{_stem(report)}.json", text + "\n")
+    return _write(out_dir / f"{page_stem(report)}.json", text + "\n")

@@ -8,16 +8,31 @@
    that writes (INSERT, UPDATE, DELETE, COPY, CREATE, ...) outside string literals, comments and quoted
    identifiers. DuckDB 2.0 parses a data-modifying CTE, `WITH a AS (INSERT ... RETURNING *) SELECT ...`,
    as a SELECT statement, and `EXPLAIN ANALYZE` executes its statement: this layer refuses both.
-   (A column named like such a keyword must be double-quoted: SELECT "update" FROM t.)
-3. Execution sandbox: the catalog is attached READ_ONLY to a private in-memory DuckDB; file access is
-   limited to exactly the files the views read (allowed_paths, enable_external_access=false), extension
-   auto-install/auto-load is off, and lock_configuration=true forbids changing any of it. The statement
-   objects the guard classified are the ones executed.
+   (A column named like such a keyword must be double-quoted: SELECT "update" FROM t.) Nor may it call a
+   table function that runs SQL given as text (query(), json_execute_serialized_sql(): the words inside a
+   string escape this layer) or changes the session (logging, profiling, external resources).
+3. Execution sandbox: a private in-memory DuckDB holds copies of the catalog's views (database `catalog`);
+   file access is limited to exactly the files the views read (allowed_paths, enable_external_access=false),
+   extension auto-install/auto-load is off, and lock_configuration=true forbids changing any of it. The
+   statement objects the guard classified are the ones executed.
+
+   Two things DuckDB would otherwise add to the allow-list when external access is turned off are kept
+   out: its temporary directory (default `.tmp` under the current directory, so any file there would be
+   readable) and the files of attached databases (catalog.duckdb and its .wal). So the catalog file is
+   attached only to copy its view definitions, then detached, and temp_directory is '' (no spilling:
+   a query whose sorts or joins outgrow memory_limit fails with an out-of-memory error instead of
+   writing to disk). A private mkdtemp folder would be safe from other users too, but it would still put
+   a readable folder on the list and outlive a killed process; the results `miner sql` shows stream, so
+   they never needed it.
 
 PIVOT without an IN list is refused (DuckDB runs it as two statements, the first creating an ENUM type):
 write `PIVOT t ON c IN ('a', 'b') USING ...`.
 
-Results: 'table' (aligned text), 'csv', 'json' (an array of row objects) or 'parquet' (needs an out path).
+Results stream from DuckDB in Arrow record batches and are written batch by batch, so memory stays flat
+in the number of rows: 'table' (aligned text), 'csv', 'json' (an array of row objects) or 'parquet' (needs
+an out path). An --out file is checked first (miner.outputs: never inside a run or corpus folder, never
+over an existing file without force) and written atomically (a temporary name, renamed at the end), so
+an error or Ctrl-C mid-stream leaves no partial file.
 """
 
 from __future__ import annotations
@@ -26,17 +41,22 @@ import csv
 import io
 import json
 import math
-import os
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from miner.catalog import attach_catalog, catalog_path, catalog_sources, first_line
-from miner.errors import MinerError
+from miner.atomic import write_with
+from miner.catalog import attach_catalog, catalog_path, catalog_sources
+from miner.errors import ConfigError, MinerError, first_line
+from miner.outputs import check_output_file
 
 OutputFormat = Literal["table", "csv", "json", "parquet"]
 
@@ -54,6 +74,21 @@ WRITE_WORDS = frozenset({
     "reset", "pragma", "call", "prepare", "execute", "deallocate", "begin", "commit", "rollback",
     "abort", "use", "grant", "revoke",
 })
+# Table functions that run SQL given as a string (hidden from the word check) or change the session.
+REFUSED_FUNCTIONS = frozenset({
+    "query", "json_execute_serialized_sql", "force_checkpoint", "enable_logging", "disable_logging",
+    "truncate_duckdb_logs", "enable_profiling", "disable_profiling", "create_external_resource",
+    "destroy_external_resource", "register_external_resource", "deregister_external_resource",
+    "register_external_resource_type",
+})
+# Rows per record batch DuckDB hands over; results are converted and written one batch at a time.
+BATCH_ROWS = 8_192
+# --format table with every row (--max-rows 0): column widths come from the first batches, at least this many rows.
+WIDTH_ROWS = 1_000
+# --format parquet: batches are gathered into row groups of about this size.
+ROW_GROUP_BYTES = 64 << 20
+ROW_GROUP_ROWS = 1 << 20
+_CATALOG_COPY = "catalog_file"
 
 
 class ReadOnlyViolation(MinerError):
@@ -78,6 +113,19 @@ def _bare_words(sql: str) -> list[str]:
     """Lower-cased keywords and unquoted identifiers (no strings, comments or "quoted" names)."""
     return [text.lower() for text, kind in _words(sql)
             if kind in ("keyword", "identifier") and not text.startswith('"')]
+
+
+def _refused_calls(sql: str) -> str | None:
+    """The first call of a function in REFUSED_FUNCTIONS (quoted or schema-qualified names too), else None.
+
+    Example: "SELECT * FROM query('SELECT 1')" -> "query"; "SELECT query FROM t" -> None (a column, not a call)
+    """
+    words = _words(sql)
+    for (text, kind), (after, _) in pairwise(words):
+        name = text.strip('"').lower()
+        if kind in ("keyword", "identifier") and name in REFUSED_FUNCTIONS and after.startswith("("):
+            return name
+    return None
 
 
 def check_read_only(sql: str) -> list[duckdb.Statement]:
@@ -114,6 +162,10 @@ def check_read_only(sql: str) -> list[duckdb.Statement]:
         elif kind not in _READ_KINDS:
             raise ReadOnlyViolation(f"{where} refused: {kind.name} statements are not allowed; "
                                     "the catalog is read-only (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)")
+        called = _refused_calls(statement.query)
+        if called:
+            raise ReadOnlyViolation(f"{where} refused: {called}() runs SQL text the guard cannot check, or changes "
+                                    "the session; write the query itself")
         bad = [w for w in words if w in WRITE_WORDS]
         if bad:
             raise ReadOnlyViolation(f"{where} refused: it contains {bad[0].upper()}, which writes or changes the "
@@ -122,17 +174,24 @@ def check_read_only(sql: str) -> list[duckdb.Statement]:
 
 
 def sandboxed_connection(run_dir: Path) -> duckdb.DuckDBPyConnection:
-    """A private in-memory DuckDB with the run's catalog attached READ_ONLY (and made current), able to
-    read only the files its views name, with extension loading off and its configuration locked.
+    """A private in-memory DuckDB whose current database `catalog` holds the run catalog's views, able to
+    read only the files those views name, with no temporary directory, extension loading off and its
+    configuration locked.
 
     A private instance keeps the lock-down from leaking into other connections of the process (DuckDB
-    shares one instance among connections to the same database file).
+    shares one instance among connections to the same database file). The views are copied from
+    RUN/catalog.duckdb (rebuilt first if stale), which is detached again before the lock-down, so
+    neither it nor its .wal is on the allow-list.
     """
     con = duckdb.connect(":memory:", config={
         "autoinstall_known_extensions": False, "autoload_known_extensions": False})
     try:
-        attach_catalog(con, run_dir, "catalog")
+        views = _catalog_views(con, run_dir)
+        con.execute("ATTACH ':memory:' AS catalog")
         con.execute("USE catalog")
+        _create_views(con, views)
+        con.execute("SET temp_directory = ''")
+        con.execute("SET allowed_directories = []")
         con.execute("SET allowed_paths = $paths", {"paths": [str(p) for p in catalog_sources(run_dir)]})
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
@@ -145,53 +204,177 @@ def sandboxed_connection(run_dir: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def query_arrow(run_dir: Path, sql: str) -> pa.Table:
-    """Run read-only SQL against the run's catalog; the last statement's result as an Arrow table."""
+def _catalog_views(con: duckdb.DuckDBPyConnection, run_dir: Path) -> list[str]:
+    """The CREATE VIEW statements of the run's catalog (built or refreshed first), in the file's order;
+    the catalog file is detached again afterwards."""
+    attach_catalog(con, run_dir, _CATALOG_COPY)
+    try:
+        rows = con.sql("SELECT sql FROM duckdb_views() WHERE database_name = $db AND NOT internal "
+                       "ORDER BY view_oid", params={"db": _CATALOG_COPY}).fetchall()
+    finally:
+        con.execute(f"DETACH {_CATALOG_COPY}")
+    return [sql for (sql,) in rows]
+
+
+def _create_views(con: duckdb.DuckDBPyConnection, views: list[str]) -> None:
+    """Create `views` in the current database; a view whose inputs do not exist yet is retried after the
+    others (DuckDB binds a view when it is created), until no more can be made."""
+    pending = list(views)
+    while pending:
+        failed: list[str] = []
+        error: duckdb.Error | None = None
+        for sql in pending:
+            try:
+                con.execute(sql)
+            except duckdb.CatalogException as exc:
+                failed.append(sql)
+                error = exc
+        if len(failed) == len(pending) and error is not None:
+            raise error
+        pending = failed
+
+
+@dataclass
+class QueryResult:
+    """A result being streamed: its Arrow schema and its record batches (read once, while the query's
+    connection is open). DuckDB errors that surface mid-stream are raised as MinerError."""
+
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Did DuckDB stop because of Ctrl-C? It says so in three ways: InterruptException (while a query
+    starts), OSError('INTERRUPT Error: ...') through the Arrow stream, RuntimeError('Query interrupted')."""
+    text = first_line(exc).lower()
+    return (isinstance(exc, duckdb.InterruptException) or text.startswith("interrupt error")
+            or text == "query interrupted")
+
+
+def _sql_error(exc: BaseException) -> BaseException:
+    """A one-line MinerError for a DuckDB error (KeyboardInterrupt for Ctrl-C); an out-of-memory error says
+    the sandbox does not spill.
+
+    Example: BinderException('Binder Error: Referenced column "nope" not found ...') ->
+    MinerError('SQL error: Binder Error: Referenced column "nope" not found ...')
+    """
+    if _interrupted(exc):
+        return KeyboardInterrupt()
+    text = first_line(exc)
+    if "out of memory" in text.lower():
+        text += (" (miner sql does not spill to disk: filter, aggregate or LIMIT the query, or open "
+                 "RUN/catalog.duckdb with duckdb yourself)")
+    return MinerError(f"SQL error: {text}")
+
+
+def _checked_batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The reader's batches; an error DuckDB reports through the Arrow stream (pyarrow raises it as an
+    OSError or ArrowException) becomes a MinerError, so it is not mistaken for a failed write."""
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except (OSError, pa.ArrowException, duckdb.Error) as exc:
+            raise _sql_error(exc) from None
+        yield batch
+
+
+def _drain(relation: duckdb.DuckDBPyRelation | None) -> None:
+    """Run a statement whose result is not shown, reading its batches and dropping them (flat memory)."""
+    if relation is not None:
+        for _ in _checked_batches(relation.to_arrow_reader(BATCH_ROWS)):
+            pass
+
+
+def _execute(con: duckdb.DuckDBPyConnection, statements: list[duckdb.Statement],
+             batch_rows: int = BATCH_ROWS) -> QueryResult:
+    """Run every statement in order; the last one's result as a stream (the others are read and dropped)."""
+    for statement in statements[:-1]:
+        _drain(con.sql(statement))
+    relation = con.sql(statements[-1])
+    if relation is None:
+        return QueryResult(pa.schema([]), iter(()))
+    reader = relation.to_arrow_reader(batch_rows)
+    return QueryResult(reader.schema, _checked_batches(reader))
+
+
+@contextmanager
+def query_batches(run_dir: Path, sql: str, batch_rows: int = BATCH_ROWS) -> Iterator[QueryResult]:
+    """Run read-only SQL against the run's catalog and stream the last statement's result.
+
+    Every statement is checked before any runs; the connection closes when the block ends. Example:
+        with query_batches(run, "SELECT layer, count(*) AS n FROM units GROUP BY layer") as result:
+            for batch in result.batches: ...
+    """
     statements = check_read_only(sql)
     con = sandboxed_connection(run_dir)
     try:
-        result = pa.table({})
-        for statement in statements:
-            relation = con.sql(statement)
-            result = relation.to_arrow_table() if relation is not None else pa.table({})
-        return result
+        yield _execute(con, statements, batch_rows)
     except duckdb.Error as exc:
-        raise MinerError(f"SQL error: {first_line(exc)}") from None
+        raise _sql_error(exc) from None
+    except RuntimeError as exc:
+        if _interrupted(exc):
+            raise KeyboardInterrupt from None
+        raise
     finally:
         con.close()
 
 
+def query_arrow(run_dir: Path, sql: str) -> pa.Table:
+    """Run read-only SQL against the run's catalog; the last statement's result as an Arrow table."""
+    with query_batches(run_dir, sql) as result:
+        return pa.Table.from_batches(list(result.batches), result.schema)
+
+
+def _check_max_rows(max_rows: int | None) -> None:
+    """Refuse a negative row limit. Example: -1 -> ConfigError("--max-rows must be 0 (every row) or ...")"""
+    if max_rows is not None and max_rows < 0:
+        raise ConfigError(f"--max-rows must be 0 (every row) or a positive number of rows, not {max_rows}")
+
+
 def run_query(run_dir: Path, sql: str, fmt: OutputFormat = "table", out: Path | None = None,
-              max_rows: int | None = 100) -> str | None:
-    """Run read-only SQL and render the result; returns the text, or None when written to `out`.
+              max_rows: int | None = 100, force: bool = False, stream: TextIO | None = None) -> str | None:
+    """Run read-only SQL and render the result: written to `out` (atomically), else to `stream`, else
+    returned as text (None is returned when it was written).
 
     Several read-only statements may be given (all are checked before any runs); the last one's result
     is rendered. 'table' shows at most `max_rows` rows (None = all) with a footer saying how many there are; csv,
-    json and parquet hold every row. parquet needs `out`.
+    json and parquet hold every row. parquet needs `out`. `out` is refused inside a run or corpus folder,
+    and if it exists unless `force`. The result streams batch by batch into `out` or `stream`.
+    A failed write (disk full) raises the OSError of miner.atomic, naming `out`.
+    Example: run_query(run, "SELECT layer FROM units LIMIT 2", "csv") -> "layer\\n1\\n1\\n"
     """
+    _check_max_rows(max_rows)
     if fmt == "parquet" and out is None:
         raise MinerError("--format parquet needs an output file (--out FILE.parquet)")
-    table = query_arrow(run_dir, sql)
-    if fmt == "parquet":
-        _atomic_write(Path(out), lambda p: pq.write_table(table, p))  # type: ignore[arg-type]
-        return None
-    text = {"table": lambda: format_table(table, max_rows), "csv": lambda: format_csv(table),
-            "json": lambda: format_json(table)}[fmt]()
-    if out is None:
-        return text
-    _atomic_write(Path(out), lambda p: p.write_text(text))
-    return None
+    if fmt not in _TEXT_WRITERS and fmt != "parquet":
+        raise ConfigError(f"unknown format {fmt!r}: choose table, csv, json or parquet")
+    if out is not None:
+        out = check_output_file(Path(out), force)
+    with query_batches(run_dir, sql) as result:
+        if out is not None:
+            _write_file(result, fmt, out, max_rows)
+            return None
+        if stream is not None:
+            _TEXT_WRITERS[fmt](result.schema, result.batches, stream, max_rows)
+            return None
+        buf = io.StringIO()
+        _TEXT_WRITERS[fmt](result.schema, result.batches, buf, max_rows)
+        return buf.getvalue()
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise MinerError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+def _write_file(result: QueryResult, fmt: OutputFormat, out: Path, max_rows: int | None) -> None:
+    """Stream `result` into `out` through a temporary file renamed at the end (miner.atomic): an error or
+    Ctrl-C mid-stream leaves `out` as it was and no temporary file behind."""
+    def write(tmp: Path) -> None:
+        if fmt == "parquet":
+            stream_parquet(result.schema, result.batches, tmp)
+            return
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            _TEXT_WRITERS[fmt](result.schema, result.batches, fh, max_rows)
+
+    write_with(out, write)
 
 
 def _cell(value: object, width: int | None = None) -> str:
@@ -210,34 +393,104 @@ def _cell(value: object, width: int | None = None) -> str:
     return text
 
 
-def format_table(table: pa.Table, max_rows: int | None = 100, max_width: int = 60) -> str:
-    """An aligned text table; numbers right-aligned, cells cut at `max_width` characters.
+def _cells(batch: pa.RecordBatch, max_width: int) -> list[list[str]]:
+    """A batch's rows as display cells, column by column (duplicate column names keep their own cells).
 
-    Example: a table {layer: [1, 10], n: [3, 4]} ->
-        layer | n
-        ------+--
-            1 | 3
-           10 | 4
-        (2 rows)
+    Example: a batch {layer: [1, 10], name: ["a", None]} -> [["1", "a"], ["10", "NULL"]]
     """
-    names = table.column_names
-    if names == ["explain_key", "explain_value"]:  # EXPLAIN: the plan as DuckDB draws it
-        return "".join(f"{key}:\n{value}\n" for key, value in zip(*table.to_pydict().values()))
-    n = table.num_rows
-    shown = table if max_rows is None else table.slice(0, max_rows)
-    rows = [[_cell(v, max_width) for v in row.values()] for row in shown.to_pylist()]
-    numeric = [pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)
-               for f in table.schema]
-    widths = [max([len(name)] + [len(r[i]) for r in rows]) for i, name in enumerate(names)]
-    lines = [" | ".join(name.ljust(w) for name, w in zip(names, widths)).rstrip(),
-             "-+-".join("-" * w for w in widths)]
-    for r in rows:
-        lines.append(" | ".join(c.rjust(w) if num else c.ljust(w)
-                                for c, w, num in zip(r, widths, numeric)).rstrip())
-    footer = f"({n:,} row{'s' if n != 1 else ''}"
-    footer += f", first {len(rows):,} shown; use --format csv for all)" if len(rows) < n else ")"
-    lines.append(footer)
-    return "\n".join(lines) + "\n"
+    columns = [[_cell(v, max_width) for v in column.to_pylist()] for column in batch.columns]
+    return [list(row) for row in zip(*columns)]
+
+
+def _is_numeric(field: pa.Field) -> bool:
+    return pa.types.is_integer(field.type) or pa.types.is_floating(field.type) or pa.types.is_decimal(field.type)
+
+
+def _row_line(cells: list[str], widths: list[int], numeric: list[bool]) -> str:
+    """One table line: numbers right-aligned, text left-aligned, trailing spaces dropped."""
+    return " | ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
+
+
+def _header(names: list[str], widths: list[int]) -> str:
+    return (" | ".join(name.ljust(w) for name, w in zip(names, widths)).rstrip() + "\n"
+            + "-+-".join("-" * w for w in widths) + "\n")
+
+
+def _widths(names: list[str], rows: list[list[str]]) -> list[int]:
+    """Column widths: the widest of the name and every cell. Example: (["n"], [["10"], ["3"]]) -> [2]"""
+    return [max([len(name)] + [len(r[i]) for r in rows]) for i, name in enumerate(names)]
+
+
+def _footer(total: int, shown: int) -> str:
+    """The table's last line. Example: (250, 100) -> "(250 rows, first 100 shown; use --format csv for all)\\n";
+    (1, 1) -> "(1 row)\\n"
+    """
+    footer = f"({total:,} row{'s' if total != 1 else ''}"
+    footer += f", first {shown:,} shown; use --format csv for all)" if shown < total else ")"
+    return footer + "\n"
+
+
+def stream_table(schema: pa.Schema, batches: Iterable[pa.RecordBatch], fh: TextIO, max_rows: int | None = 100,
+                 max_width: int = 60) -> int:
+    """Write an aligned text table of the batches to `fh`; returns the number of rows.
+
+    With `max_rows` N only the first N rows are kept (the rest are only counted, for the footer), so the
+    table is laid out exactly as if it were whole. With `max_rows` None every row is written as it comes:
+    column widths are set by the first batches (at least WIDTH_ROWS rows), and a later cell wider than its
+    column pushes its own line out of alignment rather than being cut (cells are cut at `max_width` in
+    either case). An EXPLAIN result prints its plan as DuckDB draws it.
+    """
+    names = schema.names
+    if names == ["explain_key", "explain_value"]:
+        return _stream_explain(batches, fh)
+    numeric = [_is_numeric(f) for f in schema]
+    if max_rows is not None:
+        return _table_first_rows(names, numeric, batches, fh, max_rows, max_width)
+    batches = iter(batches)
+    head: list[list[str]] = []
+    for batch in batches:
+        head += _cells(batch, max_width)
+        if len(head) >= WIDTH_ROWS:
+            break
+    widths = _widths(names, head)
+    fh.write(_header(names, widths))
+    total = _write_rows(head, widths, numeric, fh)
+    for batch in batches:
+        total += _write_rows(_cells(batch, max_width), widths, numeric, fh)
+    fh.write(_footer(total, total))
+    return total
+
+
+def _table_first_rows(names: list[str], numeric: list[bool], batches: Iterable[pa.RecordBatch], fh: TextIO,
+                      max_rows: int, max_width: int) -> int:
+    """The table of the first `max_rows` rows, with a footer counting them all; returns the row count."""
+    kept: list[list[str]] = []
+    total = 0
+    for batch in batches:
+        if len(kept) < max_rows:
+            kept += _cells(batch.slice(0, max_rows - len(kept)), max_width)
+        total += batch.num_rows
+    widths = _widths(names, kept)
+    fh.write(_header(names, widths))
+    _write_rows(kept, widths, numeric, fh)
+    fh.write(_footer(total, len(kept)))
+    return total
+
+
+def _write_rows(rows: list[list[str]], widths: list[int], numeric: list[bool], fh: TextIO) -> int:
+    if rows:
+        fh.write("\n".join(_row_line(r, widths, numeric) for r in rows) + "\n")
+    return len(rows)
+
+
+def _stream_explain(batches: Iterable[pa.RecordBatch], fh: TextIO) -> int:
+    """An EXPLAIN result: each (key, plan) as "key:\nplan\n"."""
+    rows = 0
+    for batch in batches:
+        for key, value in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
+            fh.write(f"{key}:\n{value}\n")
+            rows += 1
+    return rows
 
 
 def _plain(value: object) -> object:
@@ -257,17 +510,116 @@ def _plain(value: object) -> object:
     return str(value)
 
 
+def _csv_field(value: object) -> object:
+    """A value as csv.writer should write it: None -> "", lists and structs -> JSON, others as _plain.
+
+    Example: [1.5, nan] -> "[1.5, null]"; nan -> None (an empty field); True -> True ("True")
+    """
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(_plain(value))
+    return _plain(value)
+
+
+def _passes_as_is(kind: pa.DataType) -> bool:
+    """Arrow types whose Python values _plain and _csv_field leave unchanged (None aside: csv writes it empty)."""
+    return (pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)
+            or pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind))
+
+
+def _columns(batch: pa.RecordBatch, convert: Callable[[object], object]) -> list[list]:
+    """A batch's columns as Python lists, each value passed through `convert` unless its type needs none."""
+    out = []
+    for column in batch.columns:
+        values = column.to_pylist()
+        out.append(values if _passes_as_is(column.type) else [convert(v) for v in values])
+    return out
+
+
+def stream_csv(schema: pa.Schema, batches: Iterable[pa.RecordBatch], fh: TextIO, max_rows: int | None = None) -> int:
+    """Write CSV with a header row to `fh`, batch by batch; returns the number of rows. NULL (and NaN) is an
+    empty field, lists and structs are JSON. `max_rows` is ignored: CSV holds every row."""
+    writer = csv.writer(fh, lineterminator="\n")
+    writer.writerow(schema.names)
+    rows = 0
+    for batch in batches:
+        writer.writerows(zip(*_columns(batch, _csv_field)))
+        rows += batch.num_rows
+    return rows
+
+
+def stream_json(schema: pa.Schema, batches: Iterable[pa.RecordBatch], fh: TextIO,
+                max_rows: int | None = None) -> int:
+    """Write a JSON array of row objects to `fh`, batch by batch; returns the number of rows. The text is
+    the same as json.dumps of the whole list: [{"layer": 1, "n": 3}, {"layer": 2, "n": 4}]. `max_rows` is
+    ignored: JSON holds every row."""
+    names = schema.names
+    fh.write("[")
+    rows = 0
+    for batch in batches:
+        objects = [dict(zip(names, row)) for row in zip(*_columns(batch, _plain))]
+        if objects:
+            fh.write((", " if rows else "") + json.dumps(objects, ensure_ascii=False)[1:-1])
+            rows += len(objects)
+    fh.write("]\n")
+    return rows
+
+
+def stream_parquet(schema: pa.Schema, batches: Iterable[pa.RecordBatch], path: Path) -> int:
+    """Write the batches to a Parquet file, gathered into row groups of at most ROW_GROUP_BYTES and
+    ROW_GROUP_ROWS rows (a single bigger batch is a row group of its own); returns the number of rows.
+    Memory holds one row group at most."""
+    rows = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        group: list[pa.RecordBatch] = []
+        size = count = 0
+        for batch in batches:
+            if group and (size + batch.nbytes > ROW_GROUP_BYTES or count + batch.num_rows > ROW_GROUP_ROWS):
+                writer.write_table(pa.Table.from_batches(group, schema), row_group_size=count)
+                rows += count
+                group, size, count = [], 0, 0
+            group.append(batch)
+            size += batch.nbytes
+            count += batch.num_rows
+        if group:
+            writer.write_table(pa.Table.from_batches(group, schema), row_group_size=count)
+            rows += count
+    return rows
+
+
+_TEXT_WRITERS: dict[str, Callable[[pa.Schema, Iterable[pa.RecordBatch], TextIO, int | None], int]] = {
+    "table": stream_table, "csv": stream_csv, "json": stream_json,
+}
+
+
+def _render(table: pa.Table, write: Callable[..., int], **options: object) -> str:
+    buf = io.StringIO()
+    write(table.schema, table.to_batches(max_chunksize=BATCH_ROWS), buf, **options)
+    return buf.getvalue()
+
+
+def format_table(table: pa.Table, max_rows: int | None = 100, max_width: int = 60) -> str:
+    """An aligned text table; numbers right-aligned, cells cut at `max_width` characters.
+
+    Example: a table {layer: [1, 10], n: [3, 4]} ->
+        layer | n
+        ------+--
+            1 | 3
+           10 | 4
+        (2 rows)
+
+    The table is whole, so with `max_rows` None the widths fit every row (unlike a streamed result).
+    """
+    shown = table.num_rows if max_rows is None else max_rows
+    return _render(table, stream_table, max_rows=shown, max_width=max_width)
+
+
 def format_json(table: pa.Table) -> str:
     """A JSON array of row objects: [{"layer": 1, "n": 3}, ...]."""
-    return json.dumps([_plain(r) for r in table.to_pylist()], ensure_ascii=False) + "\n"
+    return _render(table, stream_json)
 
 
 def format_csv(table: pa.Table) -> str:
     """CSV with a header row; NULL is an empty field, lists are written as JSON arrays."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(table.column_names)
-    for row in table.to_pylist():
-        writer.writerow(["" if v is None else json.dumps(_plain(v)) if isinstance(v, (list, dict)) else _plain(v)
-                         for v in row.values()])
-    return buf.getvalue()
+    return _render(table, stream_csv)

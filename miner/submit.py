@@ -1,9 +1,11 @@
 """Submitting jobs to a Ray cluster through the Ray Jobs API, and following them.
 
 `miner submit JOB.yaml --address http://HEAD:8265` validates the job here, writes a copy whose relative
-paths are made absolute (corpus, model folder, output, fastText model), and submits `python -m miner.cli run
-job.yaml` with a runtime environment that ships the `miner` package and that job file (caches, virtual
-environments and run outputs are excluded). The cluster needs the project's dependencies installed (the
+paths are made absolute (corpus, model folder, output, fastText model), and submits `sh miner-entrypoint.sh -v
+run job.yaml` with a runtime environment that ships the `miner` package, that job file and the entry point
+script (caches, virtual environments and run outputs are excluded). The script (miner/entrypoint.sh) runs
+`miner run` under the Python of the cluster's Ray workers, not whatever `python` the head node's PATH finds,
+and fails with one line if that Python lacks a dependency. The cluster needs the project's dependencies installed (the
 container in deploy/container, or `make venv` on each VM) and the corpus, the model folder and the output
 folder on storage mounted at the same path on every node that reads them.
 """
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 EXCLUDES = ["__pycache__/", "*.pyc", "*.egg-info/", ".venv/", "runs/", "data/", "cache/", ".git/"]
 METADATA_KEY = "neuron_miner_job"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+ENTRYPOINT_SCRIPT = "entrypoint.sh"  # in the miner package
+ENTRYPOINT = "miner-entrypoint.sh"  # its name in the job's working directory
 
 
 @dataclass(frozen=True)
@@ -128,13 +132,14 @@ def submit_job(job_path: Path, address: str | None, submission_id: str | None = 
     staging = Path(tempfile.mkdtemp(prefix="miner-submit-"))
     try:
         (staging / "job.yaml").write_text(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
+        shutil.copyfile(package / ENTRYPOINT_SCRIPT, staging / ENTRYPOINT)
         runtime_env: dict = {"working_dir": str(staging), "py_modules": [str(package)], "excludes": EXCLUDES,
                              "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}}
         if extra_pip:
             runtime_env["pip"] = list(extra_pip)
         try:
             return client.submit_job(
-                entrypoint="python -m miner.cli -v run job.yaml", submission_id=sid, runtime_env=runtime_env,
+                entrypoint=f"sh {ENTRYPOINT} -v run job.yaml", submission_id=sid, runtime_env=runtime_env,
                 metadata={METADATA_KEY: job.name, "output": str(resolved.output), "job_file": str(job_path.resolve())},
                 entrypoint_num_cpus=entrypoint_num_cpus,
             )

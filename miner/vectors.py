@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 from scipy import sparse
 
 from miner import atomic
-from miner.errors import InputError
+from miner.catalog import read_manifest_json, read_run_table
+from miner.errors import InputError, first_line
 from miner.schema import VectorOptions
 
 if TYPE_CHECKING:
@@ -71,7 +72,11 @@ def sample_corpus_texts(corpus_dir: Path, max_sentences: int, seed: int = 0,
         if shard.file in skip:
             offset += shard.sentences
             continue
-        column = pq.read_table(corpus_dir / shard.file, columns=["text"])["text"]
+        try:
+            column = pq.read_table(corpus_dir / shard.file, columns=["text"])["text"]
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{corpus_dir / shard.file}: corrupt or unreadable shard ({first_line(exc)}); restore "
+                             "the corpus (the same inputs and options prepare the same shards)") from None
         if keep is None:
             texts.extend(column.to_pylist())
         else:
@@ -394,13 +399,13 @@ def compute_vector_tables(run_dir: Path, options: VectorOptions, corpus_dir: Pat
     from miner.annotate import skipped_shards
 
     run_dir = Path(run_dir)
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest = read_manifest_json(run_dir)
     if corpus_dir is None:
         corpus_dir = Path(manifest["corpus"]["path"])
     model_path = ensure_fasttext(corpus_dir, run_dir / "fasttext.bin", options, skipped_shards(manifest))
     model = load_fasttext(model_path)
-    sentences = pq.read_table(run_dir / "sentences.parquet", columns=["sentence_id", "text"])
-    top = pq.read_table(run_dir / "top_sentences.parquet", columns=["unit_id", "direction", "sentence_id"])
+    sentences = read_run_table(run_dir, "sentences", columns=["sentence_id", "text"])
+    top = read_run_table(run_dir, "top_sentences", columns=["unit_id", "direction", "sentence_id"])
     ids = sentences["sentence_id"].to_numpy().astype(np.int64)
     vecs = sentence_vectors(model, sentences["text"].to_pylist())
     groups = queue_groups(top, ids)

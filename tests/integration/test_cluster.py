@@ -52,8 +52,11 @@ class TwoNodes:
         self.worker: subprocess.Popen | None = None
         # Ray's unix sockets live under the temp dir and their paths may not exceed 107 bytes.
         self.ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+        # The virtualenv is NOT on PATH (`.venv/bin/ray start` without activating it): jobs must still run
+        # under the cluster's own Python, not whatever `python` PATH finds.
+        path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if Path(p) != BIN)
         self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-                    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
+                    "PATH": path, "RAY_USAGE_STATS_ENABLED": "0",
                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         self.env.pop("RAY_ADDRESS", None)
         self.gcs = free_port()
@@ -167,6 +170,7 @@ def test_submitted_job_mines_on_both_nodes_and_equals_one_process(tmp_path: Path
     assert status.returncode == 0 and json.loads(status.stdout)["status"] == "SUCCEEDED"
     logs = cluster.miner("jobs", "logs", "multi-1", "--address", cluster.dashboard)
     assert logs.returncode == 0 and "sent/s" in logs.stdout
+    assert " DEBUG matplotlib" not in logs.stdout  # -v keeps third-party loggers at INFO
     missing = cluster.miner("jobs", "status", "nope-0", "--address", cluster.dashboard)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "nope-0" in missing.stderr
 

@@ -20,7 +20,7 @@ import pytest
 from helpers import SENTENCES, tiny_model, write_job, write_jsonl
 
 from miner.catalog import build_catalog, open_catalog
-from miner.errors import InputError
+from miner.errors import InputError, OutputConflictError
 from miner.report import (
     add_report_command,
     model_report,
@@ -357,8 +357,25 @@ def test_shared_assets_and_links(run: Path, tmp_path: Path) -> None:
     pages = dict(zip((r[0] for r in data["rows"]), (r[-1] for r in data["rows"])))
     assert pages[2] is True and pages[3] is False  # unit pages already in the folder are linked
     assert "<style>" not in html and (out / "assets" / "convergence.svg").exists() == ('src="assets/convergence.svg"' in html)
-    again = write_unit_report(run, 2, out, formats=("html",), n_sentences=1, with_activations=False)[0].read_text()
+    with pytest.raises(OutputConflictError, match="unit-2.html: exists"):  # pages are not replaced unless forced
+        write_unit_report(run, 2, out, formats=("html",), n_sentences=1, with_activations=False)
+    again = write_unit_report(run, 2, out, formats=("html",), n_sentences=1, with_activations=False,
+                              force=True)[0].read_text()
     assert 'href="model.html"' in again  # the overview now exists: the unit page links to it
+
+
+def test_report_never_writes_into_the_run(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for target in (run, run / "reports", run / "checkpoint" / "x"):
+        with pytest.raises(OutputConflictError, match="inside the run folder"):
+            write_model_report(run, target, formats=("json",))
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    monkeypatch.chdir(tmp_path)  # the default folder is reports/<run name> under the current folder
+    parser = argparse.ArgumentParser(prog="miner")
+    add_report_command(parser.add_subparsers(dest="command"))
+    ns = parser.parse_args(["report", str(run), "--model", "--format", "json"])
+    assert ns.func(ns) == 0
+    assert (tmp_path / "reports" / run.name / "model.json").exists()
 
 
 def test_report_command(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -374,9 +391,14 @@ def test_report_command(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit):
         ns = parser.parse_args(["report", str(run)])
         ns.func(ns)
-    ns = parser.parse_args(["report", str(run), "--unit", "9:9"])
+    ns = parser.parse_args(["report", str(run), "--unit", "9:9", "--out", str(tmp_path / "r")])
     with pytest.raises(InputError, match="layer 9"):
         ns.func(ns)
+    ns = parser.parse_args(["report", str(run), "--model", "--out", str(tmp_path / "r"), "--format", "json"])
+    with pytest.raises(OutputConflictError, match="model.json: exists"):
+        ns.func(ns)
+    ns = parser.parse_args(["report", str(run), "--model", "--out", str(tmp_path / "r"), "--format", "json", "--force"])
+    assert ns.func(ns) == 0
 
 
 def test_analysis_tables_are_used_when_present(run: Path, tmp_path: Path) -> None:

@@ -1,18 +1,32 @@
-"""The read-only SQL guard refuses every statement that writes and allows ordinary reads."""
+"""The read-only SQL guard refuses every statement that writes and allows ordinary reads; results render the
+same whether they come whole or in record batches."""
 
 from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from decimal import Decimal
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
-from miner.errors import MinerError
+import miner.sql as sql_module
+from miner.errors import ConfigError, MinerError
 from miner.queries import QUERIES, queries_markdown
 from miner.sql import (
     ReadOnlyViolation,
+    _plain,
     check_read_only,
     format_csv,
     format_json,
     format_table,
+    run_query,
+    stream_csv,
+    stream_json,
+    stream_table,
 )
 
 REFUSED = [
@@ -73,6 +87,14 @@ REFUSED = [
     "EXPLAIN ANALYZE COPY (SELECT 1) TO '/tmp/x.csv'",
     "EXPLAIN DROP TABLE units",
     "PIVOT units ON site USING count(*)",  # without IN: DuckDB first creates an ENUM type
+    # table functions that run SQL text (the words inside the string escape the word check) or change the session
+    "SELECT * FROM query('WITH a AS (DELETE FROM units RETURNING *) SELECT * FROM a')",
+    'SELECT * FROM "query"(\'SELECT 1\')',
+    "SELECT * FROM main.QUERY ('SELECT 1')",
+    "SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT 1'))",
+    "SELECT * FROM register_external_resource('duckdb', 'x', map(['a'], ['b']), uri := '/tmp/x.duckdb')",
+    "SELECT * FROM enable_logging(storage := 'file', storage_path := '/tmp/logs')",
+    "SELECT * FROM truncate_duckdb_logs()",
 ]
 
 ALLOWED = [
@@ -81,8 +103,8 @@ ALLOWED = [
     "  -- leading comment\n/* block */ SELECT count(*) FROM units;",
     "WITH per_layer AS (SELECT layer, count(*) AS n FROM units GROUP BY layer) SELECT * FROM per_layer",
     "SELECT unit_id, rank() OVER (PARTITION BY layer ORDER BY idx DESC) FROM units",
-    "SELECT unit_id, avg(score) OVER w FROM top_sentences WINDOW w AS (PARTITION BY unit_id) "
-    "QUALIFY row_number() OVER w = 1",
+    ("SELECT unit_id, avg(score) OVER w FROM top_sentences WINDOW w AS (PARTITION BY unit_id) "
+     "QUALIFY row_number() OVER w = 1"),
     "PIVOT units ON site IN ('hidden', 'mlp') USING count(*) GROUP BY layer",
     "FROM units",
     "VALUES (1, 2)",
@@ -102,6 +124,8 @@ ALLOWED = [
     "SELECT 1; SELECT 2",
     "SELECT * FROM pragma_table_info('units')",
     "SELECT replace(text, 'a', 'b'), regexp_matches(text, 'set') FROM sentences",
+    "SELECT query, t.query FROM t WHERE query = 'query(1)'",  # a column named query, not the function
+    "SELECT * FROM query_table('units')",
 ]
 
 
@@ -155,3 +179,122 @@ def test_example_queries_pass_the_guard(query) -> None:
 def test_queries_markdown_lists_all_ten() -> None:
     text = queries_markdown()
     assert len(QUERIES) == 10 and text.count("```sql") == 10 and text.startswith("1. **")
+
+
+def _old_csv(table: pa.Table) -> str:
+    """format_csv as it was before results streamed (the whole table at once): the reference."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(table.column_names)
+    for row in table.to_pylist():
+        writer.writerow(["" if v is None else json.dumps(_plain(v)) if isinstance(v, (list, dict)) else _plain(v)
+                         for v in row.values()])
+    return buf.getvalue()
+
+
+def _old_json(table: pa.Table) -> str:
+    return json.dumps([_plain(r) for r in table.to_pylist()], ensure_ascii=False) + "\n"
+
+
+def _mixed_table() -> pa.Table:
+    return pa.table({
+        "i": pa.array([1, None, -3, 2**40], pa.int64()),
+        "x": [0.5, float("nan"), float("inf"), None],
+        "s": ["plain", 'a "quoted", comma', "line\nbreak", None],
+        "b": [True, False, None, True],
+        "v": [[1.5, 2.0], [0.0, float("nan")], None, []],
+        "st": [{"a": 1, "b": "x"}, None, {"a": None, "b": "ü"}, {"a": 2, "b": ""}],
+        "d": pa.array([Decimal("1.25"), None, Decimal("-2.50"), Decimal(0)], pa.decimal128(6, 2)),
+        "day": [dt.date(2024, 1, 2), None, dt.date(1999, 12, 31), dt.date(2000, 2, 29)],
+        "ts": [dt.datetime(2024, 1, 2, 3, 4, 5), None, dt.datetime(2024, 1, 2), dt.datetime(1970, 1, 1, 0, 0, 1)],
+        "raw": [b"\x00\xff", None, b"", b"ab"],
+        "e": pa.array(["red", "blue", None, "red"]).dictionary_encode(),
+    })
+
+
+def _in_batches(table: pa.Table, size: int) -> list[pa.RecordBatch]:
+    return table.to_batches(max_chunksize=size)
+
+
+@pytest.mark.parametrize("size", [1, 3, 100])
+def test_streamed_csv_and_json_match_the_whole_table(size: int) -> None:
+    table = _mixed_table()
+    for write, old in ((stream_csv, _old_csv), (stream_json, _old_json)):
+        buf = io.StringIO()
+        assert write(table.schema, _in_batches(table, size), buf) == table.num_rows
+        assert buf.getvalue() == old(table), write.__name__
+    assert json.loads(format_json(table))[0]["x"] == 0.5 and json.loads(format_json(table))[1]["x"] is None
+
+
+def test_empty_results_render() -> None:
+    table = pa.table({"a": pa.array([], pa.int64())})
+    assert format_csv(table) == "a\n" and format_json(table) == "[]\n"
+    assert format_table(table).splitlines() == ["a", "-", "(0 rows)"]
+
+
+def test_duplicate_column_names_keep_their_cells() -> None:
+    table = pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["a", "a"])
+    assert format_csv(table) == "a,a\n1,2\n"
+    assert format_table(table).splitlines()[2] == "1 | 2"
+
+
+def _counting_batches(n_batches: int, rows: int) -> tuple[pa.Schema, object, list[int]]:
+    """Batches made on demand, with a record of how many were made (to see a writer stream them)."""
+    made: list[int] = []
+    schema = pa.schema([("i", pa.int64()), ("s", pa.string())])
+
+    def gen():
+        for b in range(n_batches):
+            made.append(b)
+            start = b * rows
+            yield pa.record_batch([pa.array(range(start, start + rows)), pa.array([f"t{k}" for k in range(rows)])],
+                                  schema=schema)
+    return schema, gen(), made
+
+
+def test_table_with_max_rows_counts_every_row_but_keeps_only_the_first() -> None:
+    schema, batches, made = _counting_batches(50, 1000)
+    buf = io.StringIO()
+    assert stream_table(schema, batches, buf, max_rows=10) == 50_000
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2 + 10 + 1 and len(made) == 50
+    assert lines[-1] == "(50,000 rows, first 10 shown; use --format csv for all)"
+    assert lines[2].split("|")[0].strip() == "0" and lines[11].split("|")[0].strip() == "9"
+
+
+def test_table_with_every_row_takes_widths_from_the_first_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sql_module, "WIDTH_ROWS", 3)
+    schema = pa.schema([("n", pa.int64()), ("word", pa.string())])
+    first = pa.record_batch([pa.array([1, 2, 3]), pa.array(["a", "bb", "c"])], schema=schema)
+    later = pa.record_batch([pa.array([123456]), pa.array(["a much longer word"])], schema=schema)
+    buf = io.StringIO()
+    assert stream_table(schema, iter([first, later]), buf, max_rows=None) == 4
+    lines = buf.getvalue().splitlines()
+    assert lines[:5] == ["n | word", "--+-----", "1 | a", "2 | bb", "3 | c"]
+    assert lines[5] == "123456 | a much longer word"  # out of line, not cut
+    assert lines[-1] == "(4 rows)"
+    whole = pa.Table.from_batches([first, later])
+    assert format_table(whole, max_rows=None).splitlines()[2] == "     1 | a"  # whole: widths from every row
+
+
+def test_format_table_is_unchanged_for_small_results() -> None:
+    table = pa.table({"layer": [1, 10], "name": ["a", None]})
+    assert format_table(table) == "layer | name\n------+-----\n    1 | a\n   10 | NULL\n(2 rows)\n"
+
+
+def test_negative_max_rows_is_refused() -> None:
+    with pytest.raises(ConfigError, match="--max-rows"):
+        run_query(Path("no-such-run"), "SELECT 1", max_rows=-1)
+
+
+def test_duckdb_errors_become_one_line_or_an_interrupt() -> None:
+    import duckdb
+
+    from miner.sql import _sql_error
+
+    for exc in (duckdb.InterruptException("INTERRUPT Error: Interrupted!"), OSError("INTERRUPT Error: Interrupted!"),
+                RuntimeError("Query interrupted")):
+        assert isinstance(_sql_error(exc), KeyboardInterrupt), exc
+    error = _sql_error(duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate\nmore"))
+    assert isinstance(error, MinerError) and "does not spill" in str(error) and "\n" not in str(error)
+    assert str(_sql_error(OSError("Invalid Input Error: boom"))) == "SQL error: Invalid Input Error: boom"
