@@ -46,7 +46,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
 schema: $(STAMP)
-	$(BIN)/python -m miner.schema_export
+	$(BIN)/python -m miner.config_export
 
 clean:
 	rm -rf $(VENV) build *.egg-info

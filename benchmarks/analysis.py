@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from miner.analysis import AnalysisOptions, concept_search, run_analysis
+from miner.analysis.stage import AnalysisOptions, concept_search, run_analysis
 
 
 def main() -> None:

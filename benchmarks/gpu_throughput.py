@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from miner.activations import BlockMiner
-from miner.model_loading import bundled_minilm, load_model, unit_layout
-from miner.topn import Candidates, TopNQueues
+from miner.mining.block_miner import BlockMiner
+from miner.model.loading import bundled_minilm, load_model, unit_layout
+from miner.mining.topn import Candidates, TopNQueues
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import yaml
 
-from miner.processes import mining_actor_pids
+from miner.mining.processes import mining_actor_pids
 
 TABLES = ("top_sentences", "sentences", "units", "convergence")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from miner.processes import descendants, mining_actor_pids
+from miner.mining.processes import descendants, mining_actor_pids
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

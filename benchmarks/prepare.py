@@ -20,8 +20,8 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
-from miner.prepare import prepare_corpus
-from miner.schema import PrepareOptions, RunOptions
+from miner.corpus.prepare import prepare_corpus
+from miner.config import PrepareOptions, RunOptions
 inputs = [Path(p) for p in json.loads(sys.argv[1])]
 t = time.perf_counter()
 m = prepare_corpus(inputs, Path(sys.argv[2]), PrepareOptions(format="jsonl", interleave=True), RunOptions(workers=int(sys.argv[3])))
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--cache", default="cache/sources")
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    from miner.sources import write_default_sources
+    from miner.corpus.sources import write_default_sources
 
     docs = write_default_sources(Path(args.cache), Path(args.cache) / "documents-v2")
     one = run(docs, args.workers)

@@ -1,4 +1,4 @@
-"""Latency of the README's ten queries (miner.queries.QUERIES) on a run's catalog; prints JSON.
+"""Latency of the README's ten queries (miner.query.examples.QUERIES) on a run's catalog; prints JSON.
 
 Usage: python benchmarks/queries.py RUN [--repeat 20] [--out FILE.json]
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import duckdb
 
-from miner.catalog import ensure_catalog
-from miner.queries import QUERIES
-from miner.sql import run_query, sandboxed_connection
+from miner.run.catalog import ensure_catalog
+from miner.query.examples import QUERIES
+from miner.query.sql import run_query, sandboxed_connection
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from miner.catalog import open_catalog
-from miner.report import (
+from miner.run.catalog import open_catalog
+from miner.report.build import (
     model_report,
     render_html,
     render_json,

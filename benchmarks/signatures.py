@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from miner.annotate import (  # noqa: E402
+from miner.signatures.annotate import (  # noqa: E402
     AnnotateOptions,
     background_ids,
     load_tagger,
@@ -36,8 +36,8 @@ from miner.annotate import (  # noqa: E402
     run_corpus,
     tokens_table,
 )
-from miner.schema import CorpusManifest  # noqa: E402
-from miner.signatures import SignatureOptions, sentence_features, unit_signatures  # noqa: E402
+from miner.config import CorpusManifest  # noqa: E402
+from miner.signatures.aggregate import SignatureOptions, sentence_features, unit_signatures  # noqa: E402
 
 
 def tagged(corpus_dir: Path, corpus: CorpusManifest, ids: np.ndarray, cache: Path | None,

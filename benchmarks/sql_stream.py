@@ -42,7 +42,7 @@ CASES = [
 
 def build_run(folder: Path) -> Path:
     """A minimal complete run (manifest, units, sentences, top_sentences) with its catalog."""
-    from miner.catalog import ensure_catalog
+    from miner.run.catalog import ensure_catalog
 
     folder.mkdir(parents=True)
     pq.write_table(pa.table({"unit_id": pa.array([0, 1], pa.int32()), "site": ["hidden"] * 2, "layer": [1, 2],

@@ -1,4 +1,4 @@
-"""The `miner` command line. Options come from the pydantic models in miner.schema (declared once).
+"""The `miner` command line. Options come from the pydantic models in miner.config (declared once).
 
 User errors print one line, `miner: error: ...`, and exit with status 2.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from miner.errors import ConfigError, MinerError, first_line
-from miner.schema import PrepareOptions, RunOptions
+from miner.config import PrepareOptions, RunOptions
 
 log = logging.getLogger("miner")
 
@@ -72,7 +72,7 @@ def validate_model(model: type[BaseModel], values: dict, what: str = "field") ->
 
 
 def _cmd_prepare(ns: argparse.Namespace) -> int:
-    from miner.prepare import prepare_corpus
+    from miner.corpus.prepare import prepare_corpus
 
     opts = model_from_args(PrepareOptions, ns)
     run = model_from_args(RunOptions, ns)
@@ -82,7 +82,7 @@ def _cmd_prepare(ns: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(ns: argparse.Namespace) -> int:
-    from miner.default_corpus import build_default_corpus
+    from miner.corpus.default import build_default_corpus
 
     opts = model_from_args(PrepareOptions, ns)
     run = model_from_args(RunOptions, ns)
@@ -92,7 +92,7 @@ def _cmd_fetch(ns: argparse.Namespace) -> int:
 
 
 def _cmd_info(ns: argparse.Namespace) -> int:
-    from miner.corpus_info import corpus_summary, format_summary
+    from miner.corpus.info import corpus_summary, format_summary
 
     summary = corpus_summary(Path(ns.corpus))
     print(json.dumps(summary, indent=2) if ns.json else format_summary(summary))
@@ -100,7 +100,7 @@ def _cmd_info(ns: argparse.Namespace) -> int:
 
 
 def _cmd_mine(ns: argparse.Namespace) -> int:
-    from miner.mine import load_job, run_mining
+    from miner.mining.driver import load_job, run_mining
 
     job, base = load_job(Path(ns.job))
     overrides = {k: v for k, v in vars(ns).items() if k in ("workers", "batch_size", "max_sentences") and v is not None}
@@ -117,8 +117,8 @@ def _cmd_mine(ns: argparse.Namespace) -> int:
 
 
 def _cmd_signatures(ns: argparse.Namespace) -> int:
-    from miner.abstract import run_abstract
-    from miner.schema import AnnotateOptions, SignatureOptions, VectorOptions
+    from miner.signatures.stage import run_abstract
+    from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
 
     summary = run_abstract(Path(ns.run), model_from_args(AnnotateOptions, ns), model_from_args(SignatureOptions, ns),
                            model_from_args(VectorOptions, ns), executor=ns.executor, address=ns.address)
@@ -128,8 +128,8 @@ def _cmd_signatures(ns: argparse.Namespace) -> int:
 
 
 def _cmd_run(ns: argparse.Namespace) -> int:
-    from miner.abstract import run_abstract, step2_done
-    from miner.mine import load_job, run_mining
+    from miner.signatures.stage import run_abstract, step2_done
+    from miner.mining.driver import load_job, run_mining
 
     job, base = load_job(Path(ns.job))
     manifest = run_mining(job, base, address=ns.address, executor=ns.executor)
@@ -142,7 +142,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         vectors = vectors.model_copy(update={"model": base / vectors.model})
     if not step2_done(run_dir) or ns.redo_signatures:
         run_abstract(run_dir, job.annotate, job.signatures, vectors, executor=ns.executor, address=ns.address)
-        from miner.analysis import run_analysis
+        from miner.analysis.stage import run_analysis
 
         run_analysis(run_dir, job.analysis)
     print(f"run folder: {run_dir}")
@@ -153,7 +153,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
 def _cmd_sql(ns: argparse.Namespace) -> int:
     import os
 
-    from miner.sql import run_query
+    from miner.query.sql import run_query
 
     if ns.max_rows < 0:
         raise ConfigError(f"--max-rows must be 0 (every row) or a positive number of rows, not {ns.max_rows}")
@@ -168,8 +168,8 @@ def _cmd_sql(ns: argparse.Namespace) -> int:
 
 
 def _cmd_analyze(ns: argparse.Namespace) -> int:
-    from miner.analysis import run_analysis
-    from miner.schema import AnalysisOptions
+    from miner.analysis.stage import run_analysis
+    from miner.config import AnalysisOptions
 
     summary = run_analysis(Path(ns.run), model_from_args(AnalysisOptions, ns))
     acc = summary.get("accuracy")
@@ -179,7 +179,7 @@ def _cmd_analyze(ns: argparse.Namespace) -> int:
 
 
 def _cmd_compare(ns: argparse.Namespace) -> int:
-    from miner.analysis import compare_runs, write_comparison
+    from miner.analysis.stage import compare_runs, write_comparison
 
     runs = [Path(r) for r in ns.runs]
     if ns.out:
@@ -191,8 +191,8 @@ def _cmd_compare(ns: argparse.Namespace) -> int:
 
 
 def _cmd_concepts(ns: argparse.Namespace) -> int:
-    from miner.analysis import concept_search
-    from miner.sql import format_csv, format_json, format_table
+    from miner.analysis.stage import concept_search
+    from miner.query.sql import format_csv, format_json, format_table
 
     if not ns.words and not ns.where:
         raise ConfigError("concepts: give --words and/or --where")
@@ -203,7 +203,7 @@ def _cmd_concepts(ns: argparse.Namespace) -> int:
 
 
 def _cmd_submit(ns: argparse.Namespace) -> int:
-    from miner.submit import follow_logs, job_status, submit_job
+    from miner.cluster.jobs import follow_logs, job_status, submit_job
 
     sid = submit_job(Path(ns.job), ns.address, ns.submission_id, ns.entrypoint_num_cpus, ns.pip)
     print(f"submitted {sid}; follow with: miner jobs logs {sid} --follow --address {ns.address or '$RAY_API_SERVER_ADDRESS'}")
@@ -220,7 +220,7 @@ def _cmd_submit(ns: argparse.Namespace) -> int:
 def _cmd_jobs(ns: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from miner import submit
+    from miner.cluster import jobs as submit
 
     if ns.jobs_command == "list":
         records = submit.list_jobs(ns.address, ns.all)
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
         jp.add_argument("--address", default=None, help=address_help)
         jp.set_defaults(func=_cmd_jobs)
 
-    from miner.schema import AnnotateOptions, SignatureOptions, VectorOptions
+    from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
 
     sig = sub.add_parser("signatures", help="Step 2: POS tags, signatures, vectors and the DuckDB catalog of a run.")
     sig.add_argument("run", help="Run folder of a finished `miner mine`.")
@@ -360,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "column widths follow the first rows).")
     sql.set_defaults(func=_cmd_sql)
 
-    from miner.report import add_report_command
-    from miner.schema import AnalysisOptions
+    from miner.report.build import add_report_command
+    from miner.config import AnalysisOptions
 
     ana = sub.add_parser("analyze", help="Cross-unit analysis: k-means vs layers (Hungarian), t-SNE map, rankings.")
     ana.add_argument("run", help="Run folder with step 2 done.")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from miner.model_loading import bundled_minilm
+from miner.model.loading import bundled_minilm
 
 SENTENCES = [
     "The cat sat on the mat and looked at the bird.",
@@ -109,8 +109,8 @@ def make_corpus(folder: Path, n: int = 300, seed: int = 0, shard_size: int = 120
     """Prepare a small corpus of n pseudo-sentences (words of SENTENCES) with domain/sentiment labels."""
     import random
 
-    from miner.prepare import prepare_corpus
-    from miner.schema import PrepareOptions, RunOptions
+    from miner.corpus.prepare import prepare_corpus
+    from miner.config import PrepareOptions, RunOptions
 
     rng = random.Random(seed)
     words = " ".join(SENTENCES).replace(".", "").replace(",", "").split()

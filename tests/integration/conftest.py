@@ -19,9 +19,9 @@ TINY_DOCS_PER_SOURCE = 80
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared corpus folder of ~2,400 real sentences from seven domains, with metadata columns."""
-    from miner.prepare import prepare_corpus
-    from miner.schema import PrepareOptions, RunOptions
-    from miner.sources import write_default_sources
+    from miner.corpus.prepare import prepare_corpus
+    from miner.config import PrepareOptions, RunOptions
+    from miner.corpus.sources import write_default_sources
 
     base = tmp_path_factory.mktemp("tiny-corpus")
     docs = write_default_sources(REPO / "cache" / "sources", base / "documents",
@@ -34,8 +34,8 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete mining run: real MiniLM, hidden units, top/bottom 5 over the first 300 sentences (inline)."""
-    from miner.mine import run_mining
-    from miner.schema import JobSpec
+    from miner.mining.driver import run_mining
+    from miner.config import JobSpec
 
     base = tmp_path_factory.mktemp("tiny-run")
     job = JobSpec(name="tiny", model="minilm", corpus=tiny_corpus, output=base / "run", top_n=5,
@@ -47,6 +47,6 @@ def tiny_run(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture(scope="session")
 def tiny_fasttext(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fastText skipgram model trained on the tiny corpus (default options; the sidecar JSON has timings)."""
-    from miner.vectors import VectorOptions, train_fasttext
+    from miner.signatures.vectors import VectorOptions, train_fasttext
 
     return train_fasttext(tiny_corpus, tmp_path_factory.mktemp("fasttext") / "model.bin", VectorOptions())

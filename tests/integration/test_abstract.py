@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from miner.abstract import STEP2_TABLES, run_abstract, step2_done
+from miner.signatures.stage import STEP2_TABLES, run_abstract, step2_done
 from miner.errors import ConfigError, InputError
-from miner.schema import AnnotateOptions, SignatureOptions, VectorOptions
+from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from miner.abstract import run_abstract
-from miner.analysis import (
+from miner.signatures.stage import run_abstract
+from miner.analysis.stage import (
     ANALYSIS_TABLES,
     AnalysisOptions,
     compare_runs,
@@ -21,8 +21,8 @@ from miner.analysis import (
     run_analysis,
     write_comparison,
 )
-from miner.catalog import open_catalog
-from miner.schema import AnnotateOptions, VectorOptions
+from miner.run.catalog import open_catalog
+from miner.config import AnnotateOptions, VectorOptions
 
 pytestmark = pytest.mark.integration
 

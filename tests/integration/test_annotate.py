@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from miner.annotate import (
+from miner.signatures.annotate import (
     TOKENS_SCHEMA,
     AnnotateOptions,
     annotate_run,
@@ -21,8 +21,8 @@ from miner.annotate import (
     write_annotation,
 )
 from miner.errors import InputError
-from miner.prepare import load_corpus
-from miner.signatures import SignatureOptions, compute_signatures
+from miner.corpus.prepare import load_corpus
+from miner.signatures.aggregate import SignatureOptions, compute_signatures
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from miner.catalog import (
+from miner.run.catalog import (
     build_catalog,
     catalog_is_current,
     catalog_path,
@@ -21,9 +21,9 @@ from miner.catalog import (
     open_catalog,
 )
 from miner.errors import InputError, MinerError
-from miner.queries import QUERIES
-from miner.sql import ReadOnlyViolation, query_arrow, run_query
-from miner.vectors import VectorOptions
+from miner.query.examples import QUERIES
+from miner.query.sql import ReadOnlyViolation, query_arrow, run_query
+from miner.signatures.vectors import VectorOptions
 
 pytestmark = pytest.mark.integration
 
@@ -78,8 +78,8 @@ def undocumented(columns: dict[str, list[str]], docs: dict[str, dict]) -> list[s
 @pytest.fixture(scope="module")
 def run(tiny_run: Path, tiny_fasttext: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny mining run with the whole of step 2 (real spaCy, real fastText) and its catalog."""
-    from miner.abstract import run_abstract
-    from miner.schema import AnnotateOptions
+    from miner.signatures.stage import run_abstract
+    from miner.config import AnnotateOptions
 
     out = tmp_path_factory.mktemp("catalog") / "run"
     shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("checkpoint", "catalog.duckdb"))

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import make_corpus, tiny_model, write_job
 
-from miner.mine import load_job, run_mining
+from miner.mining.driver import load_job, run_mining
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from miner.prepare import load_corpus
+from miner.corpus.prepare import load_corpus
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

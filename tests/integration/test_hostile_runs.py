@@ -16,8 +16,8 @@ import pytest
 from helpers import make_corpus, tiny_model, write_job
 from mining_oracle import all_scores, expected_queues
 
-from miner.mine import load_job, run_mining
-from miner.prepare import load_corpus
+from miner.mining.driver import load_job, run_mining
+from miner.corpus.prepare import load_corpus
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import pytest
 from helpers import make_corpus, tiny_model, write_job
 from mining_oracle import all_scores, expected_queues
 
-from miner.mine import load_job, run_mining
-from miner.processes import mining_actor_pids
+from miner.mining.driver import load_job, run_mining
+from miner.mining.processes import mining_actor_pids
 
 pytestmark = pytest.mark.integration
 TABLES = ("top_sentences", "sentences", "units", "convergence")

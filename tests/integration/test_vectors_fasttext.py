@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from miner.errors import InputError
-from miner.vectors import (
+from miner.signatures.vectors import (
     VectorOptions,
     compute_vector_tables,
     ensure_fasttext,
@@ -37,7 +37,7 @@ def test_training_is_fast_and_gives_finite_vectors(tiny_fasttext: Path) -> None:
 
 
 def test_sample_is_capped_and_deterministic(tiny_corpus: Path, tmp_path: Path) -> None:
-    from miner.vectors import sample_corpus_texts
+    from miner.signatures.vectors import sample_corpus_texts
 
     a = sample_corpus_texts(tiny_corpus, 500, seed=3)
     assert len(a) == 500 and a == sample_corpus_texts(tiny_corpus, 500, seed=3)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import SENTENCES, tiny_model
 
-from miner.activations import (
+from miner.mining.block_miner import (
     BlockMiner,
     RealTokens,
     candidate_peaks,
@@ -19,8 +19,8 @@ from miner.activations import (
     real_span,
     sparse_candidates,
 )
-from miner.model_loading import load_model, unit_layout
-from miner.topn import SENTINEL, encode_keys, pack_payload, threshold_scores, unpack_payload
+from miner.model.loading import load_model, unit_layout
+from miner.mining.topn import SENTINEL, encode_keys, pack_payload, threshold_scores, unpack_payload
 
 
 def brute_peaks(tensors: list[torch.Tensor], real: torch.Tensor, largest: bool) -> torch.Tensor:

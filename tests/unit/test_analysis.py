@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pydantic
 import pytest
 
-from miner.analysis import (
+from miner.analysis.stage import (
     AnalysisOptions,
     chance_accuracy,
     check_predicate,
@@ -283,7 +283,7 @@ def test_predicate_cannot_write(tmp_path: Path) -> None:
 
 
 def test_run_analysis_on_hand_made_run(tmp_path: Path) -> None:
-    from miner.catalog import open_catalog
+    from miner.run.catalog import open_catalog
 
     run = make_run(tmp_path / "run")
     options = AnalysisOptions(n_init=2, chance_permutations=10, tsne_iterations=250, map_directions=["top", "bottom"])

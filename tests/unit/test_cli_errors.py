@@ -39,7 +39,7 @@ def test_help_still_prints_usage(capsys: pytest.CaptureFixture) -> None:
 def test_verbose_keeps_third_party_loggers_at_info() -> None:
     """-v: miner's own loggers at DEBUG, matplotlib's (whose font manager floods job logs) at INFO; -vv: all."""
     probe = ("import logging, sys; from miner.cli import main; main(sys.argv[1:] + ['corpus', 'info', '/nonexistent']); "
-             "print(logging.getLogger('miner.mine').getEffectiveLevel(), "
+             "print(logging.getLogger('miner.mining.driver').getEffectiveLevel(), "
              "logging.getLogger('matplotlib.font_manager').getEffectiveLevel())")
     levels = {}
     for flags in ([], ["-v"], ["-vv"]):

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from miner.errors import ConfigError
-from miner.mine import load_job
-from miner.schema_export import SCHEMA_PATH, job_schema_text
+from miner.mining.driver import load_job
+from miner.config_export import SCHEMA_PATH, job_schema_text
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,11 +15,11 @@ import torch
 from helpers import make_corpus, tiny_model, write_job
 from mining_oracle import all_scores, expected_queues
 
-from miner import native
+from miner.mining import native
 from miner.errors import ConfigError, InputError, OutputConflictError
-from miner.mine import load_job, plan_blocks, run_mining
-from miner.model_loading import load_model, reinitialize_except_embeddings
-from miner.prepare import load_corpus
+from miner.mining.driver import load_job, plan_blocks, run_mining
+from miner.model.loading import load_model, reinitialize_except_embeddings
+from miner.corpus.prepare import load_corpus
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,8 @@ def test_torch_path_queues_equal_brute_force(tmp_path: Path, corpus: Path, arch:
 
 
 def test_empty_block_gives_no_candidates(tmp_path: Path) -> None:
-    from miner.activations import BlockMiner
-    from miner.model_loading import unit_layout
+    from miner.mining.block_miner import BlockMiner
+    from miner.model.loading import unit_layout
 
     loaded = load_model(tiny_model(tmp_path / "m", "bert"))
     miner = BlockMiner(loaded, unit_layout(loaded.config, ["hidden"], None), 3)
@@ -171,7 +171,7 @@ def test_blocks_never_cross_shards(corpus: Path) -> None:
 
 
 def test_random_init_changes_all_but_embeddings_reproducibly() -> None:
-    from miner.model_loading import bundled_minilm
+    from miner.model.loading import bundled_minilm
 
     a = load_model(bundled_minilm())
     b = load_model(bundled_minilm(), init="random", init_seed=3)

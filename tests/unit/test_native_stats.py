@@ -1,4 +1,4 @@
-"""The compiled one-pass kernel (miner.native) against its torch twins: scores (masked mean / max) and peaks
+"""The compiled one-pass kernel (miner.mining.native) against its torch twins: scores (masked mean / max) and peaks
 (first position of the max and the min over real tokens) of every cell, ties and odd widths included."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import torch
 from helpers import SENTENCES, tiny_model
 from test_activations_peaks import brute_peaks, random_case
 
-from miner import native
-from miner.activations import BlockMiner, make_batches
-from miner.model_loading import load_model, unit_layout
-from miner.topn import pack_payload
+from miner.mining import native
+from miner.mining.block_miner import BlockMiner, make_batches
+from miner.model.loading import load_model, unit_layout
+from miner.mining.topn import pack_payload
 
 
 def test_builds_where_a_compiler_exists() -> None:
@@ -118,7 +118,7 @@ def test_nan_activation_takes_torch_semantics(tmp_path: Path, use_native: bool) 
     """A NaN activation makes its batch fall back to the torch operations on either path: the sentence's mean
     is NaN, its key sorts above every number (it enters the top queue) and its peak is torch.max's (the NaN
     at its position)."""
-    from miner.topn import Candidates, decode_keys, unpack_payload
+    from miner.mining.topn import Candidates, decode_keys, unpack_payload
 
     loaded = load_model(tiny_model(tmp_path / "bert", "bert"))
     layout = unit_layout(loaded.config, ["hidden"], None)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from prefixspan import PrefixSpan
 
-from miner import patterns
-from miner.patterns import (
+from miner.signatures import patterns
+from miner.signatures.patterns import (
     PatternIndex,
     build_pattern_index,
     count_patterns,

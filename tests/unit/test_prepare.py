@@ -15,8 +15,8 @@ import pytest
 
 from miner.cli import main
 from miner.errors import InputError, OutputConflictError
-from miner.prepare import load_corpus, prepare_corpus
-from miner.schema import PrepareOptions, RunOptions
+from miner.corpus.prepare import load_corpus, prepare_corpus
+from miner.config import PrepareOptions, RunOptions
 
 DOCS = [
     {"text": "The cat sat on the mat. It was happy!!!", "label": "pos", "topic": "pets"},

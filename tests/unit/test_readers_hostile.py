@@ -18,8 +18,8 @@ import pytest
 
 from miner.cli import main
 from miner.errors import InputError
-from miner.prepare import load_corpus, prepare_corpus
-from miner.schema import CorpusManifest, PrepareOptions, RunOptions
+from miner.corpus.prepare import load_corpus, prepare_corpus
+from miner.config import CorpusManifest, PrepareOptions, RunOptions
 
 SERIAL = RunOptions(workers=1)
 GOOD = "The cat sat on the mat."

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import SENTENCES, tiny_model, write_job, write_jsonl
 
-from miner.catalog import build_catalog, open_catalog
+from miner.run.catalog import build_catalog, open_catalog
 from miner.errors import InputError, OutputConflictError
-from miner.report import (
+from miner.report.build import (
     add_report_command,
     model_report,
     render_html,
@@ -32,8 +32,8 @@ from miner.report import (
     write_model_report,
     write_unit_report,
 )
-from miner.report_records import SentenceEntry, WordActivation
-from miner.report_render import (
+from miner.report.records import SentenceEntry, WordActivation
+from miner.report.render import (
     fmt_num,
     fmt_pct,
     level,
@@ -87,9 +87,9 @@ def _step2_tables(run: Path) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete tiny run: 14 sentences (one with a script tag), random BERT, sites hidden + mlp, N = 4."""
-    from miner.mine import load_job, run_mining
-    from miner.prepare import prepare_corpus
-    from miner.schema import PrepareOptions, RunOptions
+    from miner.mining.driver import load_job, run_mining
+    from miner.corpus.prepare import prepare_corpus
+    from miner.config import PrepareOptions, RunOptions
 
     base = tmp_path_factory.mktemp("report-run")
     texts = [*SENTENCES, SCRIPT, MARKDOWN_HOSTILE, "Short one here.", "Another rather long sentence " * 12 + "ends."]

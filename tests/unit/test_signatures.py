@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pytest
 
 from miner.errors import ConfigError
-from miner.signatures import SignatureOptions, compute_signatures
+from miner.signatures.aggregate import SignatureOptions, compute_signatures
 
 # (sentence_id, words, tags, domain, sentiment, title); unit 0's top queue is 0-3, the background 4-9.
 HAND = [
@@ -245,7 +245,7 @@ def test_options_validation() -> None:
 
 def test_units_split_across_workers_give_the_same_tables() -> None:
     """sentence_features once, unit_signatures per slice of units (as parallel workers do) == one call."""
-    from miner.signatures import sentence_features, unit_signatures
+    from miner.signatures.aggregate import sentence_features, unit_signatures
 
     top, sentences, tokens, bg, _ = random_setup(5)
     opts = SignatureOptions(min_support=2)

@@ -13,10 +13,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-import miner.sql as sql_module
+import miner.query.sql as sql_module
 from miner.errors import ConfigError, MinerError
-from miner.queries import QUERIES, queries_markdown
-from miner.sql import (
+from miner.query.examples import QUERIES, queries_markdown
+from miner.query.sql import (
     ReadOnlyViolation,
     _plain,
     check_read_only,
@@ -290,7 +290,7 @@ def test_negative_max_rows_is_refused() -> None:
 def test_duckdb_errors_become_one_line_or_an_interrupt() -> None:
     import duckdb
 
-    from miner.sql import _sql_error
+    from miner.query.sql import _sql_error
 
     for exc in (duckdb.InterruptException("INTERRUPT Error: Interrupted!"), OSError("INTERRUPT Error: Interrupted!"),
                 RuntimeError("Query interrupted")):

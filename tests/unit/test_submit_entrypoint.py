@@ -1,4 +1,4 @@
-"""The job entry point `miner submit` ships (miner/entrypoint.sh): which Python it picks, and its one-line failure."""
+"""The job entry point `miner submit` ships (miner/cluster/entrypoint.sh): which Python it picks, and its one-line failure."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 import miner
 
-SCRIPT = Path(miner.__file__).parent / "entrypoint.sh"
+SCRIPT = Path(miner.__file__).parent / "cluster" / "entrypoint.sh"
 BIN = Path(sys.executable).parent
 
 

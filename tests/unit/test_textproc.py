@@ -1,6 +1,6 @@
 """Normalisation and sentence splitting."""
 
-from miner.textproc import normalize, split_sentences
+from miner.corpus.text import normalize, split_sentences
 
 
 def test_repeated_symbols_collapse_to_one() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from miner.topn import (
+from miner.mining.topn import (
     SENTINEL,
     Candidates,
     TopNQueues,

@@ -9,9 +9,9 @@ import pytest
 from helpers import make_corpus, tiny_model, write_job
 from mining_oracle import all_scores, expected_queues
 
-from miner.executors import WorkerConfig, build_block_miner
-from miner.mine import load_job, run_mining
-from miner.model_loading import transformer_blocks
+from miner.mining.executors import WorkerConfig, build_block_miner
+from miner.mining.driver import load_job, run_mining
+from miner.model.loading import transformer_blocks
 
 
 @pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])

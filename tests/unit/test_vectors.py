@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from miner.vectors import (
+from miner.signatures.vectors import (
     VectorOptions,
     sentence_vectors,
     tokenize,

@@ -12,7 +12,7 @@
 - concept_search: units ranked by how well their queue matches a concept's sentence set (IoU, precision).
 
 Pure functions over NumPy/Arrow; `run_analysis` writes the tables (temporary name + os.replace), SVG plots
-(miner.plots) into RUN/plots/, the manifest's "analysis" entry, and rebuilds the catalog.
+(miner.analysis.plots) into RUN/plots/, the manifest's "analysis" entry, and rebuilds the catalog.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy.optimize import linear_sum_assignment
 
-from miner.catalog import (
+from miner.run.catalog import (
     ANALYSIS_TABLES,
     build_catalog,
     check_run_tables,
@@ -42,7 +42,7 @@ from miner.catalog import (
     run_table_rows,
 )
 from miner.errors import ConfigError, InputError, MinerError
-from miner.schema import AnalysisOptions
+from miner.config import AnalysisOptions
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ def run_analysis(run_dir: Path, options: AnalysisOptions | None = None) -> dict:
 
 def write_run_plots(run_dir: Path, umap: pa.Table, distribution: pa.Table, options: AnalysisOptions) -> list[Path]:
     """SVGs of one run into RUN/plots/: unit maps, layer box plots per metric and direction, convergence."""
-    from miner import plots
+    from miner.analysis import plots
 
     folder = run_dir / "plots"
     folder.mkdir(exist_ok=True)
@@ -479,7 +479,7 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, options: AnalysisOptio
     OUT may not lie in a run or corpus folder; a folder that already holds a comparison is replaced only with
     `force`.
     """
-    from miner import plots
+    from miner.analysis import plots
     from miner.outputs import check_output_folder
 
     out_dir = Path(out_dir)
@@ -542,7 +542,7 @@ def check_predicate(predicate: str) -> str:
 
 def predicate_sentences(run_dir: Path, predicate: str) -> np.ndarray:
     """Sorted sentence ids of the run's sentences table matching a SQL predicate (read-only sandbox)."""
-    from miner.sql import check_read_only, query_arrow
+    from miner.query.sql import check_read_only, query_arrow
 
     sql = f"SELECT DISTINCT sentence_id FROM sentences WHERE (\n{check_predicate(predicate)}\n)"
     check_read_only(sql)

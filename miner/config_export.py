@@ -1,6 +1,6 @@
 """Generate schemas/job.schema.json from the JobSpec model (never edited by hand).
 
-Run `python -m miner.schema_export` (or `make schema`); a test fails when the committed file drifts.
+Run `python -m miner.config_export` (or `make schema`); a test fails when the committed file drifts.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from miner.schema import JobSpec
+from miner.config import JobSpec
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "job.schema.json"
 

@@ -30,15 +30,15 @@ import pyarrow.parquet as pq
 from miner import __version__
 from miner.errors import InputError, OutputConflictError
 from miner.outputs import enclosing_data_folder
-from miner.readers import Document, detect_format, read_documents
-from miner.schema import (
+from miner.corpus.readers import Document, detect_format, read_documents
+from miner.config import (
     CorpusManifest,
     CorpusShard,
     PrepareOptions,
     RunOptions,
     corpus_manifest_path,
 )
-from miner.textproc import normalize, split_sentences
+from miner.corpus.text import normalize, split_sentences
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import jinja2
 from markupsafe import Markup
 
 from miner import atomic
-from miner.report_records import ModelReport, Plot, SentenceEntry, UnitReport
+from miner.report.records import ModelReport, Plot, SentenceEntry, UnitReport
 
 OVERVIEW = "model"
 ASSETS = "assets"
@@ -38,7 +38,7 @@ def unit_stem(unit_id: int) -> str:
 
 
 def _asset(name: str) -> str:
-    return resources.files("miner").joinpath("templates", name).read_text(encoding="utf-8")
+    return resources.files("miner.report").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def _sha256(text: str) -> str:
@@ -170,7 +170,7 @@ def md_sentence(sentence: SentenceEntry, max_abs: float | None, strong: float = 
 
 
 def _env(html: bool) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("miner", "templates"), autoescape=html,
+    env = jinja2.Environment(loader=jinja2.PackageLoader("miner.report", "templates"), autoescape=html,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
     env.policies["json.dumps_kwargs"] = {"sort_keys": False, "separators": (",", ":")}

@@ -35,9 +35,9 @@ import pyarrow.parquet as pq
 from scipy import sparse
 
 from miner import atomic
-from miner.catalog import read_manifest_json, read_run_table
+from miner.run.catalog import read_manifest_json, read_run_table
 from miner.errors import InputError, first_line
-from miner.schema import VectorOptions
+from miner.config import VectorOptions
 
 if TYPE_CHECKING:
     import fasttext.FastText
@@ -59,7 +59,7 @@ def sample_corpus_texts(corpus_dir: Path, max_sentences: int, seed: int = 0,
 
     Shards in `skip` (skipped as corrupt by the miner) are not read; the sample of the others is unchanged.
     """
-    from miner.prepare import load_corpus
+    from miner.corpus.prepare import load_corpus
 
     manifest = load_corpus(corpus_dir)
     total = manifest.sentences
@@ -95,7 +95,7 @@ def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions,
     """
     import fasttext
 
-    from miner.prepare import load_corpus
+    from miner.corpus.prepare import load_corpus
 
     started = time.monotonic()
     corpus_dir, out_path = Path(corpus_dir), Path(out_path)
@@ -198,7 +198,7 @@ def ensure_fasttext(corpus_dir: Path, model_path: Path, options: VectorOptions,
     """options.model if set; else model_path, (re)trained unless its sidecar matches corpus and options."""
     if options.model is not None:
         return Path(options.model)
-    from miner.prepare import load_corpus
+    from miner.corpus.prepare import load_corpus
 
     sidecar = Path(str(model_path) + ".json")
     if Path(model_path).exists() and sidecar.exists():
@@ -396,7 +396,7 @@ def compute_vector_tables(run_dir: Path, options: VectorOptions, corpus_dir: Pat
 
     The corpus folder defaults to the one recorded in RUN/manifest.json.
     """
-    from miner.annotate import skipped_shards
+    from miner.signatures.annotate import skipped_shards
 
     run_dir = Path(run_dir)
     manifest = read_manifest_json(run_dir)

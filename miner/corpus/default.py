@@ -1,12 +1,12 @@
-"""The default corpus: real multi-domain text fetched by package name (see miner.sources), then prepared."""
+"""The default corpus: real multi-domain text fetched by package name (see miner.corpus.sources), then prepared."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from miner.prepare import prepare_corpus
-from miner.schema import CorpusManifest, PrepareOptions, RunOptions
-from miner.sources import write_default_sources
+from miner.corpus.prepare import prepare_corpus
+from miner.config import CorpusManifest, PrepareOptions, RunOptions
+from miner.corpus.sources import write_default_sources
 
 
 def build_default_corpus(
@@ -23,7 +23,7 @@ def build_default_corpus(
     title), which prepare passes through to every sentence.
     """
     opts = (opts or PrepareOptions()).model_copy(update={"text_column": "text", "format": "jsonl", "interleave": True})
-    # v2: documents of each source in a seeded shuffled order (see miner.sources.shuffled)
+    # v2: documents of each source in a seeded shuffled order (see miner.corpus.sources.shuffled)
     docs_dir = cache / ("documents-v2" if max_docs_per_source is None else f"documents-v2-max{max_docs_per_source}")
     paths = write_default_sources(cache, docs_dir, max_docs_per_source=max_docs_per_source, names=sources)
     return prepare_corpus(paths, out, opts, run)

@@ -1,9 +1,9 @@
 """Neuron reports: build a report record from a run's catalog, then render it (HTML, Markdown, JSON).
 
 Data generation is separate from rendering: `unit_report` / `model_report` return plain records
-(miner.report_records) built with SQL over the catalog (plus the unit's token activations, recomputed with
-the model on demand); `render_html` / `render_markdown` / `render_json` (miner.report_render) turn a record
-into files with Jinja templates shipped in miner/templates (HTML autoescaped: corpus text is untrusted).
+(miner.report.records) built with SQL over the catalog (plus the unit's token activations, recomputed with
+the model on demand); `render_html` / `render_markdown` / `render_json` (miner.report.render) turn a record
+into files with Jinja templates shipped in miner/report/templates (HTML autoescaped: corpus text is untrusted).
 
     unit_report("runs/demo", "3:232")     # hidden layer 3, unit 232 ("mlp:3:232" for an mlp unit)
     unit_report("runs/demo", 1000)        # by unit_id
@@ -23,10 +23,10 @@ from typing import Any
 import duckdb
 
 from miner import __version__
-from miner.catalog import open_catalog, read_run_manifest
+from miner.run.catalog import open_catalog, read_run_manifest
 from miner.errors import InputError
 from miner.outputs import check_output_folder
-from miner.report_records import (
+from miner.report.records import (
     ActivationInfo,
     ClusterInfo,
     DirectionSignature,
@@ -45,7 +45,7 @@ from miner.report_records import (
     UnitRef,
     UnitReport,
 )
-from miner.report_render import page_stem, render_html, render_json, render_markdown
+from miner.report.render import page_stem, render_html, render_json, render_markdown
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _placement(con: duckdb.DuckDBPyConnection, views: set[str], unit: UnitRef) -
 
 def _add_activations(report: UnitReport, device: str) -> None:
     """Recompute the shown sentences' token activations with the model (loaded once per process)."""
-    from miner.report_activations import aggregate, cached_model, token_activations
+    from miner.report.activations import aggregate, cached_model, token_activations
 
     started = time.perf_counter()
     run = report.run
@@ -311,7 +311,7 @@ def _layers(con: duckdb.DuckDBPyConnection, index: list[UnitIndexRow]) -> list[L
 def model_report(run_dir: Path | str) -> ModelReport:
     """The overview record of a run: model, corpus and job; clustering accuracy and plots (after
     `miner analyze`); convergence; per-layer summaries; and an index row for every unit."""
-    from miner.report_plots import overview_plots
+    from miner.report.plots import overview_plots
 
     run_dir = Path(run_dir)
     manifest, con, views = _open(run_dir)

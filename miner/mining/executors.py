@@ -16,10 +16,10 @@ from typing import Protocol
 
 import numpy as np
 
-from miner.activations import BlockMiner, BlockResult
+from miner.mining.block_miner import BlockMiner, BlockResult
 from miner.errors import MinerError
-from miner.model_loading import load_model, truncate_blocks, unit_layout
-from miner.schema import JobSpec
+from miner.model.loading import load_model, truncate_blocks, unit_layout
+from miner.config import JobSpec
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS = 4  # a mining actor whose process dies is restarted by Ray this many times
@@ -114,7 +114,7 @@ class RayExecutor:
     def __init__(self, cfg: WorkerConfig, workers: int, address: str | None = None, num_cpus: int | None = None) -> None:
         import ray
 
-        from miner.ray_cluster import connect
+        from miner.cluster.connect import connect
 
         self._ray = ray
         joined = connect(address, num_cpus or max(os.cpu_count() or 1, workers))

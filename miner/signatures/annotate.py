@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from miner import atomic
-from miner.catalog import read_manifest_json, read_run_table
+from miner.run.catalog import read_manifest_json, read_run_table
 from miner.errors import ConfigError, InputError, first_line
-from miner.prepare import load_corpus
-from miner.schema import AnnotateOptions, CorpusManifest
+from miner.corpus.prepare import load_corpus
+from miner.config import AnnotateOptions, CorpusManifest
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -210,7 +210,7 @@ def write_annotation(run_dir: Path, annotation: Annotation) -> None:
 
 def signature_inputs(run_dir: Path,
                      annotation: Annotation | None = None) -> tuple[pa.Table, pa.Table, pa.Table, np.ndarray]:
-    """(top_sentences, sentences, tokens, background ids) for :func:`miner.signatures.compute_signatures`.
+    """(top_sentences, sentences, tokens, background ids) for :func:`miner.signatures.aggregate.compute_signatures`.
 
     sentences = the run's queue sentences plus the background-only corpus rows (one row per id). The
     annotation comes from memory or from the run folder (tokens.parquet, background.parquet).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from miner.report_records import Plot
+from miner.report.records import Plot
 
 log = logging.getLogger(__name__)
 

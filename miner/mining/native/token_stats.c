@@ -8,7 +8,7 @@
  * a few KB that stay in L1), in 8-wide vectors with compare-and-blend updates (GCC/Clang vector extensions;
  * plain conditional code makes compilers emit slow masked stores).
  *
- * Build: cc -O3 -march=native -shared -fPIC (miner/native/__init__.py, cached per source, compiler and CPU).
+ * Build: cc -O3 -march=native -shared -fPIC (miner/mining/native/__init__.py, cached per source, compiler and CPU).
  * Example: one unit, activations [8, 2, 7, 7, 9] over tokens with real [0 1 1 1 0] -> score (2+7+7)/3,
  * max 7 at position 2 (the first of the tied 7s), min 2 at position 1.
  */

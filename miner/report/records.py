@@ -1,6 +1,6 @@
 """Report records: what a unit page and the model overview show, as plain JSON-serialisable dataclasses.
 
-Records are built from the run's catalog (miner.report) and rendered by templates (miner.report_render);
+Records are built from the run's catalog (miner.report.build) and rendered by templates (miner.report.render);
 nothing here reads files or formats text. Conventions: layer 1 is the first transformer layer, 0 the
 embeddings; `direction` is `top` (highest-scoring sentences) or `bottom` (lowest); shares are in 0..1.
 """

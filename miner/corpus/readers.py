@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from miner.errors import InputError
-from miner.schema import PrepareOptions
+from miner.config import PrepareOptions
 
 log = logging.getLogger(__name__)
 

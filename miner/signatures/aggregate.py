@@ -1,7 +1,7 @@
 """Step 2b: each unit's signature (the paper's table 2) for its top and bottom queues, all units at once.
 
 Per-sentence work runs once per distinct sentence (:func:`sentence_features`): word and POS sequences,
-their bounded-gap patterns (:mod:`miner.patterns`), per-sentence tag counts and metadata codes. Per queue
+their bounded-gap patterns (:mod:`miner.signatures.patterns`), per-sentence tag counts and metadata codes. Per queue
 (:func:`unit_signatures`) the rest is aggregation: one gather + bincount per pattern kind, and sparse
 matrix products (queues x sentences) for POS ratios, lengths and metadata.
 
@@ -23,8 +23,8 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from miner.errors import ConfigError
-from miner.patterns import PatternIndex, build_pattern_index
-from miner.schema import SignatureOptions
+from miner.signatures.patterns import PatternIndex, build_pattern_index
+from miner.config import SignatureOptions
 
 log = logging.getLogger(__name__)
 

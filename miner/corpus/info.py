@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from miner.prepare import load_corpus
+from miner.corpus.prepare import load_corpus
 
 
 def corpus_summary(corpus_dir: Path) -> dict:

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miner.activations import BlockMiner, make_batches
+from miner.mining.block_miner import BlockMiner, make_batches
 from miner.errors import InputError
-from miner.model_loading import LoadedModel, UnitLayout, load_model, unit_layout
-from miner.report_records import TokenActivation, UnitRef, WordActivation
+from miner.model.loading import LoadedModel, UnitLayout, load_model, unit_layout
+from miner.report.records import TokenActivation, UnitRef, WordActivation
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 `miner submit JOB.yaml --address http://HEAD:8265` validates the job here, writes a copy whose relative
 paths are made absolute (corpus, model folder, output, fastText model), and submits `sh miner-entrypoint.sh -v
 run job.yaml` with a runtime environment that ships the `miner` package, that job file and the entry point
-script (caches, virtual environments and run outputs are excluded). The script (miner/entrypoint.sh) runs
+script (caches, virtual environments and run outputs are excluded). The script (miner/cluster/entrypoint.sh) runs
 `miner run` under the Python of the cluster's Ray workers, not whatever `python` the head node's PATH finds,
 and fails with one line if that Python lacks a dependency. The cluster needs the project's dependencies installed (the
 container in deploy/container, or `make venv` on each VM) and the corpus, the model folder and the output
@@ -27,8 +27,8 @@ import yaml
 
 import miner
 from miner.errors import ConfigError, MinerError
-from miner.model_loading import SHORT_NAMES
-from miner.schema import JobSpec
+from miner.model.loading import SHORT_NAMES
+from miner.config import JobSpec
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 EXCLUDES = ["__pycache__/", "*.pyc", "*.egg-info/", ".venv/", "runs/", "data/", "cache/", ".git/"]
 METADATA_KEY = "neuron_miner_job"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
-ENTRYPOINT_SCRIPT = "entrypoint.sh"  # in the miner package
+ENTRYPOINT_SCRIPT = "entrypoint.sh"  # beside this module
 ENTRYPOINT = "miner-entrypoint.sh"  # its name in the job's working directory
 
 
@@ -120,7 +120,7 @@ def _ray_message(exc: BaseException) -> str:
 def submit_job(job_path: Path, address: str | None, submission_id: str | None = None,
                entrypoint_num_cpus: float = 0.0, extra_pip: list[str] | None = None) -> str:
     """Validate and submit a job file; returns the submission id."""
-    from miner.mine import load_job
+    from miner.mining.driver import load_job
 
     job, base = load_job(job_path)
     resolved = resolve_job_paths(job, base, Path.cwd())
@@ -132,7 +132,7 @@ def submit_job(job_path: Path, address: str | None, submission_id: str | None = 
     staging = Path(tempfile.mkdtemp(prefix="miner-submit-"))
     try:
         (staging / "job.yaml").write_text(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
-        shutil.copyfile(package / ENTRYPOINT_SCRIPT, staging / ENTRYPOINT)
+        shutil.copyfile(Path(__file__).with_name(ENTRYPOINT_SCRIPT), staging / ENTRYPOINT)
         runtime_env: dict = {"working_dir": str(staging), "py_modules": [str(package)], "excludes": EXCLUDES,
                              "env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}}
         if extra_pip:

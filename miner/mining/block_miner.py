@@ -15,14 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from miner import native
-from miner.model_loading import (
+from miner.mining import native
+from miner.model.loading import (
     LoadedModel,
     UnitLayout,
     down_projection,
     transformer_blocks,
 )
-from miner.topn import SENTINEL, Candidates, WindowedQueues, encode_keys, pack_payload
+from miner.mining.topn import SENTINEL, Candidates, WindowedQueues, encode_keys, pack_payload
 
 
 @dataclass
@@ -56,7 +56,7 @@ class BlockStats:
     truncated: int = 0
     batches: int = 0
     kernel_batches: int = 0
-    """Batches whose scores and peaks came from the compiled kernel (`miner.native`); the others from torch."""
+    """Batches whose scores and peaks came from the compiled kernel (`miner.mining.native`); the others from torch."""
     seconds: float = 0.0
     forward_seconds: float = 0.0
     tokenize_seconds: float = 0.0
@@ -142,7 +142,7 @@ class BlockMiner:
         """Peaks are computed densely for a batch when at least this share of its (sentence, unit) cells are
         candidates (the dense reduction is then cheaper than gathering the candidates' token rows)."""
         self.use_native = use_native and loaded.device.type == "cpu" and native.available()
-        """Scores and peaks of CPU float32 batches come from the compiled one-pass kernel (`miner.native`)."""
+        """Scores and peaks of CPU float32 batches come from the compiled one-pass kernel (`miner.mining.native`)."""
         self._queue: WindowedQueues | None = None
         self._captured: dict[int, torch.Tensor] = {}
         self._hooks = []
@@ -233,7 +233,7 @@ class BlockMiner:
         (`candidate_superset`, `sparse_candidates`), and only they get keys, peak tokens (see `peaks`) and a
         place in the window; a batch where most cells qualify is handled densely (`candidate_slab`).
         On CPU the scores and both directions' peaks of every cell come from one compiled pass
-        (`miner.native`); with the torch operations, the top direction's peaks come first (a dense peak search
+        (`miner.mining.native`); with the torch operations, the top direction's peaks come first (a dense peak search
         overwrites non-real cells, after the scores).
         """
         t0 = time.perf_counter()

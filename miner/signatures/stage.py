@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from miner.annotate import (
+from miner.signatures.annotate import (
     Annotation,
     annotate_run,
     background_ids,
@@ -31,11 +31,11 @@ from miner.annotate import (
     tokens_table,
     write_annotation,
 )
-from miner.catalog import build_catalog, catalog_path, check_run_tables, read_manifest_json, read_run_table
-from miner.mine import RunFolder
-from miner.schema import AnnotateOptions, SignatureOptions, VectorOptions
-from miner.signatures import sentence_features, unit_signatures
-from miner.vectors import compute_vector_tables, write_vector_tables
+from miner.run.catalog import build_catalog, catalog_path, check_run_tables, read_manifest_json, read_run_table
+from miner.mining.driver import RunFolder
+from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
+from miner.signatures.aggregate import sentence_features, unit_signatures
+from miner.signatures.vectors import compute_vector_tables, write_vector_tables
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatu
     if executor == "ray":
         import ray
 
-        from miner.ray_cluster import connect
+        from miner.cluster.connect import connect
 
         connect(address)
         ray_module = ray

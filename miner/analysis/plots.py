@@ -1,4 +1,4 @@
-"""SVG plots of the analysis data (rendering only; miner.analysis makes the data).
+"""SVG plots of the analysis data (rendering only; miner.analysis.stage makes the data).
 
 Each function takes Arrow tables or plain dicts, draws with matplotlib's object API (a `Figure` of its own, never
 pyplot's global state, so no GUI backend is touched; SVG is rendered by matplotlib's SVG backend, raster by
@@ -117,7 +117,7 @@ def plot_convergence(curves: Mapping[str, Mapping[str, Mapping[str, list]]], out
     """Update rate vs sentences seen, one line per run and direction.
 
     `curves` is {run label: {direction: {"sentences_seen": [...], "update_rate": [...]}}}, as made by
-    miner.analysis.convergence_curves / compare_runs.
+    miner.analysis.stage.convergence_curves / compare_runs.
     """
     fig = Figure(figsize=(6.4, 4.0))
     ax = fig.subplots()

@@ -27,19 +27,19 @@ import torch
 import yaml
 
 from miner import __version__, atomic
-from miner.activations import BlockResult, model_max_length, tokenize_sentences
-from miner.catalog import read_manifest_json
+from miner.mining.block_miner import BlockResult, model_max_length, tokenize_sentences
+from miner.run.catalog import read_manifest_json
 from miner.errors import ConfigError, InputError, OutputConflictError, first_line
-from miner.executors import Executor, InlineExecutor, RayExecutor, WorkerConfig
-from miner.model_loading import (
+from miner.mining.executors import Executor, InlineExecutor, RayExecutor, WorkerConfig
+from miner.model.loading import (
     resolve_model_path,
     unit_layout,
     validate_model_folder,
     weights_sha256,
 )
-from miner.prepare import load_corpus
-from miner.schema import CorpusManifest, JobSpec
-from miner.topn import Candidates, TopNQueues, decode_keys, unpack_payload
+from miner.corpus.prepare import load_corpus
+from miner.config import CorpusManifest, JobSpec
+from miner.mining.topn import Candidates, TopNQueues, decode_keys, unpack_payload
 
 log = logging.getLogger(__name__)
 
@@ -493,7 +493,7 @@ def _stats(c: dict) -> dict:
             "truncated": int(c["truncated"]),
             "skipped_sentences": int(c.get("skipped_sentences", 0)),
             "batches": int(c.get("batches", 0)),
-            # batches scored by the compiled kernel (miner.native); the rest by torch (scores agree to rounding)
+            # batches scored by the compiled kernel (miner.mining.native); the rest by torch (scores agree to rounding)
             "kernel_batches": int(c.get("kernel_batches", 0)),
             "padding_efficiency": round(c["attended_tokens"] / computed, 4) if computed else None,
             "scored_token_share": round(c["real_tokens"] / computed, 4) if computed else None}

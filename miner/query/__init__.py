@@ -1,0 +1,1 @@
+"""Read-only SQL over a run's catalog (`miner sql`), concept search (`miner concepts`), example queries."""
