@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import torch
 
 from miner.mining.block_miner import BlockMiner
-from miner.model.loading import bundled_minilm, load_model, unit_layout
 from miner.mining.topn import Candidates, TopNQueues
+from miner.model.loading import bundled_minilm, load_model, unit_layout
 
 
 def main() -> None:

@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from miner.corpus.prepare import load_corpus
 from miner.mining.block_miner import Batch, BlockMiner, make_batches
 from miner.mining.driver import CorpusReader, plan_blocks
-from miner.model.loading import bundled_minilm, load_model, unit_layout
-from miner.corpus.prepare import load_corpus
 from miner.mining.topn import Candidates, TopNQueues
+from miner.model.loading import bundled_minilm, load_model, unit_layout
 
 
 def measure(loaded, sites: list[str], corpus: Path, sentences: int, top_n: int, block: int, batch: int,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from miner.mining.driver import run_mining
 from miner.config import JobSpec
+from miner.mining.driver import run_mining
 
 
 def main() -> None:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import duckdb
 
-from miner.run.catalog import ensure_catalog
 from miner.query.examples import QUERIES
 from miner.query.sql import run_query, sandboxed_connection
+from miner.run.catalog import ensure_catalog
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-from miner.run.catalog import open_catalog
 from miner.report.build import (
     model_report,
     render_html,
@@ -31,6 +30,7 @@ from miner.report.build import (
     render_markdown,
     unit_report,
 )
+from miner.run.catalog import open_catalog
 
 
 def _render_all(report: object, out: Path) -> dict[str, float]:

@@ -28,6 +28,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from miner.config import CorpusManifest  # noqa: E402
+from miner.signatures.aggregate import SignatureOptions, sentence_features, unit_signatures  # noqa: E402
 from miner.signatures.annotate import (  # noqa: E402
     AnnotateOptions,
     background_ids,
@@ -36,8 +38,6 @@ from miner.signatures.annotate import (  # noqa: E402
     run_corpus,
     tokens_table,
 )
-from miner.config import CorpusManifest  # noqa: E402
-from miner.signatures.aggregate import SignatureOptions, sentence_features, unit_signatures  # noqa: E402
 
 
 def tagged(corpus_dir: Path, corpus: CorpusManifest, ids: np.ndarray, cache: Path | None,

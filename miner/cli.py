@@ -14,10 +14,10 @@ import typing
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
+from miner.config import PrepareOptions, RunOptions, validate_model
 from miner.errors import ConfigError, MinerError, first_line
-from miner.config import PrepareOptions, RunOptions
 
 log = logging.getLogger("miner")
 
@@ -61,16 +61,6 @@ def model_from_args(model: type[BaseModel], ns: argparse.Namespace) -> BaseModel
     return validate_model(model, values, "option")
 
 
-def validate_model(model: type[BaseModel], values: dict, what: str = "field") -> BaseModel:
-    """Validate `values` into `model`, turning the first pydantic error into a ConfigError naming the field."""
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or model.__name__
-        raise ConfigError(f"{what} '{loc}': {err['msg']}") from None
-
-
 def _cmd_prepare(ns: argparse.Namespace) -> int:
     from miner.corpus.prepare import prepare_corpus
 
@@ -100,7 +90,8 @@ def _cmd_info(ns: argparse.Namespace) -> int:
 
 
 def _cmd_mine(ns: argparse.Namespace) -> int:
-    from miner.mining.driver import load_job, run_mining
+    from miner.config import load_job
+    from miner.mining.driver import run_mining
 
     job, base = load_job(Path(ns.job))
     overrides = {k: v for k, v in vars(ns).items() if k in ("workers", "batch_size", "max_sentences") and v is not None}
@@ -117,8 +108,8 @@ def _cmd_mine(ns: argparse.Namespace) -> int:
 
 
 def _cmd_signatures(ns: argparse.Namespace) -> int:
-    from miner.signatures.stage import run_abstract
     from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
+    from miner.signatures.stage import run_abstract
 
     summary = run_abstract(Path(ns.run), model_from_args(AnnotateOptions, ns), model_from_args(SignatureOptions, ns),
                            model_from_args(VectorOptions, ns), executor=ns.executor, address=ns.address)
@@ -128,8 +119,9 @@ def _cmd_signatures(ns: argparse.Namespace) -> int:
 
 
 def _cmd_run(ns: argparse.Namespace) -> int:
+    from miner.config import load_job, resolve_job_paths
+    from miner.mining.driver import run_mining
     from miner.signatures.stage import run_abstract, step2_done
-    from miner.mining.driver import load_job, run_mining
 
     job, base = load_job(Path(ns.job))
     manifest = run_mining(job, base, address=ns.address, executor=ns.executor)
@@ -137,9 +129,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
         print(f"stopped after block {manifest['next_block']}/{manifest['blocks']}; re-run to resume")
         return 0
     run_dir = Path(manifest["run_dir"])
-    vectors = job.vectors
-    if vectors.model is not None and not vectors.model.is_absolute():
-        vectors = vectors.model_copy(update={"model": base / vectors.model})
+    vectors = resolve_job_paths(job, base, Path.cwd()).vectors
     if not step2_done(run_dir) or ns.redo_signatures:
         run_abstract(run_dir, job.annotate, job.signatures, vectors, executor=ns.executor, address=ns.address)
         from miner.analysis.stage import run_analysis
@@ -360,8 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "column widths follow the first rows).")
     sql.set_defaults(func=_cmd_sql)
 
-    from miner.report.build import add_report_command
     from miner.config import AnalysisOptions
+    from miner.report.build import add_report_command
 
     ana = sub.add_parser("analyze", help="Cross-unit analysis: k-means vs layers (Hungarian), t-SNE map, rankings.")
     ana.add_argument("run", help="Run folder with step 2 done.")

@@ -7,12 +7,19 @@ JSON schema in schemas/ is generated from them, so every option is declared exac
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from miner.errors import ConfigError
 
 InputFormat = Literal["auto", "txt", "jsonl", "csv", "tsv", "parquet"]
+# Job `model` values that name the bundled model rather than a folder.
+SHORT_NAMES = frozenset({"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"})
+M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
@@ -303,3 +310,67 @@ class JobSpec(StrictModel):
             if 0 in self.layers and self.sites == ["mlp"]:
                 raise ValueError("layers: 0 (embeddings) has no mlp site")
         return self
+
+
+# ---------------------------------------------------------------------------------------------- validation
+
+
+def validate_model(model: type[M], values: dict, what: str = "field") -> M:
+    """Validate `values` into `model`, turning the first pydantic error into a ConfigError naming the field.
+
+    Example: validate_model(RunOptions, {"workers": 0}) -> ConfigError("field 'workers': Input should be
+    greater than or equal to 1")
+    """
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or model.__name__
+        raise ConfigError(f"{what} '{loc}': {err['msg']}") from None
+
+
+def load_job(path: Path) -> tuple[JobSpec, Path]:
+    """Read and validate a job file; returns the job and the folder its relative paths resolve against."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such job file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a job file must be a YAML mapping of fields, got {type(data).__name__}")
+    try:
+        job = validate_model(JobSpec, data, "field")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return job, path.resolve().parent
+
+
+def _absolute(path: Path | None, base: Path) -> Path | None:
+    """`path` made absolute against `base`, lexically: symlinks are not resolved on this machine, since a
+    cluster may mount the same storage under the link's path rather than its target."""
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else Path(os.path.normpath(base / path))
+
+
+def resolve_job_paths(job: JobSpec, base: Path, cwd: Path) -> JobSpec:
+    """The job with every path made absolute, the one rule `miner mine`, `miner run` and `miner submit` share.
+
+    Relative corpus, model, output and fastText paths resolve against the job file's folder `base`; a
+    missing output becomes `<cwd>/runs/<name>`. Bundled model short names stay as they are.
+
+    Example: a job in /proj/jobs with `corpus: ../data/default` and no output, run from /proj, gets
+    `corpus: /proj/data/default` and `output: /proj/runs/<name>`.
+    """
+    update: dict = {"corpus": _absolute(job.corpus, base),
+                    "output": _absolute(job.output if job.output is not None else Path("runs") / job.name,
+                                        base if job.output is not None else cwd)}
+    if job.model.lower() not in SHORT_NAMES:
+        update["model"] = str(_absolute(Path(job.model), base))
+    if job.vectors.model is not None:
+        update["vectors"] = job.vectors.model_copy(update={"model": _absolute(job.vectors.model, base)})
+    return job.model_copy(update=update)

@@ -109,8 +109,8 @@ def make_corpus(folder: Path, n: int = 300, seed: int = 0, shard_size: int = 120
     """Prepare a small corpus of n pseudo-sentences (words of SENTENCES) with domain/sentiment labels."""
     import random
 
-    from miner.corpus.prepare import prepare_corpus
     from miner.config import PrepareOptions, RunOptions
+    from miner.corpus.prepare import prepare_corpus
 
     rng = random.Random(seed)
     words = " ".join(SENTENCES).replace(".", "").replace(",", "").split()

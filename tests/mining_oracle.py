@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from miner.config import JobSpec
+from miner.corpus.prepare import load_corpus
 from miner.mining.block_miner import BlockMiner, make_batches
 from miner.mining.driver import CorpusReader, plan_blocks
 from miner.model.loading import load_model, resolve_model_path, unit_layout
-from miner.corpus.prepare import load_corpus
-from miner.config import JobSpec
 
 
 def all_scores(job: JobSpec, base: Path) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]],

@@ -32,6 +32,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from scipy.optimize import linear_sum_assignment
 
+from miner.config import AnalysisOptions
+from miner.errors import ConfigError, InputError, MinerError
 from miner.run.catalog import (
     ANALYSIS_TABLES,
     build_catalog,
@@ -41,8 +43,6 @@ from miner.run.catalog import (
     read_run_table,
     run_table_rows,
 )
-from miner.errors import ConfigError, InputError, MinerError
-from miner.config import AnalysisOptions
 
 log = logging.getLogger(__name__)
 

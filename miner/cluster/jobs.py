@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 import miner
+from miner.config import load_job, resolve_job_paths
 from miner.errors import ConfigError, MinerError
-from miner.model.loading import SHORT_NAMES
-from miner.config import JobSpec
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
@@ -63,34 +62,6 @@ class JobRecord:
     end_time: str
 
 
-def _absolute(path: Path | None, base: Path) -> Path | None:
-    """`path` made absolute against `base`, lexically: symlinks are not resolved on this machine, since the
-    cluster may mount the same storage under the link's path rather than its target."""
-    if path is None:
-        return None
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else Path(os.path.normpath(base / path))
-
-
-def resolve_job_paths(job: JobSpec, base: Path, cwd: Path) -> JobSpec:
-    """The job with every path made absolute as `miner run` on this machine would resolve it.
-
-    Relative corpus, model, output and fastText paths resolve against the job file's folder; a missing
-    output becomes `<cwd>/runs/<name>`. Bundled model short names stay as they are.
-
-    Example: a job in /proj/jobs with `corpus: ../data/default` and no output, submitted from /proj, gets
-    `corpus: /proj/data/default` and `output: /proj/runs/<name>`.
-    """
-    update: dict = {"corpus": _absolute(job.corpus, base),
-                    "output": _absolute(job.output if job.output is not None else Path("runs") / job.name,
-                                        base if job.output is not None else cwd)}
-    if job.model.lower() not in SHORT_NAMES:
-        update["model"] = str(_absolute(Path(job.model), base))
-    if job.vectors.model is not None:
-        update["vectors"] = job.vectors.model_copy(update={"model": _absolute(job.vectors.model, base)})
-    return job.model_copy(update=update)
-
-
 def _client(address: str | None) -> JobSubmissionClient:
     from ray.job_submission import JobSubmissionClient
 
@@ -120,8 +91,6 @@ def _ray_message(exc: BaseException) -> str:
 def submit_job(job_path: Path, address: str | None, submission_id: str | None = None,
                entrypoint_num_cpus: float = 0.0, extra_pip: list[str] | None = None) -> str:
     """Validate and submit a job file; returns the submission id."""
-    from miner.mining.driver import load_job
-
     job, base = load_job(job_path)
     resolved = resolve_job_paths(job, base, Path.cwd())
     sid = submission_id or f"miner-{job.name}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from miner.corpus.prepare import prepare_corpus
 from miner.config import CorpusManifest, PrepareOptions, RunOptions
+from miner.corpus.prepare import prepare_corpus
 from miner.corpus.sources import write_default_sources
 
 

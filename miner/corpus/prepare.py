@@ -28,9 +28,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from miner import __version__
-from miner.errors import InputError, OutputConflictError
-from miner.outputs import enclosing_data_folder
-from miner.corpus.readers import Document, detect_format, read_documents
 from miner.config import (
     CorpusManifest,
     CorpusShard,
@@ -38,7 +35,10 @@ from miner.config import (
     RunOptions,
     corpus_manifest_path,
 )
+from miner.corpus.readers import Document, detect_format, read_documents
 from miner.corpus.text import normalize, split_sentences
+from miner.errors import InputError, OutputConflictError
+from miner.outputs import enclosing_data_folder
 
 log = logging.getLogger(__name__)
 

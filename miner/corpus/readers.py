@@ -29,8 +29,8 @@ from typing import IO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from miner.errors import InputError
 from miner.config import PrepareOptions
+from miner.errors import InputError
 
 log = logging.getLogger(__name__)
 

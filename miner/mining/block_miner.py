@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from miner.mining import native
+from miner.mining.topn import SENTINEL, Candidates, WindowedQueues, encode_keys, pack_payload
 from miner.model.loading import (
     LoadedModel,
     UnitLayout,
     down_projection,
     transformer_blocks,
 )
-from miner.mining.topn import SENTINEL, Candidates, WindowedQueues, encode_keys, pack_payload
 
 
 @dataclass

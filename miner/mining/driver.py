@@ -24,22 +24,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-import yaml
 
 from miner import __version__, atomic
-from miner.mining.block_miner import BlockResult, model_max_length, tokenize_sentences
-from miner.run.catalog import read_manifest_json
+from miner.config import CorpusManifest, JobSpec, resolve_job_paths
+from miner.corpus.prepare import load_corpus
 from miner.errors import ConfigError, InputError, OutputConflictError, first_line
+from miner.mining.block_miner import BlockResult, model_max_length, tokenize_sentences
 from miner.mining.executors import Executor, InlineExecutor, RayExecutor, WorkerConfig
+from miner.mining.topn import Candidates, TopNQueues, decode_keys, unpack_payload
 from miner.model.loading import (
     resolve_model_path,
     unit_layout,
     validate_model_folder,
     weights_sha256,
 )
-from miner.corpus.prepare import load_corpus
-from miner.config import CorpusManifest, JobSpec
-from miner.mining.topn import Candidates, TopNQueues, decode_keys, unpack_payload
+from miner.run.catalog import read_manifest_json
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +46,6 @@ log = logging.getLogger(__name__)
 # skip_corrupt_shards is one too: a run stopped by a corrupt shard resumes with the option turned on.
 _EXECUTION_FIELDS = {"workers", "threads_per_worker", "gpus_per_worker", "checkpoint_seconds", "output", "name",
                      "annotate", "signatures", "vectors", "analysis", "skip_corrupt_shards"}
-
-
-def load_job(path: Path) -> tuple[JobSpec, Path]:
-    """Read and validate a YAML job file; returns the spec and the folder relative paths resolve against."""
-    from miner.cli import validate_model
-
-    if not path.exists():
-        raise ConfigError(f"{path}: no such job file")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML ({first})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a job file must be a YAML mapping of fields, got {type(data).__name__}")
-    try:
-        job = validate_model(JobSpec, data, "field")
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    return job, path.resolve().parent
 
 
 @dataclass(frozen=True)
@@ -323,9 +302,10 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
     `stop_after_blocks` ends the run early after merging that many blocks (for tests of resume).
     """
     started = time.monotonic()
-    corpus_dir = job.corpus if job.corpus.is_absolute() else base / job.corpus
+    paths = resolve_job_paths(job, base, Path.cwd())  # the job as given is what the manifest records
+    corpus_dir = paths.corpus
     corpus = load_corpus(corpus_dir)
-    model_folder = resolve_model_path(job.model, base)
+    model_folder = resolve_model_path(paths.model)
     config_dict = validate_model_folder(model_folder, job.allow_pickle)
     from transformers import AutoConfig
 
@@ -333,8 +313,8 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
     layout = unit_layout(config, list(job.sites), job.layers)
     weights = weights_sha256(model_folder, job.allow_pickle)
     fingerprint = job_fingerprint(job, corpus.fingerprint, weights)
-    out = job.output if job.output is not None else Path("runs") / job.name
-    out = out if out.is_absolute() else (base / out if job.output is not None else Path.cwd() / out)
+    out = paths.output
+    assert out is not None  # resolve_job_paths always sets it
     run = RunFolder(out)
     existing = run.status()
     if existing and existing.get("fingerprint") == fingerprint and existing.get("status") == "complete":

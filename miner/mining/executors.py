@@ -16,10 +16,10 @@ from typing import Protocol
 
 import numpy as np
 
-from miner.mining.block_miner import BlockMiner, BlockResult
-from miner.errors import MinerError
-from miner.model.loading import load_model, truncate_blocks, unit_layout
 from miner.config import JobSpec
+from miner.errors import MinerError
+from miner.mining.block_miner import BlockMiner, BlockResult
+from miner.model.loading import load_model, truncate_blocks, unit_layout
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS = 4  # a mining actor whose process dies is restarted by Ray this many times

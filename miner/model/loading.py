@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from miner.config import SHORT_NAMES
 from miner.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ _DOWN_PROJ = ("output.dense", "mlp.c_proj", "mlp.down_proj", "ffn.lin2", "mlp.fc
 _BLOCKS = ("encoder.layer", "h", "layers", "transformer.layer", "decoder.layers", "blocks")
 _DECODERS = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "gptj", "opt", "phi", "phi3", "gemma", "gemma2"}
 _EMBEDDING_MODULES = {"embeddings", "wte", "wpe", "embed_tokens", "embed_positions"}
-SHORT_NAMES = {"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
 def bundled_minilm() -> Path:

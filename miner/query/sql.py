@@ -54,9 +54,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from miner.atomic import write_with
-from miner.run.catalog import attach_catalog, catalog_path, catalog_sources
 from miner.errors import ConfigError, MinerError, first_line
 from miner.outputs import check_output_file
+from miner.run.catalog import attach_catalog, catalog_path, catalog_sources
 
 OutputFormat = Literal["table", "csv", "json", "parquet"]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miner.mining.block_miner import BlockMiner, make_batches
 from miner.errors import InputError
+from miner.mining.block_miner import BlockMiner, make_batches
 from miner.model.loading import LoadedModel, UnitLayout, load_model, unit_layout
 from miner.report.records import TokenActivation, UnitRef, WordActivation
 

@@ -23,7 +23,6 @@ from typing import Any
 import duckdb
 
 from miner import __version__
-from miner.run.catalog import open_catalog, read_run_manifest
 from miner.errors import InputError
 from miner.outputs import check_output_folder
 from miner.report.records import (
@@ -46,6 +45,7 @@ from miner.report.records import (
     UnitReport,
 )
 from miner.report.render import page_stem, render_html, render_json, render_markdown
+from miner.run.catalog import open_catalog, read_run_manifest
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import scipy.sparse as sp
 
+from miner.config import SignatureOptions
 from miner.errors import ConfigError
 from miner.signatures.patterns import PatternIndex, build_pattern_index
-from miner.config import SignatureOptions
 
 log = logging.getLogger(__name__)
 

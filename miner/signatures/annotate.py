@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from miner import atomic
-from miner.run.catalog import read_manifest_json, read_run_table
-from miner.errors import ConfigError, InputError, first_line
-from miner.corpus.prepare import load_corpus
 from miner.config import AnnotateOptions, CorpusManifest
+from miner.corpus.prepare import load_corpus
+from miner.errors import ConfigError, InputError, first_line
+from miner.run.catalog import read_manifest_json, read_run_table
 
 if TYPE_CHECKING:
     from spacy.language import Language

@@ -20,6 +20,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
+from miner.mining.driver import RunFolder
+from miner.run.catalog import build_catalog, catalog_path, check_run_tables, read_manifest_json, read_run_table
+from miner.signatures.aggregate import sentence_features, unit_signatures
 from miner.signatures.annotate import (
     Annotation,
     annotate_run,
@@ -31,10 +35,6 @@ from miner.signatures.annotate import (
     tokens_table,
     write_annotation,
 )
-from miner.run.catalog import build_catalog, catalog_path, check_run_tables, read_manifest_json, read_run_table
-from miner.mining.driver import RunFolder
-from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
-from miner.signatures.aggregate import sentence_features, unit_signatures
 from miner.signatures.vectors import compute_vector_tables, write_vector_tables
 
 log = logging.getLogger(__name__)

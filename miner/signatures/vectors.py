@@ -35,9 +35,9 @@ import pyarrow.parquet as pq
 from scipy import sparse
 
 from miner import atomic
-from miner.run.catalog import read_manifest_json, read_run_table
-from miner.errors import InputError, first_line
 from miner.config import VectorOptions
+from miner.errors import InputError, first_line
+from miner.run.catalog import read_manifest_json, read_run_table
 
 if TYPE_CHECKING:
     import fasttext.FastText

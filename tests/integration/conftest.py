@@ -19,8 +19,8 @@ TINY_DOCS_PER_SOURCE = 80
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A prepared corpus folder of ~2,400 real sentences from seven domains, with metadata columns."""
-    from miner.corpus.prepare import prepare_corpus
     from miner.config import PrepareOptions, RunOptions
+    from miner.corpus.prepare import prepare_corpus
     from miner.corpus.sources import write_default_sources
 
     base = tmp_path_factory.mktemp("tiny-corpus")
@@ -34,8 +34,8 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete mining run: real MiniLM, hidden units, top/bottom 5 over the first 300 sentences (inline)."""
-    from miner.mining.driver import run_mining
     from miner.config import JobSpec
+    from miner.mining.driver import run_mining
 
     base = tmp_path_factory.mktemp("tiny-run")
     job = JobSpec(name="tiny", model="minilm", corpus=tiny_corpus, output=base / "run", top_n=5,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from miner.signatures.stage import STEP2_TABLES, run_abstract, step2_done
-from miner.errors import ConfigError, InputError
 from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
+from miner.errors import ConfigError, InputError
+from miner.signatures.stage import STEP2_TABLES, run_abstract, step2_done
 
 pytestmark = pytest.mark.integration
 

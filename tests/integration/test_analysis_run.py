@@ -12,7 +12,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from miner.signatures.stage import run_abstract
 from miner.analysis.stage import (
     ANALYSIS_TABLES,
     AnalysisOptions,
@@ -21,8 +20,9 @@ from miner.analysis.stage import (
     run_analysis,
     write_comparison,
 )
-from miner.run.catalog import open_catalog
 from miner.config import AnnotateOptions, VectorOptions
+from miner.run.catalog import open_catalog
+from miner.signatures.stage import run_abstract
 
 pytestmark = pytest.mark.integration
 

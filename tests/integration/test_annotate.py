@@ -9,6 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from miner.corpus.prepare import load_corpus
+from miner.errors import InputError
+from miner.signatures.aggregate import SignatureOptions, compute_signatures
 from miner.signatures.annotate import (
     TOKENS_SCHEMA,
     AnnotateOptions,
@@ -20,9 +23,6 @@ from miner.signatures.annotate import (
     tokens_table,
     write_annotation,
 )
-from miner.errors import InputError
-from miner.corpus.prepare import load_corpus
-from miner.signatures.aggregate import SignatureOptions, compute_signatures
 
 pytestmark = pytest.mark.integration
 

@@ -13,6 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from miner.errors import InputError, MinerError
+from miner.query.examples import QUERIES
+from miner.query.sql import ReadOnlyViolation, query_arrow, run_query
 from miner.run.catalog import (
     build_catalog,
     catalog_is_current,
@@ -20,9 +23,6 @@ from miner.run.catalog import (
     ensure_catalog,
     open_catalog,
 )
-from miner.errors import InputError, MinerError
-from miner.query.examples import QUERIES
-from miner.query.sql import ReadOnlyViolation, query_arrow, run_query
 from miner.signatures.vectors import VectorOptions
 
 pytestmark = pytest.mark.integration
@@ -78,8 +78,8 @@ def undocumented(columns: dict[str, list[str]], docs: dict[str, dict]) -> list[s
 @pytest.fixture(scope="module")
 def run(tiny_run: Path, tiny_fasttext: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny mining run with the whole of step 2 (real spaCy, real fastText) and its catalog."""
-    from miner.signatures.stage import run_abstract
     from miner.config import AnnotateOptions
+    from miner.signatures.stage import run_abstract
 
     out = tmp_path_factory.mktemp("catalog") / "run"
     shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("checkpoint", "catalog.duckdb"))

@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import make_corpus, tiny_model, write_job
 
-from miner.mining.driver import load_job, run_mining
+from miner.config import load_job
+from miner.mining.driver import run_mining
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent

@@ -16,8 +16,9 @@ import pytest
 from helpers import make_corpus, tiny_model, write_job
 from mining_oracle import all_scores, expected_queues
 
-from miner.mining.driver import load_job, run_mining
+from miner.config import load_job
 from miner.corpus.prepare import load_corpus
+from miner.mining.driver import run_mining
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,8 @@ import pytest
 from helpers import make_corpus, tiny_model, write_job
 from mining_oracle import all_scores, expected_queues
 
-from miner.mining.driver import load_job, run_mining
+from miner.config import load_job
+from miner.mining.driver import run_mining
 from miner.mining.processes import mining_actor_pids
 
 pytestmark = pytest.mark.integration

@@ -23,10 +23,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from miner.signatures.stage import run_abstract
-from miner.run.catalog import open_catalog
-from miner.report.build import unit_report, write_model_report, write_unit_report
 from miner.config import AnnotateOptions, VectorOptions
+from miner.report.build import unit_report, write_model_report, write_unit_report
+from miner.run.catalog import open_catalog
+from miner.signatures.stage import run_abstract
 
 pytestmark = pytest.mark.integration
 

@@ -17,10 +17,10 @@ import pytest
 from helpers import make_corpus
 
 import miner.query.sql as sql_module
-from miner.run.catalog import catalog_sources, ensure_catalog
 from miner.cli import main
 from miner.errors import MinerError
 from miner.query.sql import query_arrow, run_query, sandboxed_connection, stream_csv
+from miner.run.catalog import catalog_sources, ensure_catalog
 
 pytestmark = pytest.mark.integration
 

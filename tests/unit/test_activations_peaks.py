@@ -19,8 +19,8 @@ from miner.mining.block_miner import (
     real_span,
     sparse_candidates,
 )
-from miner.model.loading import load_model, unit_layout
 from miner.mining.topn import SENTINEL, encode_keys, pack_payload, threshold_scores, unpack_payload
+from miner.model.loading import load_model, unit_layout
 
 
 def brute_peaks(tensors: list[torch.Tensor], real: torch.Tensor, largest: bool) -> torch.Tensor:

@@ -24,7 +24,7 @@ from packaging.specifiers import SpecifierSet
 
 import miner
 from miner.cli import build_parser
-from miner.mining.driver import load_job
+from miner.config import load_job
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from miner.errors import ConfigError
-from miner.mining.driver import load_job
+from miner.config import load_job
 from miner.config_export import SCHEMA_PATH, job_schema_text
+from miner.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,11 +15,12 @@ import torch
 from helpers import make_corpus, tiny_model, write_job
 from mining_oracle import all_scores, expected_queues
 
-from miner.mining import native
-from miner.errors import ConfigError, InputError, OutputConflictError
-from miner.mining.driver import load_job, plan_blocks, run_mining
-from miner.model.loading import load_model, reinitialize_except_embeddings
+from miner.config import load_job
 from miner.corpus.prepare import load_corpus
+from miner.errors import ConfigError, InputError, OutputConflictError
+from miner.mining import native
+from miner.mining.driver import plan_blocks, run_mining
+from miner.model.loading import load_model, reinitialize_except_embeddings
 
 
 @pytest.fixture(scope="module")

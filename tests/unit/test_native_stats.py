@@ -14,8 +14,8 @@ from test_activations_peaks import brute_peaks, random_case
 
 from miner.mining import native
 from miner.mining.block_miner import BlockMiner, make_batches
-from miner.model.loading import load_model, unit_layout
 from miner.mining.topn import pack_payload
+from miner.model.loading import load_model, unit_layout
 
 
 def test_builds_where_a_compiler_exists() -> None:

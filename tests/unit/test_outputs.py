@@ -91,8 +91,8 @@ def test_folders(folders: dict[str, Path]) -> None:
 
 
 def test_corpus_prepare_never_writes_into_or_over_a_run(folders: dict[str, Path], tmp_path: Path) -> None:
-    from miner.corpus.prepare import prepare_corpus
     from miner.config import PrepareOptions, RunOptions
+    from miner.corpus.prepare import prepare_corpus
 
     docs = tmp_path / "docs.txt"
     docs.write_text("The cat sat on the mat and looked around.\n\nA second paragraph with a few more words.\n")

@@ -14,9 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from miner.cli import main
-from miner.errors import InputError, OutputConflictError
-from miner.corpus.prepare import load_corpus, prepare_corpus
 from miner.config import PrepareOptions, RunOptions
+from miner.corpus.prepare import load_corpus, prepare_corpus
+from miner.errors import InputError, OutputConflictError
 
 DOCS = [
     {"text": "The cat sat on the mat. It was happy!!!", "label": "pos", "topic": "pets"},

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from miner.cli import main
-from miner.errors import InputError
-from miner.corpus.prepare import load_corpus, prepare_corpus
 from miner.config import CorpusManifest, PrepareOptions, RunOptions
+from miner.corpus.prepare import load_corpus, prepare_corpus
+from miner.errors import InputError
 
 SERIAL = RunOptions(workers=1)
 GOOD = "The cat sat on the mat."

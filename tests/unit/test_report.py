@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import SENTENCES, tiny_model, write_job, write_jsonl
 
-from miner.run.catalog import build_catalog, open_catalog
 from miner.errors import InputError, OutputConflictError
 from miner.report.build import (
     add_report_command,
@@ -41,6 +40,7 @@ from miner.report.render import (
     md_sentence,
     segments,
 )
+from miner.run.catalog import build_catalog, open_catalog
 
 SCRIPT = "<script>alert(1)</script> is what the attacker typed."
 MARKDOWN_HOSTILE = "A | pipe, *stars*, _under_ and [a link](http://example.com) & more."
@@ -87,9 +87,9 @@ def _step2_tables(run: Path) -> None:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A complete tiny run: 14 sentences (one with a script tag), random BERT, sites hidden + mlp, N = 4."""
-    from miner.mining.driver import load_job, run_mining
+    from miner.config import PrepareOptions, RunOptions, load_job
     from miner.corpus.prepare import prepare_corpus
-    from miner.config import PrepareOptions, RunOptions
+    from miner.mining.driver import run_mining
 
     base = tmp_path_factory.mktemp("report-run")
     texts = [*SENTENCES, SCRIPT, MARKDOWN_HOSTILE, "Short one here.", "Another rather long sentence " * 12 + "ends."]

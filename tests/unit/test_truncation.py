@@ -9,8 +9,9 @@ import pytest
 from helpers import make_corpus, tiny_model, write_job
 from mining_oracle import all_scores, expected_queues
 
+from miner.config import load_job
+from miner.mining.driver import run_mining
 from miner.mining.executors import WorkerConfig, build_block_miner
-from miner.mining.driver import load_job, run_mining
 from miner.model.loading import transformer_blocks
 
 
