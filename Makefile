@@ -10,7 +10,7 @@ DEMO_CORPUS ?= data/default
 DEMO_JOB    ?= jobs/demo.yaml
 DEMO_RANDOM_JOB ?= jobs/demo-random.yaml
 
-.PHONY: venv demo test test-fast corpus bench clean schema browser
+.PHONY: venv demo test test-fast lint corpus bench clean schema browser
 
 venv: $(STAMP)
 
@@ -41,6 +41,11 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# Lint (ruff: pyflakes, import order, no print in library code) and type check (mypy), as configured in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check miner tests benchmarks
+	$(BIN)/mypy
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit

@@ -20,6 +20,8 @@ from miner.config import PrepareOptions, RunOptions, validate_model
 from miner.errors import ConfigError, MinerError, first_line
 
 log = logging.getLogger("miner")
+# The report formats (miner.report.build.FORMATS; declared here so `miner --help` does not import the report).
+REPORT_FORMATS = ("html", "md", "json")
 
 
 def _flag(name: str) -> str:
@@ -192,6 +194,24 @@ def _cmd_concepts(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from miner.report.build import default_report_folder, write_model_report, write_unit_report
+
+    if not ns.unit and not ns.model:
+        raise ConfigError("report: give --unit UNIT ... and/or --model")
+    out = Path(ns.out) if ns.out else default_report_folder(Path(ns.run))
+    written: list[Path] = []
+    for unit in dict.fromkeys(ns.unit):  # unit pages first, so the overview links to them
+        written += write_unit_report(ns.run, unit, out, ns.format, not ns.shared_assets, ns.sentences,
+                                     not ns.no_activations, ns.device, link_overview=True if ns.model else None,
+                                     force=ns.force)
+    if ns.model:
+        written += write_model_report(ns.run, out, ns.format, not ns.shared_assets, force=ns.force)
+    for path in written:
+        print(path)
+    return 0
+
+
 def _cmd_submit(ns: argparse.Namespace) -> int:
     from miner.cluster.jobs import follow_logs, job_status, submit_job
 
@@ -351,7 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     sql.set_defaults(func=_cmd_sql)
 
     from miner.config import AnalysisOptions
-    from miner.report.build import add_report_command
 
     ana = sub.add_parser("analyze", help="Cross-unit analysis: k-means vs layers (Hungarian), t-SNE map, rankings.")
     ana.add_argument("run", help="Run folder with step 2 done.")
@@ -375,7 +394,26 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument("--format", choices=["table", "csv", "json"], default="table", help="Output format.")
     con.set_defaults(func=_cmd_concepts)
 
-    add_report_command(sub)
+    rep = sub.add_parser("report", help="Write neuron reports: unit pages (--unit) and the model overview (--model).",
+                         description="Write HTML (self-contained by default), Markdown and JSON reports of a run "
+                                     "that finished `miner signatures`.")
+    rep.add_argument("run", help="Run folder.")
+    rep.add_argument("--unit", nargs="+", action="extend", default=[], metavar="UNIT",
+                     help="Units to report: LAYER:IDX (hidden site), mlp:LAYER:IDX, or a unit_id.")
+    rep.add_argument("--model", action="store_true", help="Write the model overview (model.html/.md/.json).")
+    rep.add_argument("--out", default=None,
+                     help="Output folder, outside the run folder [default: reports/<run folder name>].")
+    rep.add_argument("--force", action="store_true", help="Replace pages that already exist in the output folder.")
+    rep.add_argument("--format", nargs="+", choices=list(REPORT_FORMATS), default=list(REPORT_FORMATS),
+                     help="Output formats.")
+    rep.add_argument("--shared-assets", action="store_true",
+                     help="Write CSS, JS and plots once into OUT/assets/ instead of inlining them in every page.")
+    rep.add_argument("--sentences", type=int, default=20,
+                     help="Top and bottom sentences shown per unit [default: 20].")
+    rep.add_argument("--no-activations", action="store_true",
+                     help="Do not load the model to colour tokens (faster; shows sentences uncoloured).")
+    rep.add_argument("--device", default="cpu", help="Device for token activations (cpu, cuda) [default: cpu].")
+    rep.set_defaults(func=_cmd_report)
 
     return parser
 

@@ -12,7 +12,6 @@ into files with Jinja templates shipped in miner/report/templates (HTML autoesca
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import time
@@ -386,43 +385,5 @@ def default_report_folder(run_dir: Path) -> Path:
     return Path("reports") / Path(run_dir).resolve().name
 
 
-def add_report_command(sub: argparse._SubParsersAction) -> None:
-    """Declare `miner report RUN (--unit UNIT ... | --model) [--out DIR] [--format ...] [--shared-assets]`."""
-    p = sub.add_parser("report", help="Write neuron reports: unit pages (--unit) and the model overview (--model).",
-                       description="Write HTML (self-contained by default), Markdown and JSON reports of a run "
-                                   "that finished `miner signatures`.")
-    p.add_argument("run", help="Run folder.")
-    p.add_argument("--unit", nargs="+", action="extend", default=[], metavar="UNIT",
-                   help="Units to report: LAYER:IDX (hidden site), mlp:LAYER:IDX, or a unit_id.")
-    p.add_argument("--model", action="store_true", help="Write the model overview (model.html/.md/.json).")
-    p.add_argument("--out", default=None,
-                   help="Output folder, outside the run folder [default: reports/<run folder name>].")
-    p.add_argument("--force", action="store_true", help="Replace pages that already exist in the output folder.")
-    p.add_argument("--format", nargs="+", choices=list(FORMATS), default=list(FORMATS), help="Output formats.")
-    p.add_argument("--shared-assets", action="store_true",
-                   help="Write CSS, JS and plots once into OUT/assets/ instead of inlining them in every page.")
-    p.add_argument("--sentences", type=int, default=20, help="Top and bottom sentences shown per unit [default: 20].")
-    p.add_argument("--no-activations", action="store_true",
-                   help="Do not load the model to colour tokens (faster; shows sentences uncoloured).")
-    p.add_argument("--device", default="cpu", help="Device for token activations (cpu, cuda) [default: cpu].")
-
-    def handler(ns: argparse.Namespace) -> int:
-        if not ns.unit and not ns.model:
-            p.error("give --unit UNIT ... and/or --model")
-        out = Path(ns.out) if ns.out else default_report_folder(Path(ns.run))
-        written: list[Path] = []
-        for unit in dict.fromkeys(ns.unit):  # unit pages first, so the overview links to them
-            written += write_unit_report(ns.run, unit, out, ns.format, not ns.shared_assets, ns.sentences,
-                                         not ns.no_activations, ns.device, link_overview=True if ns.model else None,
-                                         force=ns.force)
-        if ns.model:
-            written += write_model_report(ns.run, out, ns.format, not ns.shared_assets, force=ns.force)
-        for path in written:
-            print(path)
-        return 0
-
-    p.set_defaults(func=handler)
-
-
-__all__ = ["add_report_command", "model_report", "render_html", "render_json", "render_markdown", "resolve_unit",
+__all__ = ["default_report_folder", "model_report", "render_html", "render_json", "render_markdown", "resolve_unit",
            "unit_report", "write_model_report", "write_unit_report"]

@@ -4,7 +4,6 @@ escape corpus text, unit ids are resolved or refused with one clear line."""
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import json
@@ -19,9 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import SENTENCES, tiny_model, write_job, write_jsonl
 
-from miner.errors import InputError, OutputConflictError
+from miner.cli import REPORT_FORMATS, build_parser
+from miner.errors import ConfigError, InputError, OutputConflictError
 from miner.report.build import (
-    add_report_command,
+    FORMATS,
     model_report,
     render_html,
     render_json,
@@ -364,6 +364,10 @@ def test_shared_assets_and_links(run: Path, tmp_path: Path) -> None:
     assert 'href="model.html"' in again  # the overview now exists: the unit page links to it
 
 
+def test_cli_report_formats_match_the_renderer() -> None:
+    assert REPORT_FORMATS == FORMATS
+
+
 def test_report_never_writes_into_the_run(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     before = sorted(p.relative_to(run) for p in run.rglob("*"))
     for target in (run, run / "reports", run / "checkpoint" / "x"):
@@ -371,16 +375,14 @@ def test_report_never_writes_into_the_run(run: Path, tmp_path: Path, monkeypatch
             write_model_report(run, target, formats=("json",))
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
     monkeypatch.chdir(tmp_path)  # the default folder is reports/<run name> under the current folder
-    parser = argparse.ArgumentParser(prog="miner")
-    add_report_command(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     ns = parser.parse_args(["report", str(run), "--model", "--format", "json"])
     assert ns.func(ns) == 0
     assert (tmp_path / "reports" / run.name / "model.json").exists()
 
 
 def test_report_command(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    parser = argparse.ArgumentParser(prog="miner")
-    add_report_command(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     ns = parser.parse_args(["report", str(run), "--unit", "1:1", "mlp:1:0", "--model", "--out", str(tmp_path / "r"),
                             "--format", "html", "json", "--sentences", "2"])
     assert ns.func(ns) == 0
@@ -388,8 +390,8 @@ def test_report_command(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     names = sorted(Path(p).name for p in printed)
     assert names == sorted(["unit-1.html", "unit-1.json", "unit-64.html", "unit-64.json", "model.html", "model.json"])
     assert 'href="model.html"' in (tmp_path / "r" / "unit-1.html").read_text()
-    with pytest.raises(SystemExit):
-        ns = parser.parse_args(["report", str(run)])
+    ns = parser.parse_args(["report", str(run)])
+    with pytest.raises(ConfigError, match="--unit UNIT ... and/or --model"):
         ns.func(ns)
     ns = parser.parse_args(["report", str(run), "--unit", "9:9", "--out", str(tmp_path / "r")])
     with pytest.raises(InputError, match="layer 9"):
