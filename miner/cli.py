@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from miner.config import PrepareOptions, RunOptions, validate_model
+from miner.config import M, PrepareOptions, RunOptions, validate_model
 from miner.errors import ConfigError, MinerError, first_line
 
 log = logging.getLogger("miner")
@@ -52,12 +52,12 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], s
         elif typing.get_origin(ann) is list:
             group.add_argument(_flag(name), nargs="+", type=args[0] if args else str, **kwargs)
         elif ann in (int, float, str, Path):
-            group.add_argument(_flag(name), type=ann, metavar=name.upper(), **kwargs)
+            group.add_argument(_flag(name), type=typing.cast(type, ann), metavar=name.upper(), **kwargs)
         else:
             group.add_argument(_flag(name), type=str, metavar=name.upper(), **kwargs)
 
 
-def model_from_args(model: type[BaseModel], ns: argparse.Namespace) -> BaseModel:
+def model_from_args(model: type[M], ns: argparse.Namespace) -> M:
     """Build and validate a model from the options the user set; a bad value is one clear line."""
     values = {k: v for k, v in vars(ns).items() if k in model.model_fields}
     return validate_model(model, values, "option")
@@ -75,7 +75,13 @@ def _cmd_prepare(ns: argparse.Namespace) -> int:
 
 def _cmd_fetch(ns: argparse.Namespace) -> int:
     from miner.corpus.default import build_default_corpus
+    from miner.corpus.sources import get_source
 
+    for name in ns.sources or []:  # before anything is downloaded or created
+        try:
+            get_source(name)
+        except KeyError as exc:
+            raise ConfigError(f"--sources: {exc.args[0]}") from None
     opts = model_from_args(PrepareOptions, ns)
     run = model_from_args(RunOptions, ns)
     manifest = build_default_corpus(Path(ns.out), Path(ns.cache), opts, run, ns.sources, ns.max_docs_per_source)  # type: ignore[arg-type]

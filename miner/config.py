@@ -263,7 +263,7 @@ class JobSpec(StrictModel):
     )
     init_seed: int = Field(0, description="Seed of the random re-initialisation.")
     sites: list[Site] = Field(
-        default_factory=lambda: ["hidden"],
+        default_factory=lambda: list[Site](["hidden"]),
         min_length=1,
         description="hidden = output of each transformer layer (the paper's units); mlp = FFN neurons after the activation.",
     )

@@ -331,8 +331,9 @@ def prepare_corpus(inputs: list[Path], out: Path, opts: PrepareOptions, run: Run
         if path.is_dir():
             raise InputError(f"{path}: is a folder; pass the files inside it")
         detect_format(path, opts.format)
-    input_info = [{"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in inputs]
-    fingerprint = corpus_fingerprint(opts, [i["sha256"] for i in input_info])
+    hashes = [file_sha256(p) for p in inputs]
+    input_info = [{"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": h} for p, h in zip(inputs, hashes)]
+    fingerprint = corpus_fingerprint(opts, hashes)
     existing = _check_output(out, fingerprint, run.force)
     if existing is not None:
         log.info("%s already holds this corpus (%d sentences); nothing to do", out, existing.sentences)

@@ -150,7 +150,7 @@ def _open_text(path: Path, compression: str | None, opts: PrepareOptions) -> IO[
     """
     raw = _open_binary(path, compression)
     try:
-        buffered = io.BufferedReader(raw) if not isinstance(raw, io.BufferedReader) else raw  # type: ignore[arg-type]
+        buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type,type-var]
         head = buffered.peek(8192)[:8192]
     except (OSError, EOFError, lzma.LZMAError) as exc:
         raw.close()
@@ -286,7 +286,7 @@ def read_jsonl(
             text = record.pop(opts.text_column)
             if text is not None and not isinstance(text, str):
                 raise InputError(f"{path}:{lineno}: field '{opts.text_column}' is {_json_kind(text)}, not a string")
-            if empty.empty(text):
+            if empty.empty(text) or text is None:  # empty() counts a None text
                 continue
             yield Document(text, {k: _meta_value(v) for k, v in record.items()}, f"{path}:{lineno}")
     empty.done()

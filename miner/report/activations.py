@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ def cached_model(path: Path, init: str, init_seed: int, device: str = "cpu") -> 
     return _MODELS[key]
 
 
-def _spans(tokenizer: object, texts: list[str], max_length: int) -> list[tuple[list, list] | None]:
+def _spans(tokenizer: Any, texts: list[str], max_length: int) -> list[tuple[list, list] | None]:
     """Per text, tokenised as the miner does: (character span, word id) of every model token, special
     tokens included; None when the tokenizer gives no offsets (slow tokenizers)."""
     if not getattr(tokenizer, "is_fast", False):
@@ -70,8 +71,8 @@ def _words(text: str, tokens: list[TokenActivation], word_ids: list[int | None] 
             groups.append([tok])
         last_key = key
     words = []
-    for group in groups:
-        start, end = group[0].start, max(t.end for t in group)
+    for group in groups:  # every token has offsets here (checked above)
+        start, end = group[0].start or 0, max(t.end or 0 for t in group)
         peak = max(group, key=lambda t: abs(t.activation))
         words.append(WordActivation(text[start:end], start, end, peak.activation, [t.token for t in group]))
     return words
@@ -95,7 +96,8 @@ def token_activations(loaded: LoadedModel, unit: UnitRef, ids: list[int], texts:
         batches, _ = make_batches(loaded.tokenizer, np.asarray(ids, dtype=np.int64), texts, miner.max_length,
                                   batch_size)
         row = {sid: i for i, sid in enumerate(ids)}
-        spans = _spans(loaded.tokenizer, texts, miner.max_length)
+        tokenizer: Any = loaded.tokenizer
+        spans = _spans(tokenizer, texts, miner.max_length)
         out = {}
         for batch in batches:
             acts = miner.forward(batch)[0][:, :, unit.idx].to(torch.float32).cpu().numpy()
@@ -105,8 +107,9 @@ def token_activations(loaded: LoadedModel, unit: UnitRef, ids: list[int], texts:
             for k, sid in enumerate(batch.ids.tolist()):
                 i = row[sid]
                 n = lengths[k]
-                pieces = loaded.tokenizer.convert_ids_to_tokens(input_ids[k][:n])
-                span, word_id = spans[i] if spans[i] is not None and len(spans[i][0]) == n else (None, None)
+                pieces = tokenizer.convert_ids_to_tokens(input_ids[k][:n])
+                found = spans[i]
+                span, word_id = found if found is not None and len(found[0]) == n else (None, None)
                 real = np.flatnonzero(real_mask[k, :n]).tolist()
                 toks = [TokenActivation(p, pieces[p], span[p][0] if span else None, span[p][1] if span else None,
                                         float(acts[k, p])) for p in real]

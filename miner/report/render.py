@@ -111,13 +111,14 @@ def segments(sentence: SentenceEntry) -> list[dict[str, Any]]:
             out.append(seg(t.token.removeprefix("##"), t.activation, t.token))
         return out
     text, pos, out = sentence.text, 0, []
-    for t in sorted(toks, key=lambda t: (t.start, t.end)):
-        if t.start < pos or t.end <= t.start:
+    spans = sorted(((t.start, t.end or 0, t) for t in toks if t.start is not None), key=lambda s: s[:2])
+    for start, end, t in spans:  # every token has offsets here (checked above)
+        if start < pos or end <= start:
             continue
-        if t.start > pos:
-            out.append(seg(text[pos:t.start]))
-        out.append(seg(text[t.start:t.end], t.activation, t.token))
-        pos = t.end
+        if start > pos:
+            out.append(seg(text[pos:start]))
+        out.append(seg(text[start:end], t.activation, t.token))
+        pos = end
     if pos < len(text):
         out.append(seg(text[pos:], cut=bool(sentence.truncated)))
     return out
