@@ -19,7 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from miner.analysis.stage import AnalysisOptions, concept_search, run_analysis
+from miner.analysis.stage import run_analysis
+from miner.config import AnalysisOptions
+from miner.query.concepts import concept_search
 
 
 def main() -> None:

@@ -23,7 +23,8 @@ import torch
 
 from miner.mining.block_miner import BlockMiner
 from miner.mining.topn import Candidates, TopNQueues
-from miner.model.loading import bundled_minilm, load_model, unit_layout
+from miner.model.layout import unit_layout
+from miner.model.loading import bundled_minilm, load_model
 
 
 def main() -> None:

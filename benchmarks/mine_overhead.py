@@ -31,10 +31,13 @@ import numpy as np
 import torch
 
 from miner.corpus.prepare import load_corpus
-from miner.mining.block_miner import Batch, BlockMiner, make_batches
-from miner.mining.driver import CorpusReader, plan_blocks
+from miner.corpus.store import CorpusReader
+from miner.mining.batches import Batch, make_batches
+from miner.mining.block_miner import BlockMiner
+from miner.mining.plan import plan_blocks
 from miner.mining.topn import Candidates, TopNQueues
-from miner.model.loading import bundled_minilm, load_model, unit_layout
+from miner.model.layout import unit_layout
+from miner.model.loading import bundled_minilm, load_model
 
 
 def measure(loaded, sites: list[str], corpus: Path, sentences: int, top_n: int, block: int, batch: int,

@@ -22,7 +22,8 @@ from pathlib import Path
 import duckdb
 
 from miner.query.examples import QUERIES
-from miner.query.sql import run_query, sandboxed_connection
+from miner.query.sandbox import sandboxed_connection
+from miner.query.sql import run_query
 from miner.run.catalog import ensure_catalog
 
 

@@ -28,16 +28,12 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from miner.config import CorpusManifest  # noqa: E402
-from miner.signatures.aggregate import SignatureOptions, sentence_features, unit_signatures  # noqa: E402
-from miner.signatures.annotate import (  # noqa: E402
-    AnnotateOptions,
-    background_ids,
-    load_tagger,
-    read_corpus_rows,
-    run_corpus,
-    tokens_table,
-)
+from miner.config import AnnotateOptions, CorpusManifest, SignatureOptions  # noqa: E402
+from miner.corpus.store import read_rows  # noqa: E402
+from miner.run.folder import run_corpus  # noqa: E402
+from miner.signatures.aggregate import unit_signatures  # noqa: E402
+from miner.signatures.annotate import background_ids, load_tagger, tokens_table  # noqa: E402
+from miner.signatures.features import sentence_features  # noqa: E402
 
 
 def tagged(corpus_dir: Path, corpus: CorpusManifest, ids: np.ndarray, cache: Path | None,
@@ -45,7 +41,7 @@ def tagged(corpus_dir: Path, corpus: CorpusManifest, ids: np.ndarray, cache: Pat
     """(corpus rows, tokens, tagging facts) of sorted ids; tags only the ids not in the cache.
 
     With a cache, the tagging time of all ids is estimated from the cache's measured rate."""
-    rows = read_corpus_rows(corpus_dir, corpus, ids)
+    rows = read_rows(corpus_dir, corpus, ids)
     old_tokens, totals = None, {"seconds": 0.0, "sentences": 0}
     have = pa.array([], pa.int64())
     if cache and (cache / "tokens.parquet").exists():

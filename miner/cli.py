@@ -121,8 +121,7 @@ def _cmd_signatures(ns: argparse.Namespace) -> int:
 
     summary = run_abstract(Path(ns.run), model_from_args(AnnotateOptions, ns), model_from_args(SignatureOptions, ns),
                            model_from_args(VectorOptions, ns), executor=ns.executor, address=ns.address)
-    print(f"signatures for {summary['units']:,} units in {summary['seconds']['total']:.0f} s; "
-          f"catalog: {summary['catalog']}")
+    print(f"signatures for {summary.units:,} units in {summary.seconds['total']:.0f} s; catalog: {summary.catalog}")
     return 0
 
 
@@ -132,12 +131,12 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     from miner.signatures.stage import run_abstract, step2_done
 
     job, base = load_job(Path(ns.job))
+    vectors = resolve_job_paths(job, base, Path.cwd()).vectors  # before mining: a Ray job's cwd may go away
     manifest = run_mining(job, base, address=ns.address, executor=ns.executor)
     if manifest.get("status") != "complete":
         print(f"stopped after block {manifest['next_block']}/{manifest['blocks']}; re-run to resume")
         return 0
     run_dir = Path(manifest["run_dir"])
-    vectors = resolve_job_paths(job, base, Path.cwd()).vectors
     if not step2_done(run_dir) or ns.redo_signatures:
         run_abstract(run_dir, job.annotate, job.signatures, vectors, executor=ns.executor, address=ns.address)
         from miner.analysis.stage import run_analysis
@@ -177,7 +176,7 @@ def _cmd_analyze(ns: argparse.Namespace) -> int:
 
 
 def _cmd_compare(ns: argparse.Namespace) -> int:
-    from miner.analysis.stage import compare_runs, write_comparison
+    from miner.analysis.compare import compare_runs, write_comparison
 
     runs = [Path(r) for r in ns.runs]
     if ns.out:
@@ -189,8 +188,8 @@ def _cmd_compare(ns: argparse.Namespace) -> int:
 
 
 def _cmd_concepts(ns: argparse.Namespace) -> int:
-    from miner.analysis.stage import concept_search
-    from miner.query.sql import format_csv, format_json, format_table
+    from miner.query.concepts import concept_search
+    from miner.query.formats import format_csv, format_json, format_table
 
     if not ns.words and not ns.where:
         raise ConfigError("concepts: give --words and/or --where")
@@ -236,10 +235,10 @@ def _cmd_submit(ns: argparse.Namespace) -> int:
 def _cmd_jobs(ns: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from miner.cluster import jobs as submit
+    from miner.cluster import jobs
 
     if ns.jobs_command == "list":
-        records = submit.list_jobs(ns.address, ns.all)
+        records = jobs.list_jobs(ns.address, ns.all)
         if ns.json:
             print(json.dumps([asdict(r) for r in records], indent=2))
         else:
@@ -249,18 +248,18 @@ def _cmd_jobs(ns: argparse.Namespace) -> int:
                 print(f"{r.submission_id:<{width}}  {r.status:<9}  {r.start_time:<25}  {r.output}")
         return 0
     if ns.jobs_command == "status":
-        record = submit.job_status(ns.address, ns.submission_id)
+        record = jobs.job_status(ns.address, ns.submission_id)
         print(json.dumps(asdict(record), indent=2))
         return 0 if record.status != "FAILED" else 1
     if ns.jobs_command == "logs":
         if ns.follow:
-            for text in submit.follow_logs(ns.address, ns.submission_id):
+            for text in jobs.follow_logs(ns.address, ns.submission_id):
                 sys.stdout.write(text)
                 sys.stdout.flush()
         else:
-            sys.stdout.write(submit.job_logs(ns.address, ns.submission_id))
+            sys.stdout.write(jobs.job_logs(ns.address, ns.submission_id))
         return 0
-    stopped = submit.stop_job(ns.address, ns.submission_id)
+    stopped = jobs.stop_job(ns.address, ns.submission_id)
     print(f"{ns.submission_id}: {'stop requested' if stopped else 'already finished'}")
     return 0
 
@@ -313,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     mine = sub.add_parser("mine", help="Step 1: mine top-N/bottom-N sentences per unit (on Ray).")
     mine.add_argument("job", help="Job file (YAML); see jobs/demo.yaml and schemas/job.schema.json.")
     mine.add_argument("--address", default=None, help="Join an existing Ray cluster (e.g. ray://host:10001 or host:6379); default: start a local one.")
-    mine.add_argument("--resume", action="store_true", help="Continue from the last checkpoint (re-running a job always resumes).")
+    mine.add_argument("--resume", action="store_true",
+                      help="Accepted for compatibility; has no effect: re-running a job always resumes from its checkpoint.")
     mine.add_argument("--executor", choices=["ray", "inline"], default="ray", help="inline mines in this process without Ray (debugging).")
     mine.add_argument("--workers", type=int, default=None, help="Override the job's number of mining actors.")
     mine.add_argument("--batch-size", type=int, default=None, help="Override the job's batch size.")

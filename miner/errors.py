@@ -17,6 +17,10 @@ class OutputConflictError(MinerError):
     """An output folder already holds a different result; nothing was overwritten."""
 
 
+class SourceError(MinerError, RuntimeError):
+    """A default-corpus source could not be fetched, unpacked or parsed (the message names the package)."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (its type name if it has none).
 

@@ -9,9 +9,12 @@ import torch
 
 from miner.config import JobSpec
 from miner.corpus.prepare import load_corpus
-from miner.mining.block_miner import BlockMiner, make_batches
-from miner.mining.driver import CorpusReader, plan_blocks
-from miner.model.loading import load_model, resolve_model_path, unit_layout
+from miner.corpus.store import CorpusReader
+from miner.mining.batches import make_batches
+from miner.mining.block_miner import BlockMiner
+from miner.mining.plan import plan_blocks
+from miner.model.layout import unit_layout
+from miner.model.loading import load_model, resolve_model_path
 
 
 def all_scores(job: JobSpec, base: Path) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]],

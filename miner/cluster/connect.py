@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 
-from miner.errors import MinerError
+from miner.errors import MinerError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     try:
         ray.init(**kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = f"--address {target}" if address else f"RAY_ADDRESS {target} (inside a Ray job)"
-        raise MinerError(f"{where}: cannot connect to Ray ({first})") from None
+        raise MinerError(f"{where}: cannot connect to Ray ({first_line(exc)})") from None
     if target:
         log.info("joined Ray cluster at %s (%d node(s))", target, len([n for n in ray.nodes() if n["Alive"]]))
     return target is not None

@@ -27,7 +27,7 @@ import yaml
 
 import miner
 from miner.config import load_job, resolve_job_paths
-from miner.errors import ConfigError, MinerError
+from miner.errors import ConfigError, MinerError, first_line
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
@@ -79,7 +79,7 @@ def _client(address: str | None) -> JobSubmissionClient:
 
 def _ray_message(exc: BaseException) -> str:
     text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
+    first = first_line(exc)
     if "authentication" in text.lower() or "unauthorized" in text.lower():
         return (f"{first} — the cluster uses token authentication: set RAY_AUTH_MODE=token and provide the "
                 "cluster's token (RAY_AUTH_TOKEN or ~/.ray/auth_token)")

@@ -23,7 +23,7 @@ def build_default_corpus(
     title), which prepare passes through to every sentence.
     """
     opts = (opts or PrepareOptions()).model_copy(update={"text_column": "text", "format": "jsonl", "interleave": True})
-    # v2: documents of each source in a seeded shuffled order (see miner.corpus.sources.shuffled)
+    # v2: documents of each source in a seeded shuffled order (see miner.corpus.sources.documents.shuffled)
     docs_dir = cache / ("documents-v2" if max_docs_per_source is None else f"documents-v2-max{max_docs_per_source}")
     paths = write_default_sources(cache, docs_dir, max_docs_per_source=max_docs_per_source, names=sources)
     return prepare_corpus(paths, out, opts, run)

@@ -1,9 +1,4 @@
-"""Where blocks are mined: in this process (tests, debugging) or on Ray actors (the default).
-
-Both executors take blocks (ids, texts, floors) and hand back BlockResults in completion order; the
-driver merges them in block order, so the result never depends on the executor or the worker count.
-Ray lives only here.
-"""
+"""Where blocks are mined: in this process (tests, debugging) or on Ray actors (the default); Ray lives only here."""
 
 from __future__ import annotations
 
@@ -12,14 +7,15 @@ import os
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from miner.config import JobSpec
 from miner.errors import MinerError
 from miner.mining.block_miner import BlockMiner, BlockResult
-from miner.model.loading import load_model, truncate_blocks, unit_layout
+from miner.model.layout import truncate_blocks, unit_layout
+from miner.model.loading import load_model
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS = 4  # a mining actor whose process dies is restarted by Ray this many times
@@ -50,7 +46,11 @@ def build_block_miner(cfg: WorkerConfig) -> BlockMiner:
 
 
 class Executor(Protocol):
-    """Mines submitted blocks and returns results as they complete."""
+    """Mines submitted blocks and returns results as they complete.
+
+    Executors take blocks (ids, texts, floors) and hand back BlockResults in completion order; the driver merges
+    them in block order, so the result never depends on the executor or the worker count.
+    """
 
     capacity: int
 
@@ -125,9 +125,9 @@ class RayExecutor:
             cpus = 1.0 if gpus else float(cfg.threads)
         else:  # the private local cluster: share the machine, leaving room for the driver
             cpus = min(1.0, max(0.25, (ray.cluster_resources().get("CPU", 1) - 0.5) / workers))
-        actor_cls = ray.remote(MiningActorImpl).options(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RESTARTS,
+        actor_cls: Any = ray.remote(MiningActorImpl).options(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RESTARTS,
                                                         max_task_retries=MAX_RESTARTS, max_concurrency=1)
-        self.actors = [actor_cls.remote(cfg) for _ in range(workers)]
+        self.actors: list[Any] = [actor_cls.remote(cfg) for _ in range(workers)]
         self.capacity = 2 * workers
         self._refs: dict = {}
         self._load: list[int] = [0] * workers

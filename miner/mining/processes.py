@@ -33,10 +33,13 @@ def descendants(root: int) -> list[int]:
 
 def mining_actor_pids(root: int) -> list[int]:
     """Live mining actors (Ray titles them ray::MiningActorImpl) under `root`, never another run's."""
+    from miner.mining.executors import MiningActorImpl
+
+    title = MiningActorImpl.__name__.encode()
     pids = []
     for pid in descendants(root):
         try:
-            if b"MiningActorImpl" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if title in Path(f"/proc/{pid}/cmdline").read_bytes():
                 pids.append(pid)
         except OSError:
             continue

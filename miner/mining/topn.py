@@ -1,14 +1,4 @@
-"""Exact per-unit top-N queues over (score, sentence_id) keys packed into one int64.
-
-A key orders by score first and, among equal scores, puts the smaller sentence_id first:
-
-    key = (order_preserving_int32(score) << 32) | (0xFFFFFFFF - sentence_id)
-
-so a plain integer top-k is an exact, deterministic top-N with ties broken by sentence_id, and the key
-alone stores both the score (bit-exact float32) and the id (< 2**32). Bottom-N queues use the keys of
-the negated scores. Queues are merged with one dense top-k over [queue | candidates]; `sorted=False`
-is used on the hot path and the final order is produced once at the end.
-"""
+"""Exact per-unit top-N queues over (score, sentence_id) keys packed into one int64 (the one place that knows keys)."""
 
 from __future__ import annotations
 
@@ -17,6 +7,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+# A key orders by score first and, among equal scores, puts the smaller sentence_id first:
+#
+#     key = (order_preserving_int32(score) << 32) | (0xFFFFFFFF - sentence_id)
+#
+# so a plain integer top-k is an exact, deterministic top-N with ties broken by sentence_id, and the key alone
+# stores both the score (bit-exact float32) and the id (< 2**32). Bottom-N queues use the keys of the negated
+# scores. Queues are merged with one dense top-k over [queue | candidates]; `sorted=False` is used on the hot
+# path and the final order is produced once at the end.
 
 SENTINEL = torch.iinfo(torch.int64).min
 """Key of an empty queue slot; smaller than every real key."""
@@ -45,6 +44,15 @@ def decode_keys(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scores = _order_bits(hi).view(torch.float32)
     ids = MAX_SENTENCE_ID - (keys & MAX_SENTENCE_ID)
     return scores, ids
+
+
+def decode_queue_keys(keys: torch.Tensor, bottom: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, sentence ids) of a queue's keys; a bottom queue's keys hold the negated scores, negated back here.
+
+    Example: a bottom entry of score -2.0 has the key encode_keys(2.0, id); decode_queue_keys of it -> (-2.0, id).
+    """
+    scores, ids = decode_keys(keys)
+    return (-scores if bottom else scores), ids
 
 
 def threshold_scores(thresh: torch.Tensor) -> torch.Tensor:
@@ -95,7 +103,7 @@ class Candidates:
 
     def __len__(self) -> int:
         """Number of entries (dense: slots that are not SENTINEL)."""
-        return int((self.keys != SENTINEL).sum()) if self.dense else int(self.units.numel())
+        return int((self.keys != SENTINEL).sum()) if self.units is None else int(self.units.numel())
 
     def sparse(self) -> Candidates:
         """The flat form (unit-major)."""
@@ -113,7 +121,9 @@ class Candidates:
         arrays' memory (read-only ones too, such as Ray's zero-copy results: nothing writes to candidates)."""
         with warnings.catch_warnings():  # torch warns about read-only arrays; candidates are only read
             warnings.simplefilter("ignore", UserWarning)
-            return Candidates(*(torch.from_numpy(np.asarray(arrays[f])) if f in arrays else None for f in _FIELDS))
+            units = torch.from_numpy(np.asarray(arrays["units"])) if "units" in arrays else None
+            return Candidates(units, torch.from_numpy(np.asarray(arrays["keys"])),
+                              torch.from_numpy(np.asarray(arrays["payload"])))
 
 
 _FIELDS = ("units", "keys", "payload")
@@ -165,6 +175,7 @@ class TopNQueues:
             if cand.keys.shape[1] and bool((self.count == self.count[0]).all()):
                 return self._merge_slab(cand.keys.to(self._keys.device), cand.payload.to(self._keys.device))
             cand = cand.sparse()
+        assert cand.units is not None
         if len(cand) == 0:
             return torch.zeros(self.n_units, dtype=torch.int64)
         dev = self._keys.device
@@ -175,7 +186,7 @@ class TopNQueues:
         before = self.count.clone()
         gained = self.append(units, keys, payload).clone()
         rows, kept = self.settle(before)
-        if rows is not None:
+        if rows is not None and kept is not None:
             gained[rows] = kept
         return gained.cpu()
 
@@ -186,7 +197,7 @@ class TopNQueues:
         self._write_level(keys, payload)
         gained = (keys != SENTINEL).sum(dim=1)
         rows, kept = self.settle(before)
-        if rows is not None:
+        if rows is not None and kept is not None:
             gained[rows] = kept
         return gained.cpu()
 

@@ -1,9 +1,4 @@
-"""Load a local Hugging Face model safely and describe its units (sites x layers x dimensions).
-
-Layer convention: layer 0 is the embedding output, layer k (1..L) the output of the k-th transformer
-block (hidden_states[k]). The `mlp` site of layer k is the input of block k's FFN down-projection,
-i.e. the intermediate neurons after the activation function (for gated MLPs, act(gate) * up).
-"""
+"""Load a local Hugging Face model safely: resolve, validate and hash its folder, load it, re-initialise it."""
 
 from __future__ import annotations
 
@@ -22,10 +17,6 @@ from miner.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
-# Relative module paths (inside one transformer block) of the FFN down-projection, by architecture family.
-_DOWN_PROJ = ("output.dense", "mlp.c_proj", "mlp.down_proj", "ffn.lin2", "mlp.fc2", "mlp.dense_4h_to_h", "feed_forward.w2")
-# Attribute paths (from the base model) of the list of transformer blocks.
-_BLOCKS = ("encoder.layer", "h", "layers", "transformer.layer", "decoder.layers", "blocks")
 _DECODERS = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "gptj", "opt", "phi", "phi3", "gemma", "gemma2"}
 _EMBEDDING_MODULES = {"embeddings", "wte", "wpe", "embed_tokens", "embed_positions"}
 
@@ -113,46 +104,6 @@ def weights_sha256(folder: Path, allow_pickle: bool = False) -> str:
     return h.hexdigest()
 
 
-def _get(obj: object, dotted: str) -> object | None:
-    for part in dotted.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
-
-def transformer_blocks(model: nn.Module) -> nn.ModuleList:
-    """The model's list of transformer blocks (encoder layers / decoder blocks)."""
-    for path in _BLOCKS:
-        blocks = _get(model, path)
-        if isinstance(blocks, nn.ModuleList) and len(blocks) > 0:
-            return blocks
-    raise ConfigError(f"model: cannot find the transformer blocks of {type(model).__name__}")
-
-
-def truncate_blocks(model: nn.Module, deepest_layer: int) -> int:
-    """Drop transformer blocks no mined unit depends on; returns the number of blocks kept.
-
-    Blocks up to `deepest_layer` are needed, plus one: decoders (GPT-2, Llama) apply their final norm to the
-    last hidden state, so the deepest mined layer must not be the last block for its values to stay the raw
-    block output. Example: MiniLM (6 blocks), deepest layer 1 -> 2 blocks kept; deepest layer 5 or 6 -> 6.
-    """
-    blocks = transformer_blocks(model)
-    keep = min(len(blocks), deepest_layer + 1)
-    if keep < len(blocks):
-        del blocks[keep:]
-    return keep
-
-
-def down_projection(block: nn.Module) -> nn.Module:
-    """The FFN down-projection of one block; its input is the block's mlp units."""
-    for path in _DOWN_PROJ:
-        mod = _get(block, path)
-        if isinstance(mod, nn.Module):
-            return mod
-    raise ConfigError(f"model: cannot find the FFN down-projection in {type(block).__name__} (site mlp unsupported)")
-
-
 def is_embedding_parameter(name: str) -> bool:
     """Whether a parameter belongs to the embedding layer (kept by the random-init baseline).
 
@@ -184,68 +135,6 @@ def reinitialize_except_embeddings(model: nn.Module, seed: int, std: float | Non
             param.copy_(torch.normal(0.0, std, size=param.shape, generator=gen).to(param.dtype))
         changed.append(name)
     return changed
-
-
-@dataclass(frozen=True)
-class UnitLayout:
-    """Which activation tensors a job mines and how their dimensions map to unit ids.
-
-    Units are numbered consecutively: site by site (hidden first), layer by layer, dimension by dimension.
-    """
-
-    sites: tuple[str, ...]
-    """Sites in unit-id order."""
-    layers: tuple[tuple[str, int, int], ...]
-    """(site, layer, width) for every mined tensor, in unit-id order."""
-
-    @property
-    def n_units(self) -> int:
-        return sum(w for _, _, w in self.layers)
-
-    def offsets(self) -> list[int]:
-        """First unit id of each mined tensor."""
-        out, acc = [], 0
-        for _, _, width in self.layers:
-            out.append(acc)
-            acc += width
-        return out
-
-
-def unit_layout(config: object, sites: list[str], layers: list[int] | None) -> UnitLayout:
-    """Resolve a job's sites and layers against a model config; unknown layers are one clear error.
-
-    Example: MiniLM (6 layers, hidden 384, FFN 1536), sites [hidden, mlp], layers [1, 6] ->
-    (hidden,1,384), (hidden,6,384), (mlp,1,1536), (mlp,6,1536): 3840 units.
-    """
-    n_layers = _config_int(config, ("num_hidden_layers", "n_layer", "num_layers", "n_layers"))
-    hidden = _config_int(config, ("hidden_size", "n_embd", "d_model", "dim"))
-    ffn = _config_int(config, ("intermediate_size", "n_inner", "ffn_dim", "hidden_dim", "d_ff"), default=4 * hidden)
-    chosen = list(range(1, n_layers + 1)) if layers is None else list(layers)
-    for layer in chosen:
-        if layer < 0 or layer > n_layers:
-            raise ConfigError(f"layers: {layer} is out of range; the model has layers 1..{n_layers} (0 = embeddings)")
-    if len(set(chosen)) != len(chosen):
-        raise ConfigError("layers: a layer is listed twice")
-    chosen.sort()
-    out = []
-    for site in sites:
-        for layer in chosen:
-            if site == "mlp" and layer == 0:
-                continue
-            out.append((site, layer, hidden if site == "hidden" else ffn))
-    if not out:
-        raise ConfigError("layers: nothing to mine (site mlp has no layer 0; add hidden or a layer >= 1)")
-    return UnitLayout(tuple(sites), tuple(out))
-
-
-def _config_int(config: object, names: tuple[str, ...], default: int | None = None) -> int:
-    for name in names:
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    if default is not None:
-        return default
-    raise ConfigError(f"model: config has none of {', '.join(names)}")
 
 
 @dataclass

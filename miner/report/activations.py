@@ -16,8 +16,10 @@ import numpy as np
 import torch
 
 from miner.errors import InputError
-from miner.mining.block_miner import BlockMiner, make_batches
-from miner.model.loading import LoadedModel, UnitLayout, load_model, unit_layout
+from miner.mining.batches import make_batches
+from miner.mining.block_miner import BlockMiner
+from miner.model.layout import UnitLayout, unit_layout
+from miner.model.loading import LoadedModel, load_model
 from miner.report.records import TokenActivation, UnitRef, WordActivation
 
 log = logging.getLogger(__name__)

@@ -1,19 +1,7 @@
-"""The run catalog: RUN/catalog.duckdb holds only VIEWS over the run's Parquet tables (absolute paths).
-
-Every `RUN/<table>.parquet` becomes a view `<table>`; `corpus` is a view over the whole corpus's shards
-(from the run manifest); `unit_top` joins each queue entry with its unit and sentence; `catalog_info` says
-which run and tables the catalog was built for. The catalog stores no data, so it is small and cheap to
-rebuild; it is rebuilt whenever a Parquet table is added, replaced or removed, or the run folder moved.
-
-Open it from Python (`open_catalog(run)`), pandas/polars (`duckdb.connect(path, read_only=True)`) or the
-duckdb shell (`duckdb -readonly RUN/catalog.duckdb`). Queries always open it read-only: DuckDB lets only
-one process hold a database file for writing, so the builder writes a temporary file and renames it
-(open readers keep the old file; new ones see the new views).
-"""
+"""The run catalog: RUN/catalog.duckdb holds only VIEWS over the run's Parquet tables (absolute paths)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -27,10 +15,28 @@ import pyarrow.parquet as pq
 
 from miner import __version__
 from miner.errors import InputError, MinerError, first_line
+from miner.run.folder import (
+    FILES,
+    TABLE_SUFFIX,
+    read_manifest_json,
+    repair_hint,
+    skipped_shards,
+    table_file,
+    table_name,
+)
+
+# Every `RUN/<table>.parquet` becomes a view `<table>`; `corpus` is a view over the whole corpus's shards (from the
+# run manifest); `unit_top` joins each queue entry with its unit and sentence; `catalog_info` says which run and
+# tables the catalog was built for. The catalog stores no data, so it is small and cheap to rebuild; it is rebuilt
+# whenever a Parquet table is added, replaced or removed, or the run folder moved.
+#
+# Open it from Python (`open_catalog(run)`), pandas/polars (`duckdb.connect(path, read_only=True)`) or the duckdb
+# shell (`duckdb -readonly RUN/catalog.duckdb`). Queries always open it read-only: DuckDB lets only one process
+# hold a database file for writing, so the builder writes a temporary file and renames it (open readers keep the
+# old file; new ones see the new views).
 
 log = logging.getLogger(__name__)
 
-CATALOG_FILE = "catalog.duckdb"
 # Views the catalog adds itself; a run Parquet file with one of these names is not exposed.
 CORPUS_VIEW = "corpus"
 UNIT_TOP_VIEW = "unit_top"
@@ -41,7 +47,7 @@ _TABLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 def catalog_path(run_dir: Path) -> Path:
     """Where a run keeps its catalog."""
-    return Path(run_dir) / CATALOG_FILE
+    return Path(run_dir) / FILES.catalog
 
 
 def _quote_literal(text: str) -> str:
@@ -49,32 +55,10 @@ def _quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-# Which command writes each run table, for the "what to do" of a damaged file (the rest: `miner signatures`).
-MINING_TABLES = ("units", "sentences", "top_sentences", "convergence")
-ANALYSIS_TABLES = ("unit_clusters", "unit_map", "layer_rankings", "layer_distribution")
-
-
-def repair_hint(path: Path) -> str:
-    """What a user can do about a damaged file of a run folder (which command writes it again).
-
-    Example: Path("runs/demo/tokens.parquet") -> "re-run `miner signatures runs/demo` to write it again"
-    """
-    path = Path(path)
-    run = path.parent
-    if path.name == CATALOG_FILE:
-        return f"delete {path}; the next command rebuilds it"
-    if path.name == "manifest.json" or path.stem in MINING_TABLES:
-        return (f"it was written by `miner mine`: restore it, or move {run} away and mine the job again "
-                "(nothing else in the folder is lost)")
-    if path.stem in ANALYSIS_TABLES:
-        return f"re-run `miner analyze {run}` to write it again"
-    return f"re-run `miner signatures {run}` to write it again"
-
-
 def read_run_table(run_dir: Path, name: str, **options: object) -> pa.Table:
     """RUN/<name>.parquet as an Arrow table (`options` go to pyarrow.parquet.read_table); a missing or
     damaged file is one InputError naming it and what to do."""
-    path = Path(run_dir) / f"{name}.parquet"
+    path = Path(run_dir) / table_file(name)
     if not path.exists():
         raise InputError(f"{path}: missing; {repair_hint(path)}")
     try:
@@ -85,7 +69,7 @@ def read_run_table(run_dir: Path, name: str, **options: object) -> pa.Table:
 
 def run_table_rows(run_dir: Path, name: str) -> int:
     """The number of rows of RUN/<name>.parquet (from its footer); damaged -> one InputError."""
-    path = Path(run_dir) / f"{name}.parquet"
+    path = Path(run_dir) / table_file(name)
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except (pa.ArrowException, OSError) as exc:
@@ -101,26 +85,13 @@ def check_run_tables(run_dir: Path, rewritten: frozenset[str] | tuple[str, ...] 
             run_table_rows(run_dir, name)
 
 
-def read_manifest_json(run_dir: Path) -> dict:
-    """RUN/manifest.json as a dict; unreadable or not JSON -> one InputError naming it and what to do."""
-    manifest = Path(run_dir) / "manifest.json"
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"{manifest}: damaged, not valid JSON ({first_line(exc)}); {repair_hint(manifest)}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{manifest}: damaged, not a JSON object; {repair_hint(manifest)}")
-    return data
-
-
 def read_run_manifest(run_dir: Path) -> dict:
     """The manifest of a complete mining run; one clear InputError if the folder holds none."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: no such run folder")
-    manifest = run_dir / "manifest.json"
-    if not manifest.exists() or not (run_dir / "top_sentences.parquet").exists():
-        raise InputError(f"{run_dir}: not a mining run (no manifest.json or top_sentences.parquet); "
+    if not (run_dir / FILES.manifest).exists() or not (run_dir / FILES.top_sentences).exists():
+        raise InputError(f"{run_dir}: not a mining run (no {FILES.manifest} or {FILES.top_sentences}); "
                          "run `miner mine` first")
     data = read_manifest_json(run_dir)
     if data.get("status") != "complete":
@@ -137,7 +108,7 @@ def run_tables(run_dir: Path) -> dict[str, Path]:
     """
     run_dir = Path(run_dir).resolve()
     tables = {}
-    for path in sorted(run_dir.glob("*.parquet")):
+    for path in sorted(run_dir.glob("*" + TABLE_SUFFIX)):
         name = path.stem
         if not _TABLE_NAME.match(name):
             log.warning("%s: not exposed in the catalog (name is not a plain SQL identifier)", path)
@@ -154,7 +125,7 @@ def corpus_shards(manifest: dict) -> list[Path]:
     folder = corpus.get("path")
     if not folder:
         return []
-    skipped = {s["file"] for s in manifest.get("skipped_shards", [])}  # corrupt shards the miner skipped
+    skipped = skipped_shards(manifest)  # corrupt shards the miner skipped
     shards = [Path(folder) / s["file"] for s in corpus.get("shards", []) if s["file"] not in skipped]
     missing = [p for p in shards if not p.exists()]
     if missing:
@@ -179,7 +150,7 @@ def _view_statements(run_dir: Path, manifest: dict) -> list[tuple[str, str]]:
         files = "[" + ", ".join(_quote_literal(str(p)) for p in shards) + "]"
         views.append((CORPUS_VIEW, f"CREATE VIEW {CORPUS_VIEW} AS SELECT * FROM read_parquet({files}, "
                                    "union_by_name = true)"))
-    if {"top_sentences", "units", "sentences"} <= tables.keys():
+    if {table_name(FILES.top_sentences), table_name(FILES.units), table_name(FILES.sentences)} <= tables.keys():
         views.append((UNIT_TOP_VIEW, f"""CREATE VIEW {UNIT_TOP_VIEW} AS
             SELECT t.unit_id, u.site, u.layer, u.idx, t.direction, t.rank, t.score, t.sentence_id, s.text,
                    t.peak_position, t.peak_token, t.peak_score, s.* EXCLUDE (sentence_id, text)

@@ -1,9 +1,9 @@
 """Step 2b: each unit's signature (the paper's table 2) for its top and bottom queues, all units at once.
 
-Per-sentence work runs once per distinct sentence (:func:`sentence_features`): word and POS sequences,
-their bounded-gap patterns (:mod:`miner.signatures.patterns`), per-sentence tag counts and metadata codes. Per queue
-(:func:`unit_signatures`) the rest is aggregation: one gather + bincount per pattern kind, and sparse
-matrix products (queues x sentences) for POS ratios, lengths and metadata.
+Per-sentence work runs once per distinct sentence (:func:`miner.signatures.features.sentence_features`): word
+and POS sequences, their bounded-gap patterns (:mod:`miner.signatures.patterns`), per-sentence tag counts and
+metadata codes. Per queue (:func:`unit_signatures`) the rest is aggregation: one gather + bincount per pattern
+kind, and sparse matrix products (queues x sentences) for POS ratios, lengths and metadata.
 
 Relative frequency of a word or pattern w for a queue q of n sentences, against a background of B
 sentences: ``rel_freq = (support_q(w) / n) / ((support_bg(w) + 1) / (B + 1))``, counting sentences that
@@ -14,115 +14,16 @@ ranked. Example: w in 10 of a unit's 20 sentences and in 9 of 999 background sen
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import scipy.sparse as sp
 
 from miner.config import SignatureOptions
-from miner.errors import ConfigError
-from miner.signatures.patterns import PatternIndex, build_pattern_index
-
-log = logging.getLogger(__name__)
+from miner.signatures.features import SentenceFeatures, queue_key, sentence_features
 
 DIRECTIONS = ("top", "bottom")
 POS_GROUPS = {"noun": ("NN",), "verb": ("V",), "adj": ("J",)}
 """Tag prefixes of the POS ratios: nouns NN* (NFP, a punctuation tag, is not a noun), verbs V*, adjectives J*."""
-SENTIMENT_POLARITY = {"positive": 1.0, "neutral": 0.0, "negative": -1.0}
-_NOT_METADATA = {"sentence_id", "text", "n_tokens", "doc_id", "n_model_tokens", "truncated"}
-
-
-@dataclass
-class SentenceFeatures:
-    """Per-sentence work for every queue and background sentence, done once (arrays only: cheap to share)."""
-
-    sentence_ids: np.ndarray
-    """(S,) int64, ascending: the row order of everything below."""
-    background_rows: np.ndarray
-    """Rows of the background sample."""
-    n_tokens: np.ndarray
-    """(S,) int64 sentence length in tokens."""
-    words: PatternIndex
-    """Words (length 1) and word patterns (min_len..max_len) over lowercased tokens."""
-    words_background: np.ndarray
-    """(P_words,) background sentences supporting each word / word pattern."""
-    word_vocab: np.ndarray
-    """Lowercased token string of each word item id."""
-    pos: PatternIndex
-    """POS patterns (min_len..max_len) over PTB tags."""
-    pos_background: np.ndarray
-    """(P_pos,) background sentences supporting each POS pattern."""
-    tag_vocab: np.ndarray
-    """Tag string of each tag id."""
-    tag_counts: np.ndarray
-    """(S, T) int32 tokens per tag per sentence."""
-    fields: list[str]
-    """Metadata fields summarised (<= max_metadata_values distinct values)."""
-    field_values: list[np.ndarray]
-    """Per field, its values; code len(values) is the null bucket."""
-    field_codes: np.ndarray
-    """(F, S) int32 value code of each sentence per field."""
-    polarity: np.ndarray | None
-    """(S,) float64 sentiment polarity (+1/0/-1, NaN when unlabelled), when a sentiment field exists."""
-
-
-def sentence_features(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.Table,
-                      background_ids: np.ndarray, options: SignatureOptions) -> SentenceFeatures:
-    """Per-sentence work for the queue sentences of top_sentences and the background sample.
-
-    sentences must hold a row (sentence_id, n_tokens, metadata columns) and tokens the tagged tokens of
-    every queue and background sentence. Patterns below the smallest queue's support threshold in the
-    queue sentences are pruned: no queue could rank them.
-    """
-    queue_ids = np.unique(top_sentences["sentence_id"].to_numpy())
-    background_ids = np.unique(np.asarray(background_ids, np.int64))
-    sids = np.union1d(queue_ids, background_ids)
-    sentences = _rows_of(sentences, sids, "sentences")
-    counted = np.isin(sids, queue_ids)
-    bg_rows = np.flatnonzero(np.isin(sids, background_ids))
-
-    tokens = tokens.filter(pc.is_in(tokens["sentence_id"], value_set=pa.array(sids))).sort_by(
-        [("sentence_id", "ascending"), ("position", "ascending")])
-    tok_sid = tokens["sentence_id"].to_numpy()
-    offsets = np.searchsorted(tok_sid, np.append(sids, np.iinfo(np.int64).max)).astype(np.int64)
-    offsets[-1] = len(tok_sid)
-    word_vocab, words = _encode(tokens["lower"])
-    tag_vocab, tags = _encode(tokens["pos"])
-
-    sizes = np.unique(_queue_key(top_sentences), return_counts=True)[1]
-    floor = options.threshold(int(sizes.min())) if len(sizes) else options.min_support
-    kw = {"max_len": options.max_len, "max_gap": options.max_gap, "min_support": floor, "counted": counted}
-    word_index = build_pattern_index(offsets, words, min_len=1, **kw)
-    pos_index = build_pattern_index(offsets, tags, min_len=options.min_len, **kw)
-    if options.min_len > 2:
-        word_index = _drop_lengths(word_index, 2, options.min_len - 1)
-
-    seq = np.repeat(np.arange(len(sids)), np.diff(offsets))
-    n_tags = len(tag_vocab)
-    tag_counts = np.bincount(seq * n_tags + tags, minlength=len(sids) * n_tags).reshape(len(sids), n_tags)
-    n_tokens = (sentences["n_tokens"].to_numpy().astype(np.int64) if "n_tokens" in sentences.column_names
-                else np.diff(offsets))
-
-    fields, values, codes = [], [], []
-    for name in _metadata_columns(sentences, options):
-        vals, code = _encode(sentences[name].cast(pa.string()), null_code=True)
-        if options.metadata_fields is not None or 0 < len(vals) <= options.max_metadata_values:
-            fields.append(name)
-            values.append(vals)
-            codes.append(code)
-    polarity = None
-    if "sentiment" in sentences.column_names:
-        labels = sentences["sentiment"].to_pylist()
-        polarity = np.array([SENTIMENT_POLARITY.get(str(v).lower(), np.nan) if v is not None else np.nan
-                             for v in labels])
-    return SentenceFeatures(
-        sentence_ids=sids, background_rows=bg_rows, n_tokens=n_tokens, words=word_index,
-        words_background=word_index.count(bg_rows), word_vocab=word_vocab, pos=pos_index,
-        pos_background=pos_index.count(bg_rows), tag_vocab=tag_vocab, tag_counts=tag_counts.astype(np.int32), fields=fields,
-        field_values=values, field_codes=np.array(codes, np.int32).reshape(len(codes), len(sids)), polarity=polarity)
 
 
 def unit_signatures(features: SentenceFeatures, top_sentences: pa.Table,
@@ -150,66 +51,11 @@ def compute_signatures(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.
     return unit_signatures(features, top_sentences, options)
 
 
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def _encode(col: pa.ChunkedArray | pa.Array, null_code: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Dictionary-encode strings: (values, int64 code per row); nulls get code len(values) if null_code.
-
-    Example: ["b", "a", "b", None] -> (["b", "a"], [0, 1, 0, null]); with null_code the values are sorted:
-    (["a", "b"], [1, 0, 1, 2]).
-    """
-    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    enc = pc.dictionary_encode(arr)
-    values = np.array(enc.dictionary.to_pylist(), dtype=object)
-    codes = enc.indices.fill_null(len(values)) if null_code else enc.indices
-    codes = codes.to_numpy(zero_copy_only=False).astype(np.int64)
-    if null_code:  # metadata: values in sorted order, so ties and row order follow the value
-        order = np.argsort(values.astype(str), kind="stable")
-        rank = np.empty(len(values) + 1, np.int64)
-        rank[order] = np.arange(len(values))
-        rank[-1] = len(values)
-        values, codes = values[order], rank[codes]
-    return values, codes
-
-
-def _metadata_columns(sentences: pa.Table, options: SignatureOptions) -> list[str]:
-    """Columns to summarise: the named ones (each must exist), else string columns not excluded."""
-    names = sentences.column_names
-    if options.metadata_fields is not None:
-        missing = [f for f in options.metadata_fields if f not in names]
-        if missing:
-            raise ConfigError(f"metadata_fields: no column {', '.join(map(repr, missing))} in the corpus "
-                              f"(columns: {', '.join(names)})")
-        return list(options.metadata_fields)
-
-    def is_text(name: str) -> bool:
-        kind = sentences.schema.field(name).type
-        return pa.types.is_string(kind) or pa.types.is_large_string(kind)
-
-    return [n for n in names if n not in _NOT_METADATA and n not in options.exclude_metadata and is_text(n)]
-
-
-def _rows_of(table: pa.Table, ids: np.ndarray, name: str) -> pa.Table:
-    """Rows of table for exactly the sorted ids (one each); error naming the table if any is missing."""
-    table = table.filter(pc.is_in(table["sentence_id"], value_set=pa.array(ids))).sort_by("sentence_id")
-    got = table["sentence_id"].to_numpy()
-    if len(got) != len(ids) or not np.array_equal(got, ids):
-        missing = np.setdiff1d(ids, got)
-        raise ValueError(f"{name}: {len(missing)} sentence ids missing (e.g. {missing[:3].tolist()}) or duplicated")
-    return table
-
-
-def _queue_key(top: pa.Table) -> np.ndarray:
-    """unit_id * 2 + (direction == 'bottom') per row: sorts queues by unit, top before bottom."""
-    bottom = pc.equal(top["direction"], "bottom").to_numpy(zero_copy_only=False).astype(np.int64)
-    return top["unit_id"].to_numpy().astype(np.int64) * 2 + bottom
-
 
 def _queues(features: SentenceFeatures, top: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(unit id, direction per queue; sentence rows of all queues concatenated; CSR bounds), queues sorted
     by unit then direction (top before bottom)."""
-    key = _queue_key(top)
+    key = queue_key(top)
     sid = top["sentence_id"].to_numpy()
     order = np.argsort(key, kind="stable")
     key, sid = key[order], sid[order]
@@ -220,17 +66,6 @@ def _queues(features: SentenceFeatures, top: pa.Table) -> tuple[np.ndarray, np.n
     bounds = np.append(starts, len(key)).astype(np.int64)
     return (qkeys // 2).astype(np.int32), np.array(DIRECTIONS, dtype=object)[qkeys % 2], rows, bounds
 
-
-def _drop_lengths(index: PatternIndex, lo: int, hi: int) -> PatternIndex:
-    """The index without patterns of length lo..hi (ids renumbered)."""
-    keep = (index.lengths < lo) | (index.lengths > hi)
-    new_id = np.cumsum(keep) - 1
-    ids_keep = keep[index.ids]
-    seq = np.repeat(np.arange(len(index.offsets) - 1), np.diff(index.offsets))[ids_keep]
-    offsets = np.zeros(len(index.offsets), np.int64)
-    np.cumsum(np.bincount(seq, minlength=len(index.offsets) - 1), out=offsets[1:])
-    return PatternIndex(items=index.items[keep], lengths=index.lengths[keep], support=index.support[keep],
-                        offsets=offsets, ids=new_id[index.ids[ids_keep]].astype(np.int32))
 
 
 def _pattern_table(features: SentenceFeatures, unit: np.ndarray, direction: np.ndarray, rows: np.ndarray,
@@ -244,8 +79,8 @@ def _pattern_table(features: SentenceFeatures, unit: np.ndarray, direction: np.n
     ]
     bg_support = {id(features.words): features.words_background, id(features.pos): features.pos_background}
     out: dict[str, list[np.ndarray]] = {k: [] for k in ("q", "kind", "pid", "support", "rank")}
-    for q in range(len(unit)):
-        r = rows[bounds[q]:bounds[q + 1]]
+    for queue in range(len(unit)):
+        r = rows[bounds[queue]:bounds[queue + 1]]
         n = len(r)
         need = options.threshold(n)
         counts: dict[int, np.ndarray] = {}
@@ -259,7 +94,7 @@ def _pattern_table(features: SentenceFeatures, unit: np.ndarray, direction: np.n
             sup = c[cand]
             rel = (sup / n) / ((bg_support[id(ix)][cand] + 1) / (n_bg + 1))
             top = np.lexsort((cand, -sup, -rel))[: options.top_k]
-            out["q"].append(np.full(len(top), q))
+            out["q"].append(np.full(len(top), queue))
             out["kind"].append(np.full(len(top), ki))
             out["pid"].append(cand[top])
             out["support"].append(sup[top])
@@ -303,17 +138,17 @@ def _metadata_table(features: SentenceFeatures, unit: np.ndarray, direction: np.
     cols: dict[str, list] = {k: [] for k in ("q", "f", "v", "count", "corpus")}
     value_text: list[np.ndarray] = []
     dominant: dict[str, pa.Array] = {}
-    for f, name in enumerate(features.fields):
-        values = features.field_values[f]
+    for field, name in enumerate(features.fields):
+        values = features.field_values[field]
         m = len(values) + 1
-        codes = features.field_codes[f]
+        codes = features.field_codes[field]
         counts = np.bincount(q_of * m + codes[rows], minlength=n_queue * m).reshape(n_queue, m)
         corpus = np.bincount(codes[features.background_rows], minlength=m) / n_bg if n_bg else np.full(m, np.nan)
         qi, vi = np.nonzero(counts)
-        for key, arr in (("q", qi), ("f", np.full(len(qi), f)), ("v", vi), ("count", counts[qi, vi]),
+        for key, arr in (("q", qi), ("f", np.full(len(qi), field)), ("v", vi), ("count", counts[qi, vi]),
                          ("corpus", corpus[vi])):
             cols[key].append(arr)
-        value_text.append(np.append(values, None)[vi])
+        value_text.append(np.append(values, np.array([None], dtype=object))[vi])
         named = counts[:, : m - 1]
         best = named.argmax(axis=1) if m > 1 else np.zeros(n_queue, np.int64)
         has = named[np.arange(n_queue), best] > 0 if m > 1 else np.zeros(n_queue, bool)

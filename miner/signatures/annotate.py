@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from miner import atomic
+from miner.cluster.tasks import map_chunks
 from miner.config import AnnotateOptions, CorpusManifest
-from miner.corpus.prepare import load_corpus
-from miner.errors import ConfigError, InputError, first_line
-from miner.run.catalog import read_manifest_json, read_run_table
+from miner.corpus.store import read_rows
+from miner.errors import ConfigError, InputError
+from miner.run.catalog import read_run_table
+from miner.run.folder import FILES, run_corpus, table_file
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -128,24 +129,6 @@ def background_ids(corpus: CorpusManifest, size: int, seed: int = 0, limit: int 
     return np.sort(best)
 
 
-def read_corpus_rows(corpus_dir: Path, corpus: CorpusManifest, ids: np.ndarray) -> pa.Table:
-    """The corpus rows of sorted sentence ids (ids are consecutive within a shard, so rows are taken)."""
-    parts = []
-    for shard in corpus.shards:
-        lo, hi = np.searchsorted(ids, [shard.first_id, shard.first_id + shard.sentences])
-        if hi <= lo:
-            continue
-        try:
-            table = pq.read_table(corpus_dir / shard.file)
-        except (pa.ArrowException, OSError) as exc:
-            raise InputError(f"{corpus_dir / shard.file}: corrupt or unreadable shard ({first_line(exc)}); restore "
-                             "the corpus (the same inputs and options prepare the same shards)") from None
-        parts.append(table.take(pa.array(ids[lo:hi] - shard.first_id)))
-    if not parts:
-        return pa.table({"sentence_id": pa.array([], pa.int64()), "text": pa.array([], pa.string())})
-    return pa.concat_tables(parts, promote_options="permissive")
-
-
 @dataclass
 class Annotation:
     """What step 2a produces for a run."""
@@ -160,52 +143,51 @@ class Annotation:
     """Wall time of tagging."""
 
 
-def run_corpus(run_dir: Path) -> tuple[dict, Path, CorpusManifest]:
-    """(run manifest, corpus folder, corpus manifest) of a finished mining run; one clear error otherwise."""
-    path = run_dir / "manifest.json"
-    if not path.exists() or not (run_dir / "top_sentences.parquet").exists():
-        raise InputError(f"{run_dir}: no mining output (manifest.json, top_sentences.parquet); run `miner mine` first")
-    manifest = read_manifest_json(run_dir)
-    if manifest.get("status") != "complete":
-        raise InputError(f"{run_dir}: mining is not complete (status: {manifest.get('status')})")
-    corpus_dir = Path(manifest["corpus"]["path"])
-    corpus = load_corpus(corpus_dir)
-    skipped = skipped_shards(manifest)
-    if skipped:  # shards the miner skipped as corrupt are not part of the run's corpus
-        corpus = corpus.model_copy(update={"shards": [s for s in corpus.shards if s.file not in skipped]})
-    return manifest, corpus_dir, corpus
+def annotate_run(run_dir: Path, options: AnnotateOptions | None = None, nlp: Language | None = None, *,
+                 executor: str = "inline", parts: int = 1, address: str | None = None) -> Annotation:
+    """Tag the run's queue sentences and its background sample (each distinct sentence once).
 
-
-def skipped_shards(run_manifest: dict) -> frozenset[str]:
-    """Corpus shard files a mining run skipped as corrupt (recorded in its manifest)."""
-    return frozenset(s["file"] for s in run_manifest.get("skipped_shards", []))
-
-
-def annotate_run(run_dir: Path, options: AnnotateOptions | None = None, nlp: Language | None = None) -> Annotation:
-    """Tag the run's queue sentences and its background sample (each distinct sentence once)."""
+    The sentences are tagged in `parts` chunks of consecutive ids, in this process or as Ray tasks
+    (:func:`miner.cluster.tasks.map_chunks`; `address` as for `miner signatures --address`); the tokens table
+    is the same for any split. A given `nlp` tags every sentence here, in one chunk.
+    """
     options = options or AnnotateOptions()
     manifest, corpus_dir, corpus = run_corpus(run_dir)
     mined = manifest.get("stats", {}).get("sentences")
     bg_ids = background_ids(corpus, options.background_size, options.background_seed, mined)
-    background = read_corpus_rows(corpus_dir, corpus, bg_ids)
+    background = read_rows(corpus_dir, corpus, bg_ids)
     queue = read_run_table(run_dir, "sentences", columns=["sentence_id", "text"])
     extra = background.filter(pc.invert(pc.is_in(background["sentence_id"], value_set=queue["sentence_id"])))
     todo = pa.concat_tables([queue, extra.select(["sentence_id", "text"])]).sort_by("sentence_id")
     log.info("tagging %s sentences (%s in queues, %s background-only)", f"{todo.num_rows:,}",
              f"{queue.num_rows:,}", f"{extra.num_rows:,}")
     started = time.monotonic()
-    tokens = tokens_table(todo["sentence_id"].to_numpy(), todo["text"].to_pylist(),
-                          nlp or load_tagger(options.spacy_model), options.batch_size)
+    ids, texts = todo["sentence_id"].to_numpy(), todo["text"].to_pylist()
+    if nlp is not None:
+        chunks = 1
+        tokens = tokens_table(ids, texts, nlp, options.batch_size)
+    else:
+        bounds = np.linspace(0, todo.num_rows, max(parts, 1) + 1).astype(int)
+        pieces = [(ids[lo:hi], texts[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo] or [(ids, texts)]
+        chunks = len(pieces)
+        tokens = pa.concat_tables(map_chunks(_tag_chunk, pieces, (options.spacy_model, options.batch_size),
+                                             executor=executor, address=address))
     seconds = time.monotonic() - started
-    log.info("tagged %s sentences in %.1f s (%.0f/s)", f"{todo.num_rows:,}", seconds,
-             todo.num_rows / max(seconds, 1e-9))
+    log.info("tagged %s sentences in %.1f s (%.0f/s, %d chunk(s), %s)", f"{todo.num_rows:,}", seconds,
+             todo.num_rows / max(seconds, 1e-9), chunks, executor)
     return Annotation(tokens=tokens, background=background, tagged=todo.num_rows, seconds=seconds)
+
+
+def _tag_chunk(chunk: tuple[np.ndarray, list[str]], model: str, batch_size: int) -> pa.Table:
+    """tokens_table of one (sentence ids, texts) chunk with the named tagger (a Ray task, or inline)."""
+    ids, texts = chunk
+    return tokens_table(np.array(ids, copy=True), texts, load_tagger(model), batch_size)
 
 
 def write_annotation(run_dir: Path, annotation: Annotation) -> None:
     """Write tokens.parquet and background.parquet into the run folder (each atomically)."""
     for name, table in (("tokens", annotation.tokens), ("background", annotation.background)):
-        atomic.write_table(run_dir / f"{name}.parquet", table)
+        atomic.write_table(run_dir / table_file(name), table)
 
 
 def signature_inputs(run_dir: Path,
@@ -216,7 +198,7 @@ def signature_inputs(run_dir: Path,
     annotation comes from memory or from the run folder (tokens.parquet, background.parquet).
     """
     if annotation is None:
-        missing = [n for n in ("tokens.parquet", "background.parquet") if not (run_dir / n).exists()]
+        missing = [n for n in (FILES.tokens, FILES.background) if not (run_dir / n).exists()]
         if missing:
             raise InputError(f"{run_dir}: not annotated (missing {', '.join(missing)}); run the annotate step first")
         annotation = Annotation(tokens=read_run_table(run_dir, "tokens"),

@@ -17,8 +17,10 @@ The result, :class:`PatternIndex`, stores each sequence's distinct pattern ids (
 thus done once; the support of every pattern in any set of sequences (a unit's queue) is one gather and
 one ``np.bincount`` (:meth:`PatternIndex.count`).
 
-Example (max_gap=1, lengths 2..2): ``[[1, 2, 3], [1, 3], [2, 1]]`` -> ``{(1, 2): 1, (1, 3): 2, (2, 3): 1,
-(2, 1): 1}``; ``(1, 3)`` in the first sequence skips one item.
+Example (max_gap=1, lengths 2..2); ``(1, 3)`` in the first sequence skips one item:
+
+>>> count_patterns([[1, 2, 3], [1, 3], [2, 1]], min_len=2, max_len=2, max_gap=1)
+{(1, 2): 1, (1, 3): 2, (2, 1): 1, (2, 3): 1}
 """
 
 from __future__ import annotations
@@ -59,7 +61,11 @@ class PatternIndex:
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """Concatenated pattern ids of the given sequences (in row order).
 
-        Example: offsets [0, 2, 3, 6], ids [0, 3, 1, 0, 2, 3], rows [2, 0] -> [0, 2, 3, 0, 3].
+        >>> ix = build_pattern_index(*to_csr([[1, 2], [2], [1, 3]]), min_len=1, max_len=2, max_gap=0)
+        >>> [ix.pattern(p) for p in range(ix.n_patterns)]
+        [(1,), (2,), (3,), (1, 2), (1, 3)]
+        >>> ix.gather(np.array([2, 0]))
+        array([0, 2, 4, 0, 1, 3], dtype=int32)
         """
         bounds, ids = self._bounds, self.ids
         parts = [ids[bounds[r]:bounds[r + 1]] for r in np.asarray(rows).tolist()]
@@ -68,7 +74,8 @@ class PatternIndex:
     def count(self, rows: np.ndarray) -> np.ndarray:
         """Support of every pattern within the given distinct sequences: (P,) int64.
 
-        Example: ids of rows 0 and 2 are [0, 3] and [3] -> counts[3] == 2, counts[0] == 1.
+        >>> build_pattern_index(*to_csr([[1, 2], [2], [1, 3]]), min_len=1, max_len=2, max_gap=0).count([0, 2])
+        array([2, 1, 1, 1, 1])
         """
         return np.bincount(self.gather(rows), minlength=self.n_patterns)
 
@@ -78,7 +85,10 @@ class PatternIndex:
 
 
 def to_csr(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged list of sequences -> (offsets, items). Example: [[5, 6], [], [7]] -> ([0, 2, 2, 3], [5, 6, 7])."""
+    """Ragged list of sequences -> (offsets, items):
+    >>> to_csr([[5, 6], [], [7]])
+    (array([0, 2, 2, 3]), array([5, 6, 7]))
+    """
     lens = np.fromiter((len(s) for s in sequences), np.int64, len(sequences))
     offsets = np.zeros(len(sequences) + 1, np.int64)
     np.cumsum(lens, out=offsets[1:])
@@ -89,7 +99,8 @@ def to_csr(sequences: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
 def sorted_unique(x: np.ndarray) -> np.ndarray:
     """Sorted distinct values (sort + neighbour compare; np.unique is far slower on large int64 arrays).
 
-    Example: [3, 1, 3, 2] -> [1, 2, 3].
+    >>> sorted_unique(np.array([3, 1, 3, 2]))
+    array([1, 2, 3])
     """
     s = np.sort(x)
     if len(s) < 2:
@@ -101,7 +112,10 @@ def sorted_unique(x: np.ndarray) -> np.ndarray:
 
 
 def bits_for(size: int) -> int:
-    """Bits that hold the values 0..size-1. Example: 1 -> 0, 2 -> 1, 5 -> 3."""
+    """Bits that hold the values 0..size-1:
+    >>> [bits_for(1), bits_for(2), bits_for(5)]
+    [0, 1, 3]
+    """
     return max(int(size) - 1, 0).bit_length()
 
 
@@ -109,7 +123,9 @@ def unique_pairs(a: np.ndarray, b: np.ndarray, b_size: int) -> tuple[np.ndarray,
     """Distinct (a, b) pairs of non-negative ints (b < b_size), sorted by a then b.
 
     Packs ``a << bits | b`` into one int64 when it fits (it always does for the sizes mined here),
-    otherwise sorts lexicographically. Example: a [1, 0, 1], b [2, 5, 2], b_size 9 -> ([0, 1], [5, 2]).
+    otherwise sorts lexicographically:
+    >>> unique_pairs(np.array([1, 0, 1]), np.array([2, 5, 2]), b_size=9)
+    (array([0, 1]), array([5, 2]))
     """
     if len(a) == 0:
         return a.astype(np.int64), b.astype(np.int64)
@@ -127,7 +143,8 @@ def unique_pairs(a: np.ndarray, b: np.ndarray, b_size: int) -> tuple[np.ndarray,
 def _dense_items(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(distinct values, index of each item among them); a lookup table when values are small ints.
 
-    Example: [7, 3, 7] -> ([3, 7], [1, 0, 1]).
+    >>> _dense_items(np.array([7, 3, 7]))
+    (array([3, 7]), array([1, 0, 1]))
     """
     if len(items) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -159,8 +176,11 @@ def _extend(pos: np.ndarray, pid: np.ndarray, tokp: np.ndarray, item_bits: int,
 
     tokp: padded item ids, where the sentinel ``n_items`` marks a dropped item or the end of a sequence.
     Returns (new end positions, keys ``pid << item_bits | item``), sentinel extensions included (callers
-    drop them: they are never kept). Example: pos [0], pid [4], tokp [0, 1, 2, 3, 3] (sentinel 3),
-    item_bits 2, max_gap 1 -> pos [1, 2], keys [17, 18].
+    drop them: they are never kept). Example: tokp [0, 1, 2, 3, 3] (sentinel 3), item_bits 2, max_gap 1;
+    pattern 4 ending at 0 grows by item 1 (key 4 << 2 | 1) or, skipping one, by item 2:
+
+    >>> _extend(np.array([0]), np.array([4]), np.array([0, 1, 2, 3, 3]), item_bits=2, max_gap=1)
+    (array([1, 2]), array([17, 18]))
     """
     nxt = (pos[:, None] + np.arange(1, max_gap + 2, dtype=np.int64)).ravel()
     key = ((pid << item_bits)[:, None] | tokp[nxt].reshape(len(pos), max_gap + 1)).ravel()
@@ -232,8 +252,13 @@ def build_pattern_index(
     kept patterns are listed for every sequence (e.g. background sentences, counted later with
     :meth:`PatternIndex.count`). chunk_size bounds the occurrences processed at once (memory).
 
-    Example (min_len 1, max_len 2, max_gap 0, min_support 2): [[1, 2], [1, 2, 2], [3]] -> patterns
-    (1,) (2,) (1, 2) with supports 2, 2, 2; (2, 2) and (3,) have support 1 and are dropped.
+    Example: (2, 2) and (3,) have support 1 and are dropped; every sequence lists its kept patterns' ids:
+
+    >>> ix = build_pattern_index(*to_csr([[1, 2], [1, 2, 2], [3]]), min_len=1, max_len=2, max_gap=0, min_support=2)
+    >>> [ix.pattern(p) for p in range(ix.n_patterns)], ix.support
+    ([(1,), (2,), (1, 2)], array([2, 2, 2]))
+    >>> ix.offsets, ix.ids
+    (array([0, 3, 6, 6]), array([0, 1, 2, 0, 1, 2], dtype=int32))
     """
     if not 1 <= min_len <= max_len:
         raise ValueError(f"min_len/max_len: need 1 <= min_len <= max_len, got {min_len}, {max_len}")
@@ -304,8 +329,10 @@ class _Layout:
 
     @staticmethod
     def build(seq_of: np.ndarray, tok: np.ndarray, n_items: int, max_gap: int, counted: np.ndarray) -> _Layout:
-        """Sequence s starts at slot offsets[s] + s * (max_gap + 1). Example (max_gap 1, sentinel 9):
-        [[4, 5], [6]] -> tokp [4, 5, 9, 9, 6, 9, 9]."""
+        """Sequence s starts at slot offsets[s] + s * (max_gap + 1). Example (max_gap 1, sentinel 9), [[4, 5], [6]]:
+        >>> _Layout.build(np.array([0, 0, 1]), np.array([4, 5, 6]), 9, 1, np.ones(2, bool)).tokp
+        array([4, 5, 9, 9, 6, 9, 9])
+        """
         pad = max_gap + 1
         slot = np.arange(len(tok), dtype=np.int64) + seq_of * pad
         tokp = np.full(len(tok) + len(counted) * pad, n_items, np.int64)
@@ -413,11 +440,8 @@ def _assemble(level_items: list[np.ndarray], level_support: list[np.ndarray],
 
 def count_patterns(sequences: Sequence[Sequence[int]], min_len: int = 2, max_len: int = 4, max_gap: int = 2,
                    min_support: int = 1) -> dict[tuple[int, ...], int]:
-    """Support of every bounded-gap pattern of length min_len..max_len (support >= min_support).
-
-    Example: count_patterns([[1, 2, 3], [1, 3], [2, 1]], 2, 2, max_gap=1)
-    -> {(1, 2): 1, (1, 3): 2, (2, 1): 1, (2, 3): 1}
-    """
+    """Support of every bounded-gap pattern of length min_len..max_len (support >= min_support); see the
+    module docstring for an example."""
     offsets, items = to_csr(sequences)
     index = build_pattern_index(offsets, items, min_len=min_len, max_len=max_len, max_gap=max_gap,
                                 min_support=min_support)

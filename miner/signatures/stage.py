@@ -1,80 +1,105 @@
 """Step 2 driver: abstract every unit's sentences into a signature and store it all in the run's catalog.
 
 annotate (spaCy PTB tags for queue sentences + a background sample, each distinct sentence once)
-  -> signatures (words, word and POS patterns, POS ratios, metadata distribution, length)
+  -> features (per sentence: word and POS patterns, tag counts, metadata codes; once per distinct sentence)
+  -> signatures (per queue: words, word and POS patterns, POS ratios, metadata distribution, length)
   -> vectors (fastText sentence vectors, typical sentence, unit vectors)
   -> catalog.duckdb (views over every table of the run).
 
-Per-sentence work runs once per distinct sentence; per-unit work is vectorised over unit slices. With the Ray
-executor both are split across Ray tasks (tagging by sentence chunks, signatures by unit slices over one shared
-copy of the per-sentence features); results are identical to the in-process path.
+With the Ray executor, tagging (by chunks of sentences) and signatures (by slices of units, over one shared
+copy of the per-sentence features) fan out with :func:`miner.cluster.tasks.map_chunks`; the tables are
+identical for any number of parts.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from miner.cluster.tasks import cluster_cpus, map_chunks
 from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
-from miner.mining.driver import RunFolder
-from miner.run.catalog import build_catalog, catalog_path, check_run_tables, read_manifest_json, read_run_table
-from miner.signatures.aggregate import sentence_features, unit_signatures
-from miner.signatures.annotate import (
-    Annotation,
-    annotate_run,
-    background_ids,
-    load_tagger,
-    read_corpus_rows,
-    run_corpus,
-    signature_inputs,
-    tokens_table,
-    write_annotation,
-)
+from miner.run.catalog import build_catalog, catalog_path, check_run_tables
+from miner.run.folder import FILES, STEP2_TABLES, RunFolder, read_manifest_json, run_corpus, table_file, update_manifest
+from miner.signatures.aggregate import unit_signatures
+from miner.signatures.annotate import annotate_run, signature_inputs, write_annotation
+from miner.signatures.features import SentenceFeatures, sentence_features
 from miner.signatures.vectors import compute_vector_tables, write_vector_tables
 
 log = logging.getLogger(__name__)
 
-STEP2_TABLES = ("tokens", "background", "signatures", "unit_stats", "unit_metadata", "sentence_vectors", "unit_vectors")
+MANIFEST_KEY = "step2"
 
 
-def _tag_chunk(ids: np.ndarray, texts: list[str], model: str, batch_size: int) -> pa.Table:
-    return tokens_table(np.array(ids, copy=True), texts, load_tagger(model), batch_size)
+@dataclass(frozen=True)
+class Step2Summary:
+    """What step 2 did for a run; :meth:`to_dict` is its RUN/manifest.json["step2"] record."""
+
+    units: int
+    """Units with a signature."""
+    sentences_tagged: int
+    """Distinct sentences tagged (queue and background)."""
+    background_sentences: int
+    """Size of the background sample."""
+    fasttext_model: Path
+    """The fastText model of the sentence vectors."""
+    seconds: Mapping[str, float]
+    """Wall time per phase (annotate, sentence_features, unit_signatures, vectors) and in total, rounded to 0.01."""
+    seconds_per_unit_after_sentence_work: float
+    """unit_signatures' time per unit (rounded to 1e-5 s)."""
+    options: Mapping[str, Any]
+    """The annotate, signatures and vectors options used (JSON form)."""
+    catalog: Path
+    """RUN/catalog.duckdb."""
+    executor: str
+    """inline or ray."""
+    parts: int
+    """Chunks the work was split into (1 inline)."""
+    status: str = "complete"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest record: the keys and their order as written since step 2 existed."""
+        return {
+            "status": self.status, "units": self.units, "sentences_tagged": self.sentences_tagged,
+            "background_sentences": self.background_sentences, "fasttext_model": str(self.fasttext_model),
+            "seconds": dict(self.seconds),
+            "seconds_per_unit_after_sentence_work": self.seconds_per_unit_after_sentence_work,
+            "options": dict(self.options), "catalog": str(self.catalog), "executor": self.executor,
+            "parts": self.parts,
+        }
 
 
-def _signature_slice(features: object, top: pa.Table, units: np.ndarray, options: SignatureOptions) -> dict:
+def _signature_slice(units: np.ndarray, features: SentenceFeatures, top: pa.Table,
+                     options: SignatureOptions) -> dict[str, pa.Table]:
+    """unit_signatures of the queues of some units (a Ray task, or inline)."""
     part = top.filter(pc.is_in(top["unit_id"], value_set=pa.array(units)))
     return unit_signatures(features, part, options)
 
 
-def annotate_parallel(run_dir: Path, options: AnnotateOptions, ray_module: object, parts: int) -> Annotation:
-    """annotate_run with the tagging split over `parts` Ray tasks (same tokens table, same order)."""
-    manifest, corpus_dir, corpus = run_corpus(run_dir)
-    bg_ids = background_ids(corpus, options.background_size, options.background_seed,
-                            manifest.get("stats", {}).get("sentences"))
-    background = read_corpus_rows(corpus_dir, corpus, bg_ids)
-    queue = read_run_table(run_dir, "sentences", columns=["sentence_id", "text"])
-    extra = background.filter(pc.invert(pc.is_in(background["sentence_id"], value_set=queue["sentence_id"])))
-    todo = pa.concat_tables([queue, extra.select(["sentence_id", "text"])]).sort_by("sentence_id")
-    started = time.monotonic()
-    task = ray_module.remote(_tag_chunk)
-    bounds = np.linspace(0, todo.num_rows, parts + 1).astype(int)
-    refs = [task.remote(todo["sentence_id"].to_numpy()[lo:hi], todo["text"].to_pylist()[lo:hi], options.spacy_model,
-                        options.batch_size) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
-    tokens = pa.concat_tables(ray_module.get(refs))
-    seconds = time.monotonic() - started
-    log.info("tagged %s sentences in %.1f s on %d Ray tasks", f"{todo.num_rows:,}", seconds, len(refs))
-    return Annotation(tokens=tokens, background=background, tagged=todo.num_rows, seconds=seconds)
+def signatures_by_slices(features: SentenceFeatures, top: pa.Table, options: SignatureOptions, parts: int = 1,
+                         executor: str = "inline", address: str | None = None) -> dict[str, pa.Table]:
+    """unit_signatures over `parts` slices of the units (ascending), concatenated: the same tables as one call."""
+    units = np.unique(top["unit_id"].to_numpy())
+    slices = [chunk for chunk in np.array_split(units, max(parts, 1)) if len(chunk)] or [units]
+    results = map_chunks(_signature_slice, slices, (features, top, options), executor=executor, address=address)
+    return {name: pa.concat_tables([r[name] for r in results]) for name in results[0]}
 
 
 def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatures: SignatureOptions | None = None,
                  vectors: VectorOptions | None = None, executor: str = "ray", address: str | None = None,
-                 parts: int | None = None) -> dict:
-    """Compute step 2 for a finished mining run and build its catalog; returns a summary (also in the manifest)."""
+                 parts: int | None = None) -> Step2Summary:
+    """Compute step 2 for a finished mining run and build its catalog; returns its summary (also in the manifest).
+
+    executor "ray" splits tagging and signatures into `parts` Ray tasks each (default: the cluster's CPUs;
+    `address` as for :func:`miner.cluster.connect.connect`); "inline" does everything in this process.
+    """
     annotate = annotate or AnnotateOptions()
     signatures = signatures or SignatureOptions()
     vectors = vectors or VectorOptions()
@@ -83,18 +108,11 @@ def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatu
     check_run_tables(run_dir, rewritten=STEP2_TABLES)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
-    ray_module = None
     if executor == "ray":
-        import ray
-
-        from miner.cluster.connect import connect
-
-        connect(address)
-        ray_module = ray
-        parts = parts or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        parts = parts or cluster_cpus(address)
+    fan_out, chunks = ("ray", parts or 1) if executor == "ray" else ("inline", 1)
     t = time.monotonic()
-    annotation = (annotate_parallel(run_dir, annotate, ray_module, parts) if ray_module is not None and parts > 1
-                  else annotate_run(run_dir, annotate))
+    annotation = annotate_run(run_dir, annotate, executor=fan_out, parts=chunks, address=address)
     write_annotation(run_dir, annotation)
     timings["annotate"] = time.monotonic() - t
 
@@ -103,16 +121,7 @@ def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatu
     features = sentence_features(top, sentences, tokens, bg, signatures)
     timings["sentence_features"] = time.monotonic() - t
     t = time.monotonic()
-    units = np.unique(top["unit_id"].to_numpy())
-    if ray_module is not None and parts > 1:
-        feat_ref = ray_module.put(features)
-        top_ref = ray_module.put(top)
-        task = ray_module.remote(_signature_slice)
-        refs = [task.remote(feat_ref, top_ref, chunk, signatures) for chunk in np.array_split(units, parts) if len(chunk)]
-        results = ray_module.get(refs)
-        tables = {k: pa.concat_tables([r[k] for r in results]) for k in results[0]}
-    else:
-        tables = unit_signatures(features, top, signatures)
+    tables = signatures_by_slices(features, top, signatures, chunks, fan_out, address)
     timings["unit_signatures"] = time.monotonic() - t
 
     t = time.monotonic()
@@ -131,20 +140,16 @@ def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatu
     for name in ("signatures", "unit_stats", "unit_metadata"):
         RunFolder.write_table(run_dir / f"{name}.parquet", tables[name])
     timings["total"] = time.monotonic() - t0
-    n_units = int(len(units))
-    summary = {
-        "status": "complete", "units": n_units, "sentences_tagged": annotation.tagged,
-        "background_sentences": int(len(bg)), "fasttext_model": str(vt.model_path),
-        "seconds": {k: round(v, 2) for k, v in timings.items()},
-        "seconds_per_unit_after_sentence_work": round(timings["unit_signatures"] / max(n_units, 1), 5),
-        "options": {"annotate": annotate.model_dump(mode="json"), "signatures": signatures.model_dump(mode="json"),
-                    "vectors": vectors.model_dump(mode="json")},
-        "catalog": str(catalog_path(run_dir)), "executor": executor, "parts": parts or 1,
-    }
-    manifest_path = run_dir / "manifest.json"
-    manifest = read_manifest_json(run_dir)
-    manifest["step2"] = summary
-    RunFolder.write_json(manifest_path, manifest)
+    n_units = int(len(np.unique(top["unit_id"].to_numpy())))
+    summary = Step2Summary(
+        units=n_units, sentences_tagged=annotation.tagged, background_sentences=int(len(bg)),
+        fasttext_model=vt.model_path, seconds={k: round(v, 2) for k, v in timings.items()},
+        seconds_per_unit_after_sentence_work=round(timings["unit_signatures"] / max(n_units, 1), 5),
+        options={"annotate": annotate.model_dump(mode="json"), "signatures": signatures.model_dump(mode="json"),
+                 "vectors": vectors.model_dump(mode="json")},
+        catalog=catalog_path(run_dir), executor=executor, parts=parts or 1,
+    )
+    update_manifest(run_dir, MANIFEST_KEY, summary.to_dict())
     build_catalog(run_dir)
     log.info("step 2 done for %d units in %.1f s (%s)", n_units, timings["total"],
              ", ".join(f"{k} {v:.1f}s" for k, v in timings.items() if k != "total"))
@@ -153,10 +158,7 @@ def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatu
 
 def step2_done(run_dir: Path) -> bool:
     """Whether a run already has every step-2 table and a recorded step-2 summary."""
-    manifest = run_dir / "manifest.json"
-    if not manifest.exists():
+    if not (run_dir / FILES.manifest).exists():
         return False
-    done = read_manifest_json(run_dir).get("step2", {}).get("status") == "complete"
-    return done and all((run_dir / f"{t}.parquet").exists() for t in STEP2_TABLES)
-
-
+    done = read_manifest_json(run_dir).get(MANIFEST_KEY, {}).get("status") == "complete"
+    return done and all((run_dir / table_file(t)).exists() for t in STEP2_TABLES)

@@ -47,6 +47,7 @@ def tiny_run(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture(scope="session")
 def tiny_fasttext(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fastText skipgram model trained on the tiny corpus (default options; the sidecar JSON has timings)."""
-    from miner.signatures.vectors import VectorOptions, train_fasttext
+    from miner.config import VectorOptions
+    from miner.signatures.fasttext import train_fasttext
 
     return train_fasttext(tiny_corpus, tmp_path_factory.mktemp("fasttext") / "model.bin", VectorOptions())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def test_ray_parallel_step2_equals_inline(tiny_run: Path, tiny_fasttext: Path, t
         summary = run_abstract(b, *opts, executor="ray", parts=2)
     finally:
         ray.shutdown()
-    assert summary["parts"] == 2 and step2_done(a) and step2_done(b)
+    assert summary.parts == 2 and summary.executor == "ray" and step2_done(a) and step2_done(b)
     for table in STEP2_TABLES:
         assert pq.read_table(a / f"{table}.parquet").equals(pq.read_table(b / f"{table}.parquet")), table
     stats = pq.read_table(a / "unit_stats.parquet").to_pandas()
@@ -42,6 +43,22 @@ def test_ray_parallel_step2_equals_inline(tiny_run: Path, tiny_fasttext: Path, t
     top = pq.read_table(a / "top_sentences.parquet").to_pandas()
     member = set(zip(top.unit_id, top.direction, top.sentence_id))
     assert all((r.unit_id, r.direction, r.typical_sentence_id) in member for r in stats.itertuples())
+
+
+def test_summary_is_the_manifest_record(tiny_run: Path, tiny_fasttext: Path, tmp_path: Path) -> None:
+    run = copy_run(tiny_run, tmp_path / "run")
+    before = json.loads((run / "manifest.json").read_text())
+    summary = run_abstract(run, AnnotateOptions(background_size=800), vectors=VectorOptions(model=tiny_fasttext),
+                           executor="inline", parts=3)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["step2"] == summary.to_dict()
+    assert list(manifest["step2"]) == ["status", "units", "sentences_tagged", "background_sentences", "fasttext_model",
+                                       "seconds", "seconds_per_unit_after_sentence_work", "options", "catalog",
+                                       "executor", "parts"]
+    assert list(manifest["step2"]["seconds"]) == ["annotate", "sentence_features", "unit_signatures", "vectors", "total"]
+    assert manifest["step2"]["parts"] == 3 and manifest["step2"]["executor"] == "inline"
+    assert {k: v for k, v in manifest.items() if k != "step2"} == before  # every other key as it was
+    assert summary.units == 2304 and summary.catalog == run / "catalog.duckdb"
 
 
 def test_cli_signatures_and_sql(tiny_run: Path, tiny_fasttext: Path, tmp_path: Path) -> None:

@@ -12,16 +12,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from miner.analysis.stage import (
-    ANALYSIS_TABLES,
-    AnalysisOptions,
-    compare_runs,
-    concept_search,
-    run_analysis,
-    write_comparison,
-)
-from miner.config import AnnotateOptions, VectorOptions
+from miner.analysis.compare import compare_runs, write_comparison
+from miner.analysis.stage import run_analysis
+from miner.config import AnalysisOptions, AnnotateOptions, VectorOptions
+from miner.query.concepts import concept_search
 from miner.run.catalog import open_catalog
+from miner.run.folder import ANALYSIS_TABLES
 from miner.signatures.stage import run_abstract
 
 pytestmark = pytest.mark.integration

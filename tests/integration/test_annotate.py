@@ -9,12 +9,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from miner.config import AnnotateOptions, SignatureOptions
 from miner.corpus.prepare import load_corpus
 from miner.errors import InputError
-from miner.signatures.aggregate import SignatureOptions, compute_signatures
+from miner.signatures.aggregate import compute_signatures
 from miner.signatures.annotate import (
     TOKENS_SCHEMA,
-    AnnotateOptions,
     annotate_run,
     background_ids,
     load_tagger,

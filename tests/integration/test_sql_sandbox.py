@@ -16,10 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import make_corpus
 
-import miner.query.sql as sql_module
+import miner.query.formats as formats_module
 from miner.cli import main
 from miner.errors import MinerError
-from miner.query.sql import query_arrow, run_query, sandboxed_connection, stream_csv
+from miner.query.formats import stream_csv
+from miner.query.sandbox import sandboxed_connection
+from miner.query.sql import query_arrow, run_query
 from miner.run.catalog import catalog_sources, ensure_catalog
 
 pytestmark = pytest.mark.integration
@@ -264,7 +266,7 @@ BIG = "SELECT i, i * 0.5 AS x, 'text ' || i AS s FROM range({n}) t(i)"
 
 
 def test_results_stream_to_out_in_every_format(place: Place, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sql_module, "ROW_GROUP_ROWS", 10_000)
+    monkeypatch.setattr(formats_module, "ROW_GROUP_ROWS", 10_000)
     n = 50_000
     run_query(place.run, BIG.format(n=n), "csv", tmp_path / "r.csv")
     lines = (tmp_path / "r.csv").read_text().splitlines()
@@ -317,7 +319,7 @@ def test_ctrl_c_mid_stream_leaves_no_file(place: Place, tmp_path: Path, monkeypa
         assert any(p.name.startswith(".out.csv.tmp") and p.stat().st_size > 0 for p in tmp_path.iterdir())
         raise KeyboardInterrupt
 
-    monkeypatch.setitem(sql_module._TEXT_WRITERS, "csv", interrupted)
+    monkeypatch.setitem(formats_module.TEXT_WRITERS, "csv", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_query(place.run, BIG.format(n=100_000), "csv", out, force=True)
     assert out.read_text() == "earlier result\n" and list(tmp_path.iterdir()) == [out]
@@ -379,7 +381,7 @@ def test_a_failed_write_is_one_line_and_leaves_no_file(place: Place, tmp_path: P
         fh.write("partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setitem(sql_module._TEXT_WRITERS, "csv", disk_full)
+    monkeypatch.setitem(formats_module.TEXT_WRITERS, "csv", disk_full)
     out = tmp_path / "out.csv"
     code, _, err = _sql(capsys, str(place.run), "SELECT 1 AS a", "--format", "csv", "--out", str(out))
     assert code == 1 and len(err.splitlines()) == 1 and f"{out}: No space left on device" in err

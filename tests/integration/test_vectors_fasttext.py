@@ -10,16 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from miner.config import VectorOptions
 from miner.errors import InputError
-from miner.signatures.vectors import (
-    VectorOptions,
-    compute_vector_tables,
-    ensure_fasttext,
-    load_fasttext,
-    sentence_vectors,
-    vectors_from_table,
-    write_vector_tables,
-)
+from miner.signatures.fasttext import ensure_fasttext, load_fasttext, sample_corpus_texts
+from miner.signatures.vectors import compute_vector_tables, sentence_vectors, vectors_from_table, write_vector_tables
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +31,6 @@ def test_training_is_fast_and_gives_finite_vectors(tiny_fasttext: Path) -> None:
 
 
 def test_sample_is_capped_and_deterministic(tiny_corpus: Path, tmp_path: Path) -> None:
-    from miner.signatures.vectors import sample_corpus_texts
-
     a = sample_corpus_texts(tiny_corpus, 500, seed=3)
     assert len(a) == 500 and a == sample_corpus_texts(tiny_corpus, 500, seed=3)
     assert a != sample_corpus_texts(tiny_corpus, 500, seed=4)

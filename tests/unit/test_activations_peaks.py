@@ -9,18 +9,19 @@ import pytest
 import torch
 from helpers import SENTENCES, tiny_model
 
-from miner.mining.block_miner import (
-    BlockMiner,
+from miner.mining.batches import make_batches
+from miner.mining.block_miner import BlockMiner
+from miner.mining.peaks import (
     RealTokens,
     candidate_peaks,
     candidate_superset,
     dense_peaks,
-    make_batches,
     real_span,
     sparse_candidates,
 )
 from miner.mining.topn import SENTINEL, encode_keys, pack_payload, threshold_scores, unpack_payload
-from miner.model.loading import load_model, unit_layout
+from miner.model.layout import unit_layout
+from miner.model.loading import load_model
 
 
 def brute_peaks(tensors: list[torch.Tensor], real: torch.Tensor, largest: bool) -> torch.Tensor:

@@ -1,8 +1,12 @@
 """Cross-unit analysis: Hungarian accuracy, k-means on synthetic layers, rankings, layer distributions and
-concept search on a hand-made run, each against a brute-force twin; the stage end to end on that run."""
+concept search on a hand-made run, each against a brute-force twin; the stage end to end on that run; the
+docstring examples of the pure modules; plot file names and failed plot writes."""
 
 from __future__ import annotations
 
+import doctest
+import errno
+import importlib
 import itertools
 import json
 import re
@@ -16,23 +20,14 @@ import pyarrow.parquet as pq
 import pydantic
 import pytest
 
-from miner.analysis.stage import (
-    AnalysisOptions,
-    chance_accuracy,
-    check_predicate,
-    cluster_units,
-    compare_runs,
-    concept_scores,
-    concept_search,
-    hungarian_accuracy,
-    layer_distribution,
-    layer_rankings,
-    rank_values,
-    run_analysis,
-    word_pattern,
-    word_sentences,
-)
+from miner.analysis import plots
+from miner.analysis.clustering import chance_accuracy, cluster_units, hungarian_accuracy
+from miner.analysis.compare import compare_runs
+from miner.analysis.rankings import layer_distribution, layer_rankings, rank_values
+from miner.analysis.stage import run_analysis
+from miner.config import AnalysisOptions
 from miner.errors import ConfigError, MinerError
+from miner.query.concepts import check_predicate, concept_scores, concept_search, word_pattern, word_sentences
 
 
 def brute_force_accuracy(true: list, clusters: list) -> float:
@@ -318,3 +313,37 @@ def test_compare_runs(tmp_path: Path) -> None:
     assert out["convergence"]["a"]["top"] == {"sentences_seen": [5, 10], "update_rate": [1.0, 0.1]}
     with pytest.raises(ConfigError):
         compare_runs([a])
+
+
+@pytest.mark.parametrize("module", ["miner.analysis.clustering", "miner.analysis.rankings", "miner.analysis.plots",
+                                    "miner.analysis.compare", "miner.query.concepts", "miner.report.plots"])
+def test_docstring_examples(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted and not result.failed
+
+
+def test_svg_names_read_back() -> None:
+    for kind, metric, direction in [("unit_map", None, "top"), ("unit_map", None, "bottom"), ("convergence", None, None),
+                                    ("layer_boxes", "pos_selectivity", "top"), ("layer_boxes", "x_top", "bottom")]:
+        name = plots.svg_name(kind, metric, direction)
+        assert plots.svg_kind(name) == (kind, metric, direction)
+    for other in ("unit_map.svg", "layer_boxes_top.svg", "tsne_map.svg", "convergence.png", "unit_map_left.svg"):
+        assert plots.svg_kind(other) is None
+    with pytest.raises(ValueError):
+        plots.svg_name("layer_boxes", direction="top")
+
+
+def test_a_failed_plot_write_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    def disk_full(self: Figure, target: object, **options: object) -> None:
+        Path(str(target)).write_text("partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    out = tmp_path / "plots" / "convergence.svg"
+    curves = {"run": {"top": {"sentences_seen": [5, 10], "update_rate": [1.0, 0.1]}}}
+    with pytest.raises(OSError, match="No space left") as caught:
+        plots.plot_convergence(curves, out)
+    assert caught.value.filename == str(out) and caught.value.errno == errno.ENOSPC
+    assert list((tmp_path / "plots").iterdir()) == []

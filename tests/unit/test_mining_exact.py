@@ -19,7 +19,8 @@ from miner.config import load_job
 from miner.corpus.prepare import load_corpus
 from miner.errors import ConfigError, InputError, OutputConflictError
 from miner.mining import native
-from miner.mining.driver import plan_blocks, run_mining
+from miner.mining.driver import run_mining
+from miner.mining.plan import plan_blocks
 from miner.model.loading import load_model, reinitialize_except_embeddings
 
 
@@ -72,7 +73,7 @@ def test_torch_path_queues_equal_brute_force(tmp_path: Path, corpus: Path, arch:
 
 def test_empty_block_gives_no_candidates(tmp_path: Path) -> None:
     from miner.mining.block_miner import BlockMiner
-    from miner.model.loading import unit_layout
+    from miner.model.layout import unit_layout
 
     loaded = load_model(tiny_model(tmp_path / "m", "bert"))
     miner = BlockMiner(loaded, unit_layout(loaded.config, ["hidden"], None), 3)

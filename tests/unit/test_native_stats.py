@@ -13,9 +13,11 @@ from helpers import SENTENCES, tiny_model
 from test_activations_peaks import brute_peaks, random_case
 
 from miner.mining import native
-from miner.mining.block_miner import BlockMiner, make_batches
+from miner.mining.batches import make_batches
+from miner.mining.block_miner import BlockMiner
 from miner.mining.topn import pack_payload
-from miner.model.loading import load_model, unit_layout
+from miner.model.layout import unit_layout
+from miner.model.loading import load_model
 
 
 def test_builds_where_a_compiler_exists() -> None:

@@ -11,8 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
+from miner.config import SignatureOptions
 from miner.errors import ConfigError
-from miner.signatures.aggregate import SignatureOptions, compute_signatures
+from miner.signatures.aggregate import compute_signatures, unit_signatures
+from miner.signatures.features import sentence_features
 
 # (sentence_id, words, tags, domain, sentiment, title); unit 0's top queue is 0-3, the background 4-9.
 HAND = [
@@ -245,8 +247,6 @@ def test_options_validation() -> None:
 
 def test_units_split_across_workers_give_the_same_tables() -> None:
     """sentence_features once, unit_signatures per slice of units (as parallel workers do) == one call."""
-    from miner.signatures.aggregate import sentence_features, unit_signatures
-
     top, sentences, tokens, bg, _ = random_setup(5)
     opts = SignatureOptions(min_support=2)
     features = sentence_features(top, sentences, tokens, bg, opts)
@@ -255,3 +255,28 @@ def test_units_split_across_workers_give_the_same_tables() -> None:
              for units in ([0], [1, 2])]
     for name, table in whole.items():
         assert pa.concat_tables([p[name] for p in parts]).equals(table), name
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 50])
+def test_step2_slices_of_units_give_the_same_tables(parts: int) -> None:
+    """What step 2 fans out (map_chunks over slices of units, inline here; Ray in test_abstract) == one call."""
+    from miner.signatures.stage import signatures_by_slices
+
+    top, sentences, tokens, bg, _ = random_setup(11)
+    opts = SignatureOptions(min_support=2)
+    features = sentence_features(top, sentences, tokens, bg, opts)
+    whole = unit_signatures(features, top, opts)
+    sliced = signatures_by_slices(features, top, opts, parts)
+    assert sliced.keys() == whole.keys()
+    for name, table in whole.items():
+        assert sliced[name].equals(table), name
+
+
+def test_map_chunks_keeps_chunk_order_and_refuses_unknown_executors() -> None:
+    from miner.cluster.tasks import map_chunks
+
+    assert map_chunks(divmod, [7, 9, 4], shared=(4,)) == [(1, 3), (2, 1), (1, 0)]
+    assert map_chunks(divmod, [], shared=(4,), executor="ray") == []
+    assert map_chunks(divmod, [10], shared=(4,), executor="ray") == [(2, 2)]  # one chunk: no Ray needed
+    with pytest.raises(ValueError, match="executor"):
+        map_chunks(divmod, [1], shared=(1,), executor="dask")

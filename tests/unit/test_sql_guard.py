@@ -1,10 +1,12 @@
 """The read-only SQL guard refuses every statement that writes and allows ordinary reads; results render the
-same whether they come whole or in record batches."""
+same whether they come whole or in record batches; the docstring examples of miner.query run."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import doctest
+import importlib
 import io
 import json
 from decimal import Decimal
@@ -13,21 +15,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-import miner.query.sql as sql_module
+import miner.query.formats as formats_module
 from miner.errors import ConfigError, MinerError
 from miner.query.examples import QUERIES, queries_markdown
-from miner.query.sql import (
-    ReadOnlyViolation,
-    _plain,
-    check_read_only,
-    format_csv,
-    format_json,
-    format_table,
-    run_query,
-    stream_csv,
-    stream_json,
-    stream_table,
-)
+from miner.query.formats import _plain, format_csv, format_json, format_table, stream_csv, stream_json, stream_table
+from miner.query.guard import ReadOnlyViolation, check_read_only
+from miner.query.sql import run_query
 
 REFUSED = [
     "INSERT INTO units VALUES (1, 'hidden', 1, 0)",
@@ -263,7 +256,7 @@ def test_table_with_max_rows_counts_every_row_but_keeps_only_the_first() -> None
 
 
 def test_table_with_every_row_takes_widths_from_the_first_rows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sql_module, "WIDTH_ROWS", 3)
+    monkeypatch.setattr(formats_module, "WIDTH_ROWS", 3)
     schema = pa.schema([("n", pa.int64()), ("word", pa.string())])
     first = pa.record_batch([pa.array([1, 2, 3]), pa.array(["a", "bb", "c"])], schema=schema)
     later = pa.record_batch([pa.array([123456]), pa.array(["a much longer word"])], schema=schema)
@@ -290,7 +283,7 @@ def test_negative_max_rows_is_refused() -> None:
 def test_duckdb_errors_become_one_line_or_an_interrupt() -> None:
     import duckdb
 
-    from miner.query.sql import _sql_error
+    from miner.query.sandbox import _sql_error
 
     for exc in (duckdb.InterruptException("INTERRUPT Error: Interrupted!"), OSError("INTERRUPT Error: Interrupted!"),
                 RuntimeError("Query interrupted")):
@@ -298,3 +291,9 @@ def test_duckdb_errors_become_one_line_or_an_interrupt() -> None:
     error = _sql_error(duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate\nmore"))
     assert isinstance(error, MinerError) and "does not spill" in str(error) and "\n" not in str(error)
     assert str(_sql_error(OSError("Invalid Input Error: boom"))) == "SQL error: Invalid Input Error: boom"
+
+
+@pytest.mark.parametrize("module", ["miner.query.guard", "miner.query.sandbox", "miner.query.formats", "miner.query.sql"])
+def test_docstring_examples(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted and not result.failed

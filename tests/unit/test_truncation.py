@@ -12,7 +12,7 @@ from mining_oracle import all_scores, expected_queues
 from miner.config import load_job
 from miner.mining.driver import run_mining
 from miner.mining.executors import WorkerConfig, build_block_miner
-from miner.model.loading import transformer_blocks
+from miner.model.layout import transformer_blocks
 
 
 @pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])

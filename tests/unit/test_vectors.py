@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from miner.config import VectorOptions
+from miner.signatures.fasttext import tokenize
 from miner.signatures.vectors import (
-    VectorOptions,
     sentence_vectors,
-    tokenize,
     typical_sentences,
     unit_vectors,
     vectors_from_table,
