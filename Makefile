@@ -39,7 +39,13 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "chromium not installed: browser tests will be skipped"; }
 
+# The worked examples (>>> doctests) of the pure algorithm modules.
+DOCTESTS := miner/signatures/patterns.py miner/signatures/features.py miner/signatures/fasttext.py \
+            miner/cluster/tasks.py miner/analysis/clustering.py miner/analysis/rankings.py miner/analysis/compare.py \
+            miner/analysis/plots.py miner/query miner/report/plots.py
+
 test: $(STAMP) browser
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules $(DOCTESTS)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 # Lint (ruff: pyflakes, import order, no print in library code) and type check (mypy), as configured in pyproject.toml.
@@ -48,6 +54,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules $(DOCTESTS)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
 schema: $(STAMP)

@@ -274,15 +274,20 @@ def _split_results(chunks: Iterator[list], opts: PrepareOptions, workers: int) -
                 fut.cancel()
 
 
-def _check_output(out: Path, fingerprint: str, force: bool) -> CorpusManifest | None:
-    """Return the existing manifest if `out` already holds this very corpus; refuse a different one, and any
-    folder inside a run or another corpus (even with --force: a corpus never replaces a run)."""
+def refuse_data_folder(out: Path) -> None:
+    """Refuse a corpus --out inside a run or another corpus (even with --force: a corpus never replaces a run)."""
     found = enclosing_data_folder(out)
     if found is not None:
         kind, folder = found
         if kind == "run" or folder != out.resolve():
             raise OutputConflictError(f"{out}: inside the {kind} folder {folder}; choose another --out (a corpus is "
                                       "never written into or over a run or another corpus)")
+
+
+def _check_output(out: Path, fingerprint: str, force: bool) -> CorpusManifest | None:
+    """Return the existing manifest if `out` already holds this very corpus; refuse a different one, and any
+    folder inside a run or another corpus (even with --force: a corpus never replaces a run)."""
+    refuse_data_folder(out)
     if not out.exists():
         return None
     manifest_path = corpus_manifest_path(out)
