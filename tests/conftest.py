@@ -1,16 +1,13 @@
-"""Shared test setup: offline hub, fixed seeds, a --device option (cpu by default), helpers on the path."""
+"""Shared test setup: offline hub, fixed seeds, a --device option (cpu by default); builders live in tests/support."""
 
 from __future__ import annotations
 
 import os
 import random
-import sys
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -7,6 +7,7 @@ ids, never with `ray stop` (which would stop every Ray cluster on the machine).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -22,10 +23,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_corpus, tiny_model, write_job
 
 from miner.config import load_job
 from miner.mining.driver import run_mining
+from tests.support.builders import make_corpus, tiny_model, write_job
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -65,17 +66,45 @@ class TwoNodes:
         self.dashboard = f"http://127.0.0.1:{self.dash_port}"
 
     def start(self) -> None:
+        # Ray gives a starting node a fixed 30 s to register with the GCS ("The current node timed out during
+        # startup"); on a loaded 2-core CI machine that can pass, so a node that timed out is started again.
         common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-        self.head = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--head", "--port", str(self.gcs), "--dashboard-host", "127.0.0.1",
-             "--dashboard-port", str(self.dash_port), "--include-dashboard", "true", "--ray-client-server-port",
-             str(free_port()), "--temp-dir", str(self.ray_tmp), *common, *node_ports()],
-            env=self.env, stdout=open(self.tmp / "head.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_nodes(1)
-        self.worker = subprocess.Popen(
-            [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{self.gcs}", *common, *node_ports()],
-            env=self.env, stdout=open(self.tmp / "worker.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_nodes(2)
+        for attempt in range(3):
+            self.gcs, self.dash_port = free_port(), free_port()
+            self.dashboard = f"http://127.0.0.1:{self.dash_port}"
+            self.head = subprocess.Popen(
+                [str(BIN / "ray"), "start", "--head", "--port", str(self.gcs), "--dashboard-host", "127.0.0.1",
+                 "--dashboard-port", str(self.dash_port), "--include-dashboard", "true", "--ray-client-server-port",
+                 str(free_port()), "--temp-dir", str(self.ray_tmp), *common, *node_ports()],
+                env=self.env, stdout=open(self.tmp / "head.log", "wb"), stderr=subprocess.STDOUT,
+                start_new_session=True)
+            if self._started(1, attempt):
+                break
+        for attempt in range(3):
+            self.worker = subprocess.Popen(
+                [str(BIN / "ray"), "start", "--address", f"127.0.0.1:{self.gcs}", *common, *node_ports()],
+                env=self.env, stdout=open(self.tmp / "worker.log", "wb"), stderr=subprocess.STDOUT,
+                start_new_session=True)
+            if self._started(2, attempt):
+                break
+
+    def _started(self, n: int, attempt: int) -> bool:
+        """True once the cluster has n nodes; False if the newest node timed out registering (retry it)."""
+        try:
+            self.wait_nodes(n)
+            return True
+        except RuntimeError as exc:
+            if "timed out during startup" not in str(exc) or attempt == 2:
+                raise
+            dead = self.head if n == 1 else self.worker
+            if dead is not None:  # its session may still hold the node's other processes
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(dead.pid, signal.SIGKILL)
+            if n == 1:
+                self.head = None
+            else:
+                self.worker = None
+            return False
 
     def wait_nodes(self, n: int, timeout: float = 120) -> None:
         probe = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False);"

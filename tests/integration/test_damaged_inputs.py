@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import make_corpus, tiny_model, write_job
 
 from miner.cli import main
+from tests.support.builders import make_corpus, tiny_model, write_job
 
 pytestmark = pytest.mark.integration
 

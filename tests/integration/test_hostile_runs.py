@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_corpus, tiny_model, write_job
-from mining_oracle import all_scores, expected_queues
 
 from miner.config import load_job
 from miner.corpus.prepare import load_corpus
 from miner.mining.driver import run_mining
+from tests.support.builders import make_corpus, tiny_model, write_job
+from tests.support.mining_oracle import all_scores, expected_queues
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_corpus, tiny_model, write_job
-from mining_oracle import all_scores, expected_queues
 
 from miner.config import load_job
 from miner.mining.driver import run_mining
 from miner.mining.processes import mining_actor_pids
+from tests.support.builders import make_corpus, tiny_model, write_job
+from tests.support.mining_oracle import all_scores, expected_queues
 
 pytestmark = pytest.mark.integration
 TABLES = ("top_sentences", "sentences", "units", "convergence")

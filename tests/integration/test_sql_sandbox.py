@@ -14,7 +14,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_corpus
 
 import miner.query.formats as formats_module
 from miner.cli import main
@@ -23,6 +22,7 @@ from miner.query.formats import stream_csv
 from miner.query.sandbox import sandboxed_connection
 from miner.query.sql import query_arrow, run_query
 from miner.run.catalog import catalog_sources, ensure_catalog
+from tests.support.builders import make_corpus
 
 pytestmark = pytest.mark.integration
 

@@ -5,12 +5,12 @@ Levels (a module may import its own package, and packages of a lower level):
     0  errors, atomic, outputs, config, config_export      (miner/__init__ too; these import each other)
     1  corpus, model, run, cluster                          (run may use corpus: the run's corpus)
     2  mining
-    3  signatures, analysis, query
+    3  signatures, analysis, query, probing
     4  report
     5  cli
 
 `ray` is imported only in miner/cluster/ and the mining executor; `torch` only where a model runs
-(miner/model/, miner/mining/, the report's token activations).
+(miner/model/, miner/mining/, the probe trainer, the report's token activations).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ LEVELS = {
     "errors": 0, "atomic": 0, "outputs": 0, "config": 0, "config_export": 0, "__init__": 0,
     "corpus": 1, "model": 1, "run": 1, "cluster": 1,
     "mining": 2,
-    "signatures": 3, "analysis": 3, "query": 3,
+    "signatures": 3, "analysis": 3, "query": 3, "probing": 3,
     "report": 4,
     "cli": 5,
 }
 # Same-level imports that are part of the design.
 ALLOWED = {("run", "corpus")}
 RAY_ALLOWED = ("cluster/", "mining/executors.py")
-TORCH_ALLOWED = ("model/", "mining/", "report/activations.py")
+TORCH_ALLOWED = ("model/", "mining/", "probing/probe.py", "report/activations.py")
 
 
 def _modules() -> list[Path]:
@@ -40,7 +40,7 @@ def _modules() -> list[Path]:
 
 
 def _unit(path: Path) -> str:
-    """The top-level unit a file belongs to: 'mining' for miner/mining/topn.py, 'cli' for miner/cli.py."""
+    """The top-level unit a file belongs to: 'mining' for miner/mining/topn.py, 'cli' for miner/cli/main.py."""
     rel = path.relative_to(PACKAGE)
     return rel.parts[0] if len(rel.parts) > 1 else rel.stem
 

@@ -12,8 +12,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from helpers import make_corpus, tiny_model, write_job
-from mining_oracle import all_scores, expected_queues
 
 from miner.config import load_job
 from miner.corpus.prepare import load_corpus
@@ -22,6 +20,8 @@ from miner.mining import native
 from miner.mining.driver import run_mining
 from miner.mining.plan import plan_blocks
 from miner.model.loading import load_model, reinitialize_except_embeddings
+from tests.support.builders import make_corpus, tiny_model, write_job
+from tests.support.mining_oracle import all_scores, expected_queues
 
 
 @pytest.fixture(scope="module")

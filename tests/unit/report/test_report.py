@@ -16,7 +16,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import SENTENCES, tiny_model, write_job, write_jsonl
 
 from miner.cli import REPORT_FORMATS, build_parser
 from miner.errors import ConfigError, InputError, OutputConflictError
@@ -41,6 +40,7 @@ from miner.report.render import (
     segments,
 )
 from miner.run.catalog import build_catalog, open_catalog
+from tests.support.builders import SENTENCES, tiny_model, write_job, write_jsonl
 
 SCRIPT = "<script>alert(1)</script> is what the attacker typed."
 MARKDOWN_HOSTILE = "A | pipe, *stars*, _under_ and [a link](http://example.com) & more."

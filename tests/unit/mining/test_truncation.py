@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_corpus, tiny_model, write_job
-from mining_oracle import all_scores, expected_queues
 
 from miner.config import load_job
 from miner.mining.driver import run_mining
 from miner.mining.executors import WorkerConfig, build_block_miner
 from miner.model.layout import transformer_blocks
+from tests.support.builders import make_corpus, tiny_model, write_job
+from tests.support.mining_oracle import all_scores, expected_queues
 
 
 @pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SENTENCES, tiny_model
 
 from miner.mining.batches import make_batches
 from miner.mining.block_miner import BlockMiner
@@ -22,6 +21,7 @@ from miner.mining.peaks import (
 from miner.mining.topn import SENTINEL, encode_keys, pack_payload, threshold_scores, unpack_payload
 from miner.model.layout import unit_layout
 from miner.model.loading import load_model
+from tests.support.builders import SENTENCES, tiny_model
 
 
 def brute_peaks(tensors: list[torch.Tensor], real: torch.Tensor, largest: bool) -> torch.Tensor:

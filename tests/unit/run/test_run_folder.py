@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import make_corpus
 
 from miner.corpus.prepare import load_corpus
 from miner.corpus.store import CorpusReader, DamagedShardError, read_rows
@@ -28,6 +27,7 @@ from miner.run.folder import (
     table_name,
     update_manifest,
 )
+from tests.support.builders import make_corpus
 
 
 def _run(tmp_path: Path, manifest: object) -> Path:

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SENTENCES, tiny_model
-from test_activations_peaks import brute_peaks, random_case
 
 from miner.mining import native
 from miner.mining.batches import make_batches
@@ -18,6 +16,8 @@ from miner.mining.block_miner import BlockMiner
 from miner.mining.topn import pack_payload
 from miner.model.layout import unit_layout
 from miner.model.loading import load_model
+from tests.support.builders import SENTENCES, tiny_model
+from tests.unit.mining.test_activations_peaks import brute_peaks, random_case
 
 
 def test_builds_where_a_compiler_exists() -> None:

@@ -1,0 +1,1 @@
+"""Top-down probing (NeuroX method): per-word activations, concept labels and linear probes."""
