@@ -91,8 +91,29 @@ def cmd_run(ns: argparse.Namespace) -> int:
         from miner.analysis.stage import run_analysis
 
         run_analysis(run_dir, job.analysis)
+    if job.probe is not None:
+        from miner.probing.stage import format_summary, run_probing
+
+        summary = run_probing(run_dir, resolve_job_paths(job, base, Path.cwd()), executor=ns.executor,
+                              address=ns.address)
+        print(format_summary(summary))
     print(f"run folder: {run_dir}")
     print(f'try: miner sql {run_dir} "SELECT layer, count(*) AS units FROM units GROUP BY layer ORDER BY layer"')
+    return 0
+
+
+def cmd_probe(ns: argparse.Namespace) -> int:
+    from miner.config import load_job, resolve_job_paths
+    from miner.probing.stage import format_summary, run_probing
+
+    job, base = load_job(Path(ns.job))
+    job = resolve_job_paths(job, base, Path.cwd())
+    if job.probe is None:
+        raise ConfigError(f"{ns.job}: no probe section (add `probe: {{concepts: [...]}}`; see jobs/demo.yaml)")
+    assert job.output is not None
+    summary = run_probing(job.output, job, executor=ns.executor, address=ns.address, redo=ns.redo)
+    print(format_summary(summary))
+    print(f'try: miner sql {job.output} "SELECT probe_id, test_accuracy, majority_accuracy, selectivity FROM probes"')
     return 0
 
 

@@ -90,12 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(sig, VectorOptions)
     sig.set_defaults(func=commands.cmd_signatures)
 
-    run = sub.add_parser("run", help="The whole job: mine (resuming if needed), then signatures and the catalog.")
+    run = sub.add_parser("run", help="The whole job: mine (resuming if needed), then signatures, analysis, probing (with a probe section) and the catalog.")
     run.add_argument("job", help="Job file (YAML).")
     run.add_argument("--address", default=None, help="Join an existing Ray cluster.")
     run.add_argument("--executor", choices=["ray", "inline"], default="ray", help="inline runs without Ray.")
     run.add_argument("--redo-signatures", action="store_true", help="Recompute step 2 even if it is complete.")
     run.set_defaults(func=commands.cmd_run)
+
+    probe = sub.add_parser("probe", help="Top-down: probe the job's concepts (ElasticNet probes, neuron rankings, "
+                                         "top/random/bottom, control tasks) on a mined run.")
+    probe.add_argument("job", help="Job file (YAML) with a probe section; its run must be mined (and tagged by "
+                                   "step 2 for concepts of kind tags).")
+    probe.add_argument("--address", default=None, help="Join an existing Ray cluster.")
+    probe.add_argument("--executor", choices=["ray", "inline"], default="ray", help="inline extracts without Ray.")
+    probe.add_argument("--redo", action="store_true", help="Train again even if this probe section is done.")
+    probe.set_defaults(func=commands.cmd_probe)
 
     sql = sub.add_parser("sql", help="Read-only SQL over a run's catalog (DuckDB); writing statements are refused.")
     sql.add_argument("run", help="Run folder.")

@@ -75,7 +75,7 @@ class ProbingOptions(StrictModel):
                                   description="L1 strengths tried (chosen on dev, with l2_grid).")
     l2_grid: list[Lambda] = Field([0.0, 1e-4, 1e-3], min_length=1,
                                   description="L2 strengths tried (chosen on dev, with l1_grid).")
-    epochs: int = Field(10, ge=1, description="Probe training epochs.")
+    epochs: int = Field(20, ge=1, description="Most probe training epochs (training stops early when dev accuracy stalls).")
     per_layer: bool = Field(True, description="Also train one probe per layer (and site) beside the all-layer one.")
     rankings: list[RankingMethod] = Field(
         ["lca", "probeless", "ap"], min_length=1,

@@ -14,6 +14,7 @@ import numpy as np
 from miner.config import JobSpec
 from miner.errors import MinerError
 from miner.mining.block_miner import BlockMiner, BlockResult
+from miner.mining.extract import ExtractRequest, ExtractResult, extract_block
 from miner.model.layout import truncate_blocks, unit_layout
 from miner.model.loading import load_model
 
@@ -56,7 +57,11 @@ class Executor(Protocol):
 
     def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None: ...
 
-    def next_result(self) -> BlockResult: ...
+    def submit_extract(self, request: ExtractRequest) -> None:
+        """Queue a block of probing sentences (its result is an ExtractResult)."""
+        ...
+
+    def next_result(self) -> Any: ...
 
     def in_flight(self) -> int: ...
 
@@ -74,8 +79,14 @@ class InlineExecutor:
     def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None:
         self._queue.append((block, ids, texts, floors))
 
-    def next_result(self) -> BlockResult:
-        return self.miner.mine_block(*self._queue.popleft())
+    def submit_extract(self, request: ExtractRequest) -> None:
+        self._queue.append((request,))
+
+    def next_result(self) -> Any:
+        task = self._queue.popleft()
+        if len(task) == 1:
+            return extract_block(self.miner, task[0])
+        return self.miner.mine_block(*task)
 
     def in_flight(self) -> int:
         return len(self._queue)
@@ -106,6 +117,9 @@ class MiningActorImpl:
 
     def mine(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> BlockResult:
         return self.miner.mine_block(block, np.array(ids, copy=True), texts, floors)
+
+    def extract(self, request: ExtractRequest) -> ExtractResult:
+        return extract_block(self.miner, request)
 
 
 class RayExecutor:
@@ -151,21 +165,27 @@ class RayExecutor:
         log.info("mining on %d Ray actor(s): %s", workers, ", ".join(n["device"] for n in self.nodes))
 
     def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None:
+        self._call("mine", block, (block, ids, texts, floors))
+
+    def submit_extract(self, request: ExtractRequest) -> None:
+        self._call("extract", request.block, (request,))
+
+    def _call(self, method: str, block: int, args: tuple) -> None:
         alive = [i for i in range(len(self.actors)) if i not in self._dead]
         if not alive:
             raise MinerError("every mining actor died more often than Ray restarts them (out of memory? see the Ray "
                              "logs); completed blocks are checkpointed: re-run to resume")
         k = min(alive, key=lambda i: self._load[i])
-        ref = self.actors[k].mine.remote(block, ids, texts, floors)
-        self._refs[ref] = (k, block, ids, texts, floors)
+        ref = getattr(self.actors[k], method).remote(*args)
+        self._refs[ref] = (k, method, block, args)
         self._load[k] += 1
 
-    def next_result(self) -> BlockResult:
+    def next_result(self) -> Any:
         ray = self._ray
         while True:
             done, _ = ray.wait(list(self._refs), num_returns=1)
             ref = done[0]
-            k, block, ids, texts, floors = self._refs.pop(ref)
+            k, method, block, args = self._refs.pop(ref)
             self._load[k] -= 1
             try:
                 return ray.get(ref)
@@ -174,7 +194,7 @@ class RayExecutor:
                 if self._deaths[k] > MAX_RESTARTS:  # Ray will not restart it again
                     self._dead.add(k)
                 log.warning("mining actor %d died on block %d; resubmitting", k, block)
-                self.submit(block, ids, texts, floors)
+                self._call(method, block, args)
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if hasattr(exc, "cause") else exc
                 if isinstance(cause, MinerError):

@@ -48,6 +48,14 @@ class RunFiles:
     layer_rankings: str = "layer_rankings.parquet"
     layer_distribution: str = "layer_distribution.parquet"
     plots: str = "plots"
+    # probing, `miner probe`
+    probes: str = "probes.parquet"
+    probe_accuracy: str = "probe_accuracy.parquet"
+    neuron_rankings: str = "neuron_rankings.parquet"
+    probe_subsets: str = "probe_subsets.parquet"
+    probe_examples: str = "probe_examples.parquet"
+    probing: str = "probing"
+    """Per concept: the extracted activations (acts-NNNNN.npy, float16) and extraction.json."""
     # views over all of the above
     catalog: str = "catalog.duckdb"
 
@@ -72,6 +80,8 @@ STEP2_TABLES = tuple(table_name(f) for f in (FILES.tokens, FILES.background, FIL
                                              FILES.unit_metadata, FILES.sentence_vectors, FILES.unit_vectors))
 ANALYSIS_TABLES = tuple(table_name(f) for f in (FILES.unit_clusters, FILES.unit_map, FILES.layer_rankings,
                                                 FILES.layer_distribution))
+PROBE_TABLES = tuple(table_name(f) for f in (FILES.probes, FILES.probe_accuracy, FILES.neuron_rankings,
+                                             FILES.probe_subsets, FILES.probe_examples))
 
 
 def repair_hint(path: Path) -> str:
@@ -88,6 +98,8 @@ def repair_hint(path: Path) -> str:
                 "(nothing else in the folder is lost)")
     if path.stem in ANALYSIS_TABLES:
         return f"re-run `miner analyze {run}` to write it again"
+    if path.stem in PROBE_TABLES:
+        return "re-run `miner probe` on the run's job file to write it again"
     return f"re-run `miner signatures {run}` to write it again"
 
 
@@ -110,6 +122,8 @@ class RunManifest(BaseModel):
     """Step 2's summary (`miner signatures`)."""
     analysis: dict[str, Any] | None = None
     """Step 3's summary (`miner analyze`)."""
+    probe: dict[str, Any] | None = None
+    """The probing stage's summary (`miner probe`)."""
 
 
 def read_manifest_json(run_dir: Path) -> dict:
