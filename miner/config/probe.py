@@ -86,6 +86,8 @@ class ProbingOptions(StrictModel):
     subset_target: float = Field(0.97, gt=0, le=1,
                                  description="Minimal subset: fewest top-ranked units keeping this share of the full "
                                              "probe's accuracy (Durrani et al. 2022).")
+    block_sentences: int = Field(256, ge=1, description="Sentences per extraction block (the unit of scheduling, "
+                                                         "storage and resume).")
     control: bool = Field(True, description="Control task (Hewitt & Liang 2019): random labels per word type; "
                                             "selectivity = task - control accuracy (token concepts).")
 

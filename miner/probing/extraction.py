@@ -42,10 +42,12 @@ class ExtractionSummary:
     """Bytes of the activation shards on disk."""
 
 
-def concept_fingerprint(examples: ConceptExamples, run_fingerprint: str, subword: str, units: int) -> str:
-    """Identity of a concept's extraction: same sentences, words, model and units give the same activations."""
+def concept_fingerprint(examples: ConceptExamples, run_fingerprint: str, subword: str, units: int,
+                        sentences_per_block: int) -> str:
+    """Identity of a concept's extraction: same sentences, words, model, units and blocks give the same shards."""
     h = hashlib.sha256()
-    h.update(json.dumps([run_fingerprint, subword, units, examples.level, examples.texts, examples.pieces]).encode())
+    h.update(json.dumps([run_fingerprint, subword, units, sentences_per_block, examples.level, examples.texts,
+                         examples.pieces]).encode())
     return h.hexdigest()
 
 

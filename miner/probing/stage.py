@@ -26,8 +26,6 @@ from miner.run.folder import FILES, PROBE_TABLES, RunFolder, run_corpus, table_f
 
 log = logging.getLogger(__name__)
 MANIFEST_KEY = "probe"
-SENTENCES_PER_BLOCK = 256
-"""Sentences per extraction block (the unit of scheduling, storage and resume)."""
 
 
 @dataclass
@@ -130,9 +128,9 @@ def _probe(run: RunFolder, options: ProbingOptions, worker_job: JobSpec, model_f
     extraction = {}
     try:
         for ex in examples:
-            fp = concept_fingerprint(ex, run_fingerprint, options.subword, units)
+            fp = concept_fingerprint(ex, run_fingerprint, options.subword, units, options.block_sentences)
             extraction[ex.name] = extract_concept(ex, folder / ex.name, pool, fp, units, options.subword,
-                                                  SENTENCES_PER_BLOCK)
+                                                  options.block_sentences)
     finally:
         pool.close()
     timings["extraction"] = time.monotonic() - t
@@ -144,7 +142,7 @@ def _probe(run: RunFolder, options: ProbingOptions, worker_job: JobSpec, model_f
     summary = ProbingSummary(fingerprint=fingerprint)
     t = time.monotonic()
     for ex in examples:
-        result = probe_concept(ex, folder / ex.name, layout.slices(), options, popts, SENTENCES_PER_BLOCK, tables)
+        result = probe_concept(ex, folder / ex.name, layout.slices(), options, popts, options.block_sentences, tables)
         summary.concepts[ex.name] = {
             "level": ex.level, "classes": len(ex.classes), "examples": ex.rows, "candidates": ex.candidates,
             "sentences": len(ex.texts), "dropped_classes": ex.dropped_classes, "truncated_words": ex.truncated_words,
@@ -176,7 +174,7 @@ def _write_tables(run: RunFolder, tables: ProbeTables, examples: list[ConceptExa
         ex_cols["label"] += [ex.classes[i] for i in ex.labels]
         ex_cols["split"] += [SPLITS[s] for s in ex.splits]
     out = {
-        FILES.probes: pa.Table.from_pylist(tables.probes),
+        FILES.probes: pa.Table.from_pylist(tables.probes, schema=_PROBES_SCHEMA),
         FILES.probe_accuracy: pa.Table.from_pylist(tables.probe_accuracy, schema=_ACCURACY_SCHEMA),
         FILES.neuron_rankings: pa.table({
             "probe_id": pa.array(tables.neuron_rankings["probe_id"], pa.string()),
@@ -185,7 +183,7 @@ def _write_tables(run: RunFolder, tables: ProbeTables, examples: list[ConceptExa
             "unit_id": pa.array(tables.neuron_rankings["unit_id"], pa.int32()),
             "rank": pa.array(tables.neuron_rankings["rank"], pa.int32()),
             "score": pa.array(np.asarray(tables.neuron_rankings["score"], np.float64))}),
-        FILES.probe_subsets: pa.Table.from_pylist(tables.probe_subsets),
+        FILES.probe_subsets: pa.Table.from_pylist(tables.probe_subsets, schema=_SUBSETS_SCHEMA),
         FILES.probe_examples: pa.table({
             "concept": pa.array(ex_cols["concept"], pa.string()), "row": pa.array(ex_cols["row"], pa.int64()),
             "sentence_id": pa.array(ex_cols["sentence_id"], pa.int64()),
@@ -197,6 +195,18 @@ def _write_tables(run: RunFolder, tables: ProbeTables, examples: list[ConceptExa
         run.write_table(run.file(name), table)
 
 
+_PROBES_SCHEMA = pa.schema([
+    ("probe_id", pa.string()), ("concept", pa.string()), ("level", pa.string()), ("scope", pa.string()),
+    ("site", pa.string()), ("layer", pa.int16()), ("units", pa.int32()), ("classes", pa.int32()),
+    ("class_names", pa.list_(pa.string())), ("train_rows", pa.int64()), ("dev_rows", pa.int64()),
+    ("test_rows", pa.int64()), ("l1", pa.float64()), ("l2", pa.float64()), ("dev_accuracy", pa.float64()),
+    ("test_accuracy", pa.float64()), ("majority_accuracy", pa.float64()), ("control_accuracy", pa.float64()),
+    ("selectivity", pa.float64()), ("subword", pa.string()), ("dropped_classes", pa.list_(pa.string())),
+    ("seconds", pa.float64())])
+_SUBSETS_SCHEMA = pa.schema([
+    ("probe_id", pa.string()), ("ranking", pa.string()), ("target", pa.float64()), ("units", pa.int32()),
+    ("unit_share", pa.float64()), ("dev_accuracy", pa.float64()), ("test_accuracy", pa.float64()),
+    ("full_dev_accuracy", pa.float64()), ("probes_trained", pa.int32())])
 _ACCURACY_SCHEMA = pa.schema([
     ("probe_id", pa.string()), ("evaluation", pa.string()), ("ranking", pa.string()), ("k_percent", pa.float64()),
     ("units", pa.int32()), ("class", pa.string()), ("dev_accuracy", pa.float64()), ("test_accuracy", pa.float64()),
