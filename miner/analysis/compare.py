@@ -22,7 +22,7 @@ from miner.outputs import check_output_folder
 from miner.run.catalog import read_run_table
 from miner.run.folder import FILES
 
-__all__ = ["compare_runs", "convergence_curves", "run_labels", "run_overview", "write_comparison"]
+__all__ = ["compare_runs", "convergence_curves", "probe_overview", "run_labels", "run_overview", "write_comparison"]
 
 
 def run_labels(run_dirs: list[Path]) -> list[str]:
@@ -74,7 +74,8 @@ def compare_runs(run_dirs: list[Path], options: AnalysisOptions | None = None) -
 
     {"runs": [{"label", "run_dir", "init", "accuracy", "chance_accuracy", "k", "clustering", ...}],
      "layers": [{"metric", "direction", "layer", "median": {label: value}, "q1": {...}, "q3": {...}}],
-     "convergence": {label: {direction: {"sentences_seen": [...], "update_rate": [...]}}}}
+     "convergence": {label: {direction: {"sentences_seen": [...], "update_rate": [...]}}},
+     "probes": {label: [probe_overview rows]}}
     A run's layers missing from another run show as null there.
     """
     if len(run_dirs) < 2:
@@ -93,7 +94,25 @@ def compare_runs(run_dirs: list[Path], options: AnalysisOptions | None = None) -
                **{key: {lab: entry[key].get(lab) for lab in labels} for key in ("median", "q1", "q3")}}
               for (m, d, layer), entry in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1] != "top", kv[0][2]))]
     return {"runs": runs, "layers": layers,
-            "convergence": {label: convergence_curves(d) for label, d in zip(labels, run_dirs)}}
+            "convergence": {label: convergence_curves(d) for label, d in zip(labels, run_dirs)},
+            "probes": {label: probe_overview(d) for label, d in zip(labels, run_dirs)}}
+
+
+def probe_overview(run_dir: Path) -> list[dict[str, Any]]:
+    """Per concept of a probed run (`miner probe`): the all-layer probe's test, majority and control accuracy,
+    selectivity, and the Top / Random / Bottom test accuracies per ranking and k (empty for an unprobed run)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / FILES.probes).exists() or not (run_dir / FILES.probe_accuracy).exists():
+        return []
+    subsets: dict[str, dict[str, dict[str, float | None]]] = {}
+    for r in read_run_table(run_dir, "probe_accuracy").to_pylist():
+        if r["class"] is None and r["evaluation"] in ("top", "random", "bottom"):
+            key = f"{r['evaluation']}_{r['k_percent']:g}"
+            subsets.setdefault(r["probe_id"], {}).setdefault(r["ranking"], {})[key] = _finite(r["test_accuracy"])
+    return [{"concept": p["concept"], "level": p["level"], "units": p["units"], "classes": p["classes"],
+             **{k: _finite(p[k]) for k in ("test_accuracy", "majority_accuracy", "control_accuracy", "selectivity")},
+             "subsets": subsets.get(p["probe_id"], {})}
+            for p in read_run_table(run_dir, "probes").to_pylist() if p["scope"] == "all"]
 
 
 def write_comparison(run_dirs: list[Path], out_dir: Path, options: AnalysisOptions | None = None,

@@ -282,3 +282,16 @@ def test_bad_probe_sections_are_one_line_and_leave_results_untouched(mined: dict
     assert main(["probe", str(job), "--executor", "inline"]) == 2
     assert "run `miner signatures" in _error_line(capsys)
     assert not (bare / FILES.probing).exists() and not (bare / "probes.parquet").exists()
+
+
+def test_compare_puts_probes_side_by_side(mined: dict, reference: Path) -> None:
+    from miner.analysis.compare import compare_runs
+    from miner.query.sql import query_arrow
+
+    result = compare_runs([reference, mined["base"] / "run"])
+    probed, bare = result["probes"].values()
+    assert bare == []
+    pos = next(p for p in probed if p["concept"] == "pos")
+    want = query_arrow(reference, """SELECT test_accuracy FROM probe_accuracy WHERE probe_id = 'pos:all'
+        AND evaluation = 'top' AND ranking = 'lca' AND k_percent = 10 AND class IS NULL""")["test_accuracy"][0].as_py()
+    assert pos["subsets"]["lca"]["top_10"] == pytest.approx(want)
