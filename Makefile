@@ -42,7 +42,8 @@ browser:
 # The worked examples (>>> doctests) of the pure algorithm modules.
 DOCTESTS := miner/signatures/patterns.py miner/signatures/features.py miner/signatures/fasttext.py \
             miner/cluster/tasks.py miner/analysis/clustering.py miner/analysis/rankings.py miner/analysis/compare.py \
-            miner/analysis/plots.py miner/query miner/report/plots.py
+            miner/analysis/plots.py miner/query miner/report/plots.py miner/probing/align.py miner/probing/examples.py \
+            miner/probing/probe.py miner/probing/rankings.py miner/probing/evaluate.py miner/probing/stage.py
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules $(DOCTESTS)

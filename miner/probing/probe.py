@@ -151,6 +151,11 @@ class ProbeSelection:
     """Dev accuracy of the refit probe."""
 
 
+def probe_device(preference: str) -> str:
+    """Where probes train: "cuda" when the job allows it and a GPU is visible, else "cpu"."""
+    return "cuda" if preference != "cpu" and torch.cuda.is_available() else "cpu"
+
+
 def _check_lambda(name: str, value: float) -> None:
     if not value >= 0:
         raise ConfigError(f"probe.{name}: must be >= 0")

@@ -134,10 +134,9 @@ def _probe(run: RunFolder, options: ProbingOptions, worker_job: JobSpec, model_f
     finally:
         pool.close()
     timings["extraction"] = time.monotonic() - t
-    import torch
+    from miner.probing.probe import probe_device
 
-    device = "cuda" if worker_job.device != "cpu" and torch.cuda.is_available() else "cpu"
-    popts = probe_options(options, device, None)
+    popts = probe_options(options, probe_device(worker_job.device), None)
     tables = ProbeTables()
     summary = ProbingSummary(fingerprint=fingerprint)
     t = time.monotonic()

@@ -24,6 +24,7 @@ import duckdb
 from miner import __version__
 from miner.errors import InputError
 from miner.outputs import check_output_folder
+from miner.report.probing import concept_probing, unit_probe_ranks
 from miner.report.records import (
     ActivationInfo,
     ClusterInfo,
@@ -250,7 +251,8 @@ def unit_report(run_dir: Path | str, unit: str | int, n_sentences: int = 20, wit
             run=_run_info(run_dir, manifest), unit=ref,
             directions=[_direction(con, ref.unit_id, d, n_sentences, meta) for d in directions],
             placement=_placement(con, views, ref), activations=ActivationInfo(computed=False),
-            generated_at=datetime.now(UTC).isoformat(timespec="seconds"), code_version=__version__)
+            generated_at=datetime.now(UTC).isoformat(timespec="seconds"), code_version=__version__,
+            probes=unit_probe_ranks(con, views, ref.unit_id))
     finally:
         con.close()
     if with_activations:
@@ -309,8 +311,10 @@ def _layers(con: duckdb.DuckDBPyConnection, index: list[UnitIndexRow]) -> list[L
 
 def model_report(run_dir: Path | str) -> ModelReport:
     """The overview record of a run: model, corpus and job; clustering accuracy and plots (after
-    `miner analyze`); convergence; per-layer summaries; and an index row for every unit."""
+    `miner analyze`); convergence; per-layer summaries; probing (when the run has probe tables); and an
+    index row for every unit."""
     from miner.report.plots import overview_plots
+    from miner.report.probe_plots import concept_plots
 
     run_dir = Path(run_dir)
     manifest, con, views = _open(run_dir)
@@ -321,8 +325,11 @@ def model_report(run_dir: Path | str) -> ModelReport:
         layers = _layers(con, index)
         convergence = _convergence(con, views)
         plots, missing = overview_plots(run_dir, con, views, listed)
+        probing = concept_probing(con, views)
     finally:
         con.close()
+    for concept in probing or []:
+        concept.plots = concept_plots(concept)
     if not analysis:
         missing.insert(0, "clustering accuracy: run `miner analyze` first")
     timings = {"mining": manifest.get("timings", {}), "step2": manifest.get("step2", {}).get("seconds", {})}
@@ -330,7 +337,8 @@ def model_report(run_dir: Path | str) -> ModelReport:
         timings["analysis"] = analysis["seconds"]
     return ModelReport(run=_run_info(run_dir, manifest), analysis=analysis or None, missing=missing, plots=plots,
                        layers=layers, units=index, convergence=convergence, timings=timings,
-                       generated_at=datetime.now(UTC).isoformat(timespec="seconds"), code_version=__version__)
+                       generated_at=datetime.now(UTC).isoformat(timespec="seconds"), code_version=__version__,
+                       probing=probing)
 
 
 def _render(report: UnitReport | ModelReport, out_dir: Path, formats: tuple[str, ...] | list[str],

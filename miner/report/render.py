@@ -230,9 +230,9 @@ def _context(report: UnitReport | ModelReport, out_dir: Path, self_contained: bo
         rows = [[getattr(u, c) for c in cols] + [u.unit_id in pages] for u in report.units]
         ctx["index"] = {"columns": [*cols, "page"], "rows": _clean(rows)}
         if self_contained:
-            ctx["images"] = {p.name: _svg_data_uri(p.svg) for p in report.plots}
+            ctx["images"] = {p.name: _svg_data_uri(p.svg) for p in report.all_plots()}
         else:
-            ctx["images"] = _write_plot_assets(report.plots, out_dir)
+            ctx["images"] = _write_plot_assets(report.all_plots(), out_dir)
     return ctx
 
 
@@ -286,7 +286,7 @@ def render_markdown(report: UnitReport | ModelReport, out_dir: Path, link_overvi
         ctx["max_abs"] = report.activations.max_abs
         name = "unit.md.j2"
     else:
-        ctx["images"] = _write_plot_assets(report.plots, out_dir)
+        ctx["images"] = _write_plot_assets(report.all_plots(), out_dir)
         ctx["pages"] = {int(m.group(1)) for p in out_dir.glob("unit-*.md") if (m := re.fullmatch(r"unit-(\d+)\.md", p.name))}
         name = "model.md.j2"
     return _write(out_dir / f"{page_stem(report)}.md", _env(False).get_template(name).render(ctx))
