@@ -97,7 +97,7 @@ def convergence_series(table: pa.Table) -> dict[str, dict[str, list]]:
     return out
 
 
-def _styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
+def styled(draw: Callable[..., Figure]) -> Callable[..., Figure]:
     """Run a drawing function under the module's fixed style (rcParams are read at draw and save time)."""
     @functools.wraps(draw)
     def wrapper(*args: object, **kwargs: object) -> Figure:
@@ -146,7 +146,7 @@ def _layer_colours(layers: list[int]) -> dict[int, tuple]:
     return {layer: cmap(i / n) for i, layer in enumerate(sorted(layers))}
 
 
-@_styled
+@styled
 def unit_map_figure(unit_map: pa.Table, direction: str = "top", title: str | None = None) -> Figure:
     """Scatter of the t-SNE map (unit_map rows of one direction), coloured by layer, with a legend."""
     import numpy as np
@@ -167,7 +167,7 @@ def unit_map_figure(unit_map: pa.Table, direction: str = "top", title: str | Non
     return fig
 
 
-@_styled
+@styled
 def layer_boxes_figure(distribution: pa.Table | Mapping[str, pa.Table], metric: str,
                        direction: str | None = "top") -> Figure:
     """Box per layer from layer_distribution rows (whiskers = min and max, a dot at the mean).
@@ -215,7 +215,7 @@ def layer_boxes_figure(distribution: pa.Table | Mapping[str, pa.Table], metric: 
     return fig
 
 
-@_styled
+@styled
 def convergence_figure(curves: Curves, log_y: bool = False) -> Figure:
     """Update rate vs sentences seen, one line per run and direction.
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from miner.config import ConceptSpec, ProbingOptions
@@ -18,9 +19,9 @@ from miner.probing.align import align_words, word_char_spans, words_text
 from miner.probing.examples import (
     balanced_sample,
     check_classes,
+    hash_uniform,
     sentence_splits,
     split_caps,
-    unit_hash,
 )
 from miner.probing.labels import read_concept_file
 from miner.run.catalog import read_run_table
@@ -76,12 +77,18 @@ class _Candidates:
     texts: list[str] | None   # per sentence, None: read from the corpus by key when sampled
 
 
-def _from_tags(run_dir: Path, spec: ConceptSpec) -> _Candidates:
-    """Words and Penn Treebank tags of every sentence step 2 tagged (RUN/tokens.parquet)."""
+def _from_tags(run_dir: Path, spec: ConceptSpec, seed: int) -> _Candidates:
+    """Words and Penn Treebank tags of the sentences step 2 tagged (RUN/tokens.parquet): every one, or the
+    `max_sentences` with the lowest seeded hash (chosen on the ids, before any token is read into Python)."""
     if not (run_dir / FILES.tokens).exists():
         raise ConfigError(f"probe.concepts '{spec.name}': kind tags needs step 2's POS tags ({run_dir / FILES.tokens} "
                           f"is missing); run `miner signatures {run_dir}` first")
     table = read_run_table(run_dir, table_name(FILES.tokens), columns=["sentence_id", "position", "token", "pos"])
+    if spec.max_sentences is not None:
+        ids = pc.unique(table["sentence_id"]).to_numpy().astype(np.int64)
+        if len(ids) > spec.max_sentences:
+            take = ids[np.argsort(hash_uniform(seed, "take", ids), kind="stable")[: spec.max_sentences]]
+            table = table.filter(pc.is_in(table["sentence_id"], value_set=pa.array(take)))
     table = table.sort_by([("sentence_id", "ascending"), ("position", "ascending")])
     sid = table["sentence_id"].to_numpy()
     tokens, tags = table["token"].to_pylist(), table["pos"].to_pylist()
@@ -136,13 +143,13 @@ def build_examples(spec: ConceptSpec, options: ProbingOptions, run_dir: Path, to
     truncation dropped), then the rare-class rule (`check_classes`)."""
     level: Literal["token", "sentence"] = "sentence" if spec.kind == "metadata" else "token"
     if spec.kind == "tags":
-        cand = _from_tags(run_dir, spec)
+        cand = _from_tags(run_dir, spec, options.seed)
     elif spec.kind == "file":
         cand = _from_file(spec)
     else:
         cand = _from_metadata(run_dir, spec, mined)
     if spec.max_sentences is not None and len(cand.keys) > spec.max_sentences:
-        order = np.argsort([unit_hash(options.seed, "take", int(k)) for k in cand.keys], kind="stable")
+        order = np.argsort(hash_uniform(options.seed, "take", cand.keys), kind="stable")
         take = np.sort(order[: spec.max_sentences])
         cand = _Candidates(cand.keys[take], [cand.words[i] for i in take], [cand.labels[i] for i in take],
                            None if cand.texts is None else [cand.texts[i] for i in take])
@@ -154,8 +161,7 @@ def build_examples(spec: ConceptSpec, options: ProbingOptions, run_dir: Path, to
         raise InputError(f"probe.concepts '{spec.name}': no labelled examples found")
     sent_split = sentence_splits(cand.keys, options.seed, options.dev_share, options.test_share)
     ex_split = sent_split[ex_sent]
-    rank = np.fromiter((unit_hash(options.seed, "sample", int(cand.keys[s]), int(w)) for s, w in zip(ex_sent, ex_word)),
-                       np.float64, len(ex_sent))
+    rank = hash_uniform(options.seed, "sample", cand.keys[ex_sent], ex_word)
     code_of = {n: i for i, n in enumerate(sorted(set(ex_label)))}
     codes = np.array([code_of[x] for x in ex_label], np.int64)
     keep = balanced_sample(codes, ex_split, rank, split_caps(options.max_per_class, options.dev_share,

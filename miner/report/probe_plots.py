@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from miner.analysis.plots import _styled, svg_text
+from miner.analysis.plots import styled, svg_text
 from miner.report.records import ConceptProbing, LayerProbe, Plot, SubsetLayerCount
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height))
 
 
-@_styled
+@styled
 def layer_accuracy_figure(concept: ConceptProbing) -> Figure:
     """Per-layer probe test accuracy, one line per site, with the all-layer probe and majority as lines."""
     import matplotlib
@@ -82,7 +82,7 @@ def layer_accuracy_figure(concept: ConceptProbing) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def subset_layers_figure(concept: ConceptProbing) -> Figure:
     """Grouped bars: minimal-subset units per site and layer, one colour per ranking."""
     import matplotlib
