@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from miner.mining.block_miner import BlockMiner
 from miner.mining.batches import tokenize_sentences
+from miner.mining.block_miner import BlockMiner
 from miner.mining.extract import ExtractRequest, extract_block
 from miner.model.layout import down_projection, transformer_blocks, unit_layout
 from miner.model.loading import load_model
