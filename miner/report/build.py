@@ -24,7 +24,7 @@ import duckdb
 from miner import __version__
 from miner.errors import InputError
 from miner.outputs import check_output_folder
-from miner.report.probing import concept_probing, unit_probe_ranks
+from miner.report.probing.queries import concept_probing, unit_probe_ranks
 from miner.report.records import (
     ActivationInfo,
     ClusterInfo,
@@ -314,7 +314,7 @@ def model_report(run_dir: Path | str) -> ModelReport:
     `miner analyze`); convergence; per-layer summaries; probing (when the run has probe tables); and an
     index row for every unit."""
     from miner.report.plots import overview_plots
-    from miner.report.probe_plots import concept_plots
+    from miner.report.probing.plots import concept_plots
 
     run_dir = Path(run_dir)
     manifest, con, views = _open(run_dir)

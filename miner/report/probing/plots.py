@@ -12,7 +12,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from miner.analysis.plots import styled, svg_text
-from miner.report.records import ConceptProbing, LayerProbe, Plot, SubsetLayerCount
+from miner.report.figure import Plot
+from miner.report.probing.records import ConceptProbing, LayerProbe, SubsetLayerCount
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

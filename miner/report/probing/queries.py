@@ -12,7 +12,7 @@ from typing import Any
 
 import duckdb
 
-from miner.report.records import (
+from miner.report.probing.records import (
     ConceptProbing,
     LayerProbe,
     MinimalSubset,
@@ -126,7 +126,7 @@ def _overall(con: duckdb.DuckDBPyConnection, probe_id: str) -> float | None:
 
 
 def concept_probing(con: duckdb.DuckDBPyConnection, views: set[str]) -> list[ConceptProbing] | None:
-    """One record per concept's all-layer probe (without plots: miner.report.probe_plots draws them);
+    """One record per concept's all-layer probe (without plots: miner.report.probing.plots draws them);
     None without probe tables."""
     if not all(t in views for t in MODEL_TABLES):
         return None
