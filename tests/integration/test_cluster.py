@@ -176,7 +176,7 @@ def same_tables(a: Path, b: Path) -> None:
 def test_submitted_job_mines_on_both_nodes_and_equals_one_process(tmp_path: Path, corpus: Path,
                                                                     cluster: TwoNodes) -> None:
     model = tiny_model(tmp_path / "m", "bert")
-    common = {"model": str(model), "corpus": str(corpus), "top_n": 8, "block_size": 50, "sites": ["hidden", "mlp"],
+    common = {"model": str(model), "threads_per_worker": 1, "corpus": str(corpus), "top_n": 8, "block_size": 50, "sites": ["hidden", "mlp"],
               "vectors": {"dim": 16, "epoch": 1, "min_count": 1}}
     ref = run_mining(*load_job(write_job(tmp_path / "ref.yaml", name="ref", output="ref", **common)),
                      executor="inline")
@@ -208,7 +208,7 @@ def test_submitted_job_mines_on_both_nodes_and_equals_one_process(tmp_path: Path
 def test_stopped_job_resumes_when_resubmitted(tmp_path: Path, cluster: TwoNodes) -> None:
     corpus = make_corpus(tmp_path / "corpus", n=3000, shard_size=1000)
     model = tiny_model(tmp_path / "m", "bert", layers=4, hidden=64)
-    common = {"model": str(model), "corpus": str(corpus), "top_n": 8, "block_size": 10, "batch_size": 1,
+    common = {"model": str(model), "threads_per_worker": 1, "corpus": str(corpus), "top_n": 8, "block_size": 10, "batch_size": 1,
               "checkpoint_seconds": 0, "vectors": {"dim": 16, "epoch": 1, "min_count": 1}}
     ref = run_mining(*load_job(write_job(tmp_path / "ref.yaml", name="ref", output="ref", **common)),
                      executor="inline")
