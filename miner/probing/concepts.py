@@ -139,7 +139,7 @@ def _from_metadata(run_dir: Path, spec: ConceptSpec, mined: int | None) -> _Cand
 def build_examples(spec: ConceptSpec, options: ProbingOptions, run_dir: Path, tokenizer: Any, max_length: int,
                    mined: int | None) -> ConceptExamples:
     """The concept's examples: candidates split by sentence (seeded), sampled per class and split (at most
-    `split_caps(max_per_class)`, lowest seeded hash first), aligned to the model's tokens (words cut off by
+    `split_caps(max_per_class)`, words of the sentences with the lowest seeded hash first), aligned to the model's tokens (words cut off by
     truncation dropped), then the rare-class rule (`check_classes`)."""
     level: Literal["token", "sentence"] = "sentence" if spec.kind == "metadata" else "token"
     if spec.kind == "tags":
@@ -161,7 +161,9 @@ def build_examples(spec: ConceptSpec, options: ProbingOptions, run_dir: Path, to
         raise InputError(f"probe.concepts '{spec.name}': no labelled examples found")
     sent_split = sentence_splits(cand.keys, options.seed, options.dev_share, options.test_share)
     ex_split = sent_split[ex_sent]
-    rank = hash_uniform(options.seed, "sample", cand.keys[ex_sent], ex_word)
+    # one rank per sentence (ties: word order): each class keeps the words of the same lowest-ranked sentences,
+    # so the sample fills from few sentences and extraction runs few forward passes
+    rank = hash_uniform(options.seed, "sample", cand.keys[ex_sent])
     code_of = {n: i for i, n in enumerate(sorted(set(ex_label)))}
     codes = np.array([code_of[x] for x in ex_label], np.int64)
     keep = balanced_sample(codes, ex_split, rank, split_caps(options.max_per_class, options.dev_share,
