@@ -3,6 +3,7 @@ read, split by sentence, sampled per class, aligned to the model's tokens, and c
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ class _Candidates:
     words: list[list[str]]    # per sentence (token level)
     labels: list[list[str]]   # per sentence: a label per word, or [label] for a sentence
     texts: list[str] | None   # per sentence, None: read from the corpus by key when sampled
+    split_texts: list[str] | None = None  # per sentence, what the split hashes when not the words (metadata)
 
 
 def _from_tags(run_dir: Path, spec: ConceptSpec, seed: int) -> _Candidates:
@@ -123,24 +125,28 @@ def _from_metadata(run_dir: Path, spec: ConceptSpec, mined: int | None) -> _Cand
                           f"corpus {corpus_dir} (columns: {', '.join(meta)})")
     keys: list[np.ndarray] = []
     labels: list[str] = []
+    split_texts: list[str] = []
     for shard in corpus.shards:
         if mined is not None and shard.first_id >= mined:
             break
-        part = pq.read_table(corpus_dir / shard.file, columns=["sentence_id", spec.field])
+        part = pq.read_table(corpus_dir / shard.file, columns=["sentence_id", "text", spec.field])
         if mined is not None:
             part = part.filter(pc.less(part["sentence_id"], mined))
         part = part.filter(pc.is_valid(part[spec.field]))
         keys.append(part["sentence_id"].to_numpy().astype(np.int64))
         labels += [str(v) for v in part[spec.field].to_pylist()]
+        split_texts += [str(t).lower() for t in part["text"].to_pylist()]
     key_arr = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-    return _Candidates(key_arr, [[] for _ in labels], [[lab] for lab in labels], None)
+    return _Candidates(key_arr, [[] for _ in labels], [[lab] for lab in labels], None, split_texts)
 
 
 def build_examples(spec: ConceptSpec, options: ProbingOptions, run_dir: Path, tokenizer: Any, max_length: int,
                    mined: int | None) -> ConceptExamples:
-    """The concept's examples: candidates split by sentence (seeded), sampled per class and split (at most
-    `split_caps(max_per_class)`, words of the sentences with the lowest seeded hash first), aligned to the model's tokens (words cut off by
-    truncation dropped), then the rare-class rule (`check_classes`)."""
+    """The concept's examples: candidates split by sentence text (seeded), sampled per class and split (at most
+    `split_caps(max_per_class)`, words of the sentences with the lowest seeded hash first) among the words that
+    keep their tokens after truncation at max_length (sampled sentences are aligned, words cut off are excluded
+    and the sample is drawn again until every sampled word has tokens), then the rare-class rule
+    (`check_classes`)."""
     level: Literal["token", "sentence"] = "sentence" if spec.kind == "metadata" else "token"
     if spec.kind == "tags":
         cand = _from_tags(run_dir, spec, options.seed)
@@ -152,40 +158,48 @@ def build_examples(spec: ConceptSpec, options: ProbingOptions, run_dir: Path, to
         order = np.argsort(hash_uniform(options.seed, "take", cand.keys), kind="stable")
         take = np.sort(order[: spec.max_sentences])
         cand = _Candidates(cand.keys[take], [cand.words[i] for i in take], [cand.labels[i] for i in take],
-                           None if cand.texts is None else [cand.texts[i] for i in take])
+                           None if cand.texts is None else [cand.texts[i] for i in take],
+                           None if cand.split_texts is None else [cand.split_texts[i] for i in take])
     n_per = np.fromiter((len(lab) for lab in cand.labels), np.int64, len(cand.labels))
     ex_sent = np.repeat(np.arange(len(cand.labels), dtype=np.int64), n_per)
     ex_word = np.concatenate([np.arange(n) for n in n_per]).astype(np.int64) if len(n_per) else np.zeros(0, np.int64)
     ex_label = [lab for labs in cand.labels for lab in labs]
     if not ex_label:
         raise InputError(f"probe.concepts '{spec.name}': no labelled examples found")
-    sent_split = sentence_splits(cand.keys, options.seed, options.dev_share, options.test_share)
+    # split by the sentence's text (a hash), so repeated sentences (boilerplate, a corpus without dedup) never
+    # sit in two splits
+    sent_split = sentence_splits(_text_keys(cand), options.seed, options.dev_share, options.test_share)
     ex_split = sent_split[ex_sent]
     # one rank per sentence (ties: word order): each class keeps the words of the same lowest-ranked sentences,
     # so the sample fills from few sentences and extraction runs few forward passes
     rank = hash_uniform(options.seed, "sample", cand.keys[ex_sent])
     code_of = {n: i for i, n in enumerate(sorted(set(ex_label)))}
     codes = np.array([code_of[x] for x in ex_label], np.int64)
-    keep = balanced_sample(codes, ex_split, rank, split_caps(options.max_per_class, options.dev_share,
-                                                               options.test_share))
-    sel = np.flatnonzero(keep)
-    sampled = np.unique(ex_sent[sel])
-    where = {int(x): j for j, x in enumerate(sampled)}
-    texts = _texts(cand, sampled, run_dir)
-    piece_of: dict[int, tuple[int, int]] = {}  # example index -> its word's token span
-    truncated = 0
-    if level == "token":
+    caps = split_caps(options.max_per_class, options.dev_share, options.test_share)
+    texts_of: dict[int, str] = {}
+    pieces_of: dict[int, list[tuple[int, int]]] = {}  # candidate sentence -> its words' token spans
+    dead = np.zeros(len(ex_label), bool)  # words that truncation (or a text mismatch) leaves without tokens
+    while True:  # sample, align what is new, drop the dead words and sample again until none is left
+        sel = np.flatnonzero(balanced_sample(codes, ex_split, np.where(dead, np.inf, rank), caps) & ~dead)
+        new = [int(x) for x in np.unique(ex_sent[sel]) if int(x) not in texts_of]
+        if new:
+            texts_of.update(zip(new, _texts(cand, np.array(new, np.int64), run_dir)))
+        if level == "sentence":
+            break
         spans: list[list[tuple[int, int]]] = []
-        for j, x in enumerate(sampled):
+        for x in new:
             try:
-                spans.append(word_char_spans(texts[j], cand.words[x]))
+                spans.append(word_char_spans(texts_of[x], cand.words[x]))
             except ValueError:  # the sentence text does not hold its tagged words in order: leave it out
                 spans.append([(-1, -1)] * len(cand.words[x]))
-        aligned = align_words(tokenizer, texts, spans, max_length)
-        piece_of = {int(e): aligned[where[int(ex_sent[e])]].pieces[int(ex_word[e])] for e in sel}
-        alive = np.array([piece_of[int(e)][0] >= 0 for e in sel], bool)
-        truncated = int((~alive).sum())
-        sel = sel[alive]
+        if new:
+            for x, al in zip(new, align_words(tokenizer, [texts_of[x] for x in new], spans, max_length)):
+                pieces_of[x] = al.pieces
+        died = np.array([pieces_of[int(ex_sent[e])][int(ex_word[e])][0] < 0 for e in sel], bool)
+        if not died.any():
+            break
+        dead[sel[died]] = True
+    truncated = int(dead.sum())
     check = check_classes(spec.name, [ex_label[e] for e in sel], ex_split[sel], options)
     class_index = {c: i for i, c in enumerate(check.classes)}
     sel = np.array([e for e in sel if ex_label[e] in class_index], np.int64)
@@ -194,15 +208,26 @@ def build_examples(spec: ConceptSpec, options: ProbingOptions, run_dir: Path, to
     pieces: list[list[tuple[int, int]]] = [[] for _ in final]
     if level == "token":
         for e in sel:  # sel is in sentence order, then word order
-            pieces[index[int(ex_sent[e])]].append(piece_of[int(e)])
+            pieces[index[int(ex_sent[e])]].append(pieces_of[int(ex_sent[e])][int(ex_word[e])])
     return ConceptExamples(
-        name=spec.name, kind=spec.kind, level=level, classes=check.classes, texts=[texts[where[int(x)]] for x in final],
+        name=spec.name, kind=spec.kind, level=level, classes=check.classes, texts=[texts_of[int(x)] for x in final],
         sentence_keys=cand.keys[final], pieces=pieces,
         row_sentence=np.array([index[int(ex_sent[e])] for e in sel], np.int64),
         row_word=ex_word[sel] if level == "token" else np.full(len(sel), -1, np.int64),
         row_text=[cand.words[ex_sent[e]][ex_word[e]] for e in sel] if level == "token" else [""] * len(sel),
         labels=np.array([class_index[ex_label[e]] for e in sel], np.int64), splits=ex_split[sel].astype(np.int8),
         candidates=len(ex_label), dropped_classes=check.dropped, truncated_words=truncated)
+
+
+def _text_keys(cand: _Candidates) -> np.ndarray:
+    """int64 per candidate sentence: a hash of its lower-cased words (token concepts) or its text (metadata
+    concepts, read from the corpus column), the key of the train/dev/test split."""
+    if cand.split_texts is not None:
+        texts = cand.split_texts
+    else:
+        texts = [" ".join(words).lower() for words in cand.words]
+    return np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "big", signed=True)
+                     for t in texts], np.int64)
 
 
 def _texts(cand: _Candidates, sentences: np.ndarray, run_dir: Path) -> list[str]:
@@ -214,5 +239,5 @@ def _texts(cand: _Candidates, sentences: np.ndarray, run_dir: Path) -> list[str]
     rows = read_rows(corpus_dir, corpus, ids)
     got = rows["sentence_id"].to_numpy()
     if len(got) != len(ids) or not np.array_equal(got, ids):
-        raise InputError(f"{corpus_dir}: the corpus lacks sentences the run tagged; was it changed after mining?")
+        raise InputError(f"{corpus_dir}: the corpus lacks sentences the run holds; was it changed after mining?")
     return [str(t) for t in rows["text"].to_pylist()]

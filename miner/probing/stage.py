@@ -13,16 +13,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from miner.config import JobSpec, ProbingOptions
-from miner.errors import ConfigError
+from miner.config import JobSpec, ProbingOptions, validate_model
+from miner.errors import ConfigError, InputError
 from miner.mining.executors import Executor, InlineExecutor, RayExecutor, WorkerConfig
 from miner.model.layout import model_max_length, unit_layout
 from miner.probing.concepts import ConceptExamples, build_examples
 from miner.probing.examples import SPLITS
 from miner.probing.extraction import concept_fingerprint, extract_concept
 from miner.probing.train import ProbeTables, probe_concept, probe_options
-from miner.run.catalog import build_catalog
-from miner.run.folder import FILES, PROBE_TABLES, RunFolder, run_corpus, table_file
+from miner.run.catalog import build_catalog, check_run_tables
+from miner.run.folder import FILES, PROBE_TABLES, RunFolder, repair_hint, run_corpus, table_file
 
 log = logging.getLogger(__name__)
 MANIFEST_KEY = "probe"
@@ -42,9 +42,19 @@ class ProbingSummary:
         return asdict(self)
 
 
-def probing_fingerprint(options: ProbingOptions, run_fingerprint: str, max_length: int) -> str:
-    """Identity of a probing result: the probe section and the run it probes."""
-    data = json.dumps([options.model_dump(mode="json"), run_fingerprint, max_length], sort_keys=True)
+def probing_fingerprint(options: ProbingOptions, manifest: dict, max_length: int, execution: dict) -> str:
+    """Identity of a probing result: the probe section, the run it probes (its mining fingerprint and step 2's
+    record, which changes when the tags are computed again), the contents of every concept file, and the
+    execution settings that can change the activations' last bits (device, dtype, batch size, threads)."""
+    files: dict[str, str | None] = {}
+    for c in options.concepts:
+        if c.path is not None:
+            try:
+                files[c.name] = hashlib.sha256(Path(c.path).read_bytes()).hexdigest()
+            except OSError:
+                files[c.name] = None  # the concept's reader names the file
+    data = json.dumps([options.model_dump(mode="json"), manifest.get("fingerprint"), manifest.get("step2"), files,
+                       max_length, execution], sort_keys=True, default=str)
     return hashlib.sha256(data.encode()).hexdigest()
 
 
@@ -57,11 +67,15 @@ def probing_done(run_dir: Path, fingerprint: str) -> bool:
             and all((run_dir / table_file(t)).exists() for t in PROBE_TABLES))
 
 
-def _worker_job(manifest: dict, job: JobSpec) -> JobSpec:
+def _worker_job(manifest: dict, job: JobSpec, run_dir: Path) -> JobSpec:
     """The mining job the run recorded (its units), run with this job's execution settings."""
     recorded = dict(manifest.get("job") or {})
     recorded.pop("probe", None)
-    mined = JobSpec.model_validate({**recorded, "corpus": recorded.get("corpus") or ".", "probe": None})
+    try:
+        mined = validate_model(JobSpec, {**recorded, "corpus": recorded.get("corpus") or ".", "probe": None}, "job")
+    except ConfigError as exc:
+        raise InputError(f"{run_dir / FILES.manifest}: damaged, the recorded {exc}; {repair_hint(run_dir / FILES.manifest)}"
+                         ) from None
     return mined.model_copy(update={k: getattr(job, k) for k in (
         "workers", "threads_per_worker", "gpus_per_worker", "device", "dtype", "batch_size")})
 
@@ -83,34 +97,40 @@ def run_probing(run_dir: Path, job: JobSpec, executor: str = "ray", address: str
     model_folder = Path((manifest.get("model") or {}).get("path") or job.model)
     from transformers import AutoConfig, AutoTokenizer
 
-    worker_job = _worker_job(manifest, job)
+    worker_job = _worker_job(manifest, job, run_dir)
     config = AutoConfig.from_pretrained(model_folder, trust_remote_code=worker_job.trust_remote_code)
     tokenizer = AutoTokenizer.from_pretrained(model_folder, trust_remote_code=worker_job.trust_remote_code)
     layout = unit_layout(config, list(worker_job.sites), worker_job.layers)
     max_length = min(worker_job.max_length, model_max_length(config))
-    fingerprint = probing_fingerprint(options, str(manifest.get("fingerprint")), max_length)
+    threads = worker_job.threads_per_worker or max(1, (os.cpu_count() or 1) // worker_job.workers)
+    execution = {"device": worker_job.device, "dtype": worker_job.dtype, "batch_size": worker_job.batch_size,
+                 "threads": threads}
+    fingerprint = probing_fingerprint(options, manifest, max_length, execution)
     if not redo and probing_done(run_dir, fingerprint):
         log.info("%s: probing already complete; nothing to do", run_dir)
         recorded = dict(manifest.get(MANIFEST_KEY) or {})
         return ProbingSummary(**{k: recorded[k] for k in ("fingerprint", "concepts", "seconds", "tables", "status")})
+    check_run_tables(run_dir, rewritten=PROBE_TABLES)  # a damaged table is named before any work
+    mined = int((manifest.get("stats") or {}).get("sentences") or 0) + int(
+        (manifest.get("stats") or {}).get("skipped_sentences") or 0)
     run = RunFolder(run_dir)
     run.lock(wait_seconds=0)
     try:
+        extraction_key = json.dumps([manifest.get("fingerprint"), execution], sort_keys=True)
         return _probe(run, options, worker_job, model_folder, tokenizer, layout, max_length, fingerprint,
-                      str(manifest.get("fingerprint")), executor, address)
+                      extraction_key, executor, address, threads, mined or worker_job.max_sentences)
     finally:
         run.release()
 
 
 def _probe(run: RunFolder, options: ProbingOptions, worker_job: JobSpec, model_folder: Path, tokenizer: object,
            layout: object, max_length: int, fingerprint: str, run_fingerprint: str, executor: str,
-           address: str | None) -> ProbingSummary:
+           address: str | None, threads: int, mined: int | None) -> ProbingSummary:
     from miner.model.layout import UnitLayout
 
     assert isinstance(layout, UnitLayout)
     t0 = time.monotonic()
     timings: dict[str, float] = {}
-    mined = worker_job.max_sentences
     examples: list[ConceptExamples] = []
     t = time.monotonic()
     for spec in options.concepts:  # every concept checked before anything is written
@@ -120,7 +140,6 @@ def _probe(run: RunFolder, options: ProbingOptions, worker_job: JobSpec, model_f
         examples.append(ex)
     timings["examples"] = time.monotonic() - t
     units = layout.n_units
-    threads = worker_job.threads_per_worker or max(1, (os.cpu_count() or 1) // worker_job.workers)
     cfg = WorkerConfig(str(model_folder), worker_job, threads)
     t = time.monotonic()
     folder = run.file(FILES.probing)
@@ -147,6 +166,9 @@ def _probe(run: RunFolder, options: ProbingOptions, worker_job: JobSpec, model_f
             "sentences": len(ex.texts), "dropped_classes": ex.dropped_classes, "truncated_words": ex.truncated_words,
             "extraction": asdict(extraction[ex.name]), **result}
     timings["probes"] = time.monotonic() - t
+    # while the tables are replaced the manifest says so: a kill in between never leaves old and new tables
+    # under a record saying "complete"
+    run.update_manifest(MANIFEST_KEY, {"status": "writing", "fingerprint": fingerprint})
     _write_tables(run, tables, examples)
     summary.tables = list(PROBE_TABLES)
     timings["total"] = time.monotonic() - t0

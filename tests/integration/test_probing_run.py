@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 SAME = ("probe_accuracy", "neuron_rankings", "probe_subsets", "probe_examples")
 PROBE = {"concepts": [{"name": "pos", "kind": "tags"},
                       {"name": "sentiment", "kind": "metadata", "field": "sentiment"}],
-         "max_per_class": 60, "min_per_class": 3, "rare_classes": "drop", "l1_grid": [0.0, 1e-3], "l2_grid": [0.0],
+         "max_per_class": 150, "min_per_class": 3, "rare_classes": "drop", "l1_grid": [0.0, 1e-3], "l2_grid": [0.0],
          "epochs": 8, "rankings": ["lca", "probeless", "ap"], "k_percent": [10, 50], "block_sentences": 16}
 
 
@@ -220,7 +220,7 @@ def test_torch_probe_matches_scikit_learn_on_real_activations(reference: Path) -
     y_tr, y_te = labels[split == "train"], labels[split == "test"]
     mean, std = x_tr.mean(0), x_tr.std(0) + 1e-8
     l1, l2, n = 1e-3, 1e-4, len(y_tr)
-    ours = train_probe(x_tr, y_tr, len(classes), l1, l2, ProbeOptions(epochs=60, lr=3e-2, batch_size=64))
+    ours = train_probe(x_tr, y_tr, len(classes), l1, l2, ProbeOptions(epochs=100, lr=5e-2, batch_size=64))
     ours_acc, _ = accuracy(y_te, ours.predict(x_te), len(classes))
     # scikit-learn minimises C sum(loss) + r |w|_1 + (1 - r) / 2 |w|^2: the same objective per sample with
     # r / (C n) = l1 and (1 - r) / (2 C n) = l2
