@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from json_out import add_out_options, check_out, emit
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -225,9 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="our extraction batch size")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--keep", action="store_true", help="keep NeuroX's activation JSON")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    add_out_options(parser)
     parser.add_argument("--neurox-child", type=Path, help=argparse.SUPPRESS)
     ns = parser.parse_args(argv)
+    check_out(ns)
     if ns.neurox_child:
         neurox_child(ns.neurox_child)
         return 0
@@ -254,10 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": {"extraction_throughput_x": ">= 10", "bytes_per_token_share": "<= 0.1",
                     "test_accuracy_points": "within +-1", "fit_seconds_share": "<= 1"},
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if ns.out:
-        ns.out.write_text(text + "\n")
+    emit(report, ns)
     return 0
 
 

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from json_out import add_out_options, check_out, emit
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "cache" / "bench-probe"
@@ -251,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--work", type=Path, default=CACHE, help="cache folder (tagged text, tiny run, shards)")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    add_out_options(parser)
     ns = parser.parse_args(argv)
+    check_out(ns)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     ns.work.mkdir(parents=True, exist_ok=True)
@@ -276,10 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         report["rss"] = {"max_per_class": ns.max_per_class, "epochs": ns.rss_epochs, "cases": cases,
                          "growth_mb": round(max(peaks) - min(peaks), 1),
                          "ratio_largest_to_smallest": round(peaks[-1] / peaks[0], 3)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if ns.out:
-        ns.out.write_text(text + "\n")
+    emit(report, ns)
     return 0
 
 

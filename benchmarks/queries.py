@@ -11,7 +11,6 @@ signature tables before step 2) are skipped, and the JSON says which views were 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import duckdb
+from json_out import add_out_options, check_out, emit
 
 from miner.query.examples import QUERIES
 from miner.query.sandbox import sandboxed_connection
@@ -74,13 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="run folder (with mining output)")
     parser.add_argument("--repeat", type=int, default=20, help="timed repetitions per query")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    add_out_options(parser)
     ns = parser.parse_args(argv)
+    check_out(ns)
     report = bench(ns.run, ns.repeat)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if ns.out:
-        ns.out.write_text(text + "\n")
+    emit(report, ns)
     return 0
 
 

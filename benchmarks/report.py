@@ -7,7 +7,7 @@ and for rendering (HTML self-contained, Markdown, JSON):
 - the first unit report in a fresh process (includes loading the model once),
 - further unit reports in the same process (model cached; what `miner report RUN --unit A B C` pays per unit),
 - the model overview (index of every unit, per-layer summaries, plots).
-Reports are written under --out (never into the run folder).
+Reports are written under --out (never into a run or corpus folder; pages already there only with --force).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from miner.errors import MinerError
+from miner.outputs import check_output_folder
 from miner.report.build import (
     model_report,
     render_html,
@@ -106,8 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unit", default="3:232", help="First unit to report [default: 3:232].")
     parser.add_argument("--units", type=int, default=5, help="Further units, timed with the model cached [default: 5].")
     parser.add_argument("--sentences", type=int, default=20, help="Sentences per direction [default: 20].")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/miner-report-bench"), help="Where reports go.")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/miner-report-bench"),
+                        help="Where reports go (never inside a run or corpus folder).")
+    parser.add_argument("--force", action="store_true", help="Replace pages already in --out.")
     ns = parser.parse_args(argv)
+    try:  # like `miner report --out`: outside every run or corpus folder, existing pages only with --force
+        check_output_folder(ns.out, [p.name for p in ns.out.iterdir()] if ns.out.is_dir() else [], ns.force)
+    except MinerError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
     json.dump(bench(ns.run, ns.unit, ns.units, ns.out, ns.sentences), sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

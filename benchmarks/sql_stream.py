@@ -25,6 +25,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from json_out import add_out_options, check_out, emit
 
 REPO = Path(__file__).resolve().parents[1]
 QUERY = "SELECT i, i * 0.5 AS x, 'text ' || i AS s FROM range({n}) t(i)"
@@ -109,14 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="an existing run folder (default: build a tiny one)")
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000], help="result sizes")
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    add_out_options(parser)
     ns = parser.parse_args(argv)
+    check_out(ns)
     with tempfile.TemporaryDirectory(prefix="sql-stream-") as tmp:
         report = bench(ns.run, sorted(ns.rows), Path(tmp))
-    text = json.dumps(report, indent=2)
-    print(text)
-    if ns.out:
-        ns.out.write_text(text + "\n")
+    emit(report, ns)
     return 0
 
 
