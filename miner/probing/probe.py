@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from miner.errors import ConfigError
+from miner.probing.rankings import check_labelled
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +163,7 @@ def _check_lambda(name: str, value: float) -> None:
 
 
 def _check_inputs(x: np.ndarray, y: np.ndarray, n_classes: int) -> None:
-    if n_classes < 2:
-        raise ConfigError(f"probe.n_classes: must be >= 2, got {n_classes}")
-    if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise ValueError(f"features {x.shape} and labels {y.shape} do not match")
-    if y.size and (y.min() < 0 or y.max() >= n_classes):
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}")
+    check_labelled(x, y, n_classes, "probe")
 
 
 def _set_threads(options: ProbeOptions) -> None:

@@ -44,9 +44,11 @@ def _order_desc(scores: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(scores.size), -key)).astype(np.int64)
 
 
-def _check(x: np.ndarray, y: np.ndarray, n_classes: int) -> None:
+def check_labelled(x: np.ndarray, y: np.ndarray, n_classes: int, what: str = "ranking") -> None:
+    """Features [n, U] and labels [n] in 0..n_classes-1 that fit together, with at least 2 classes (a
+    ConfigError naming `what`.n_classes otherwise); shared by the rankings and the probe trainer."""
     if n_classes < 2:
-        raise ConfigError(f"ranking.n_classes: must be >= 2, got {n_classes}")
+        raise ConfigError(f"{what}.n_classes: must be >= 2, got {n_classes}")
     if x.ndim != 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
         raise ValueError(f"features {x.shape} and labels {y.shape} do not match")
     if y.size and (y.min() < 0 or y.max() >= n_classes):
@@ -126,7 +128,7 @@ def probeless_ranking(x: np.ndarray, y: np.ndarray, n_classes: int) -> Ranking:
     >>> r.per_class[2].scores.tolist()
     [3.0, 1.0]
     """
-    _check(x, y, n_classes)
+    check_labelled(x, y, n_classes)
     means, counts = _class_means(x, y, n_classes)
     present = means[counts > 0]
     # sum_{i<j} |a_i - a_j| = sum_k a_(k) * (2k - m + 1) over the m sorted values a_(0) <= ... <= a_(m-1)
@@ -192,7 +194,7 @@ def ap_ranking(x: np.ndarray, y: np.ndarray, n_classes: int) -> Ranking:
     >>> r.overall.order.tolist()
     [0, 1]
     """
-    _check(x, y, n_classes)
+    check_labelled(x, y, n_classes)
     y = np.asarray(y, dtype=np.int64)
     counts = np.bincount(y, minlength=n_classes)
     ap = np.empty((n_classes, x.shape[1]))
