@@ -3,9 +3,10 @@
 The CLI derives its options from these models (field descriptions become --help), and the job file's
 JSON schema in schemas/ is generated from them, so every option is declared exactly once. One module per
 concern: base (StrictModel, validate_model), corpus (prepare options, corpus manifest), steps (steps 2 and 3),
-probe (the probing stage), job (the job file, loading, path resolution).
+probe (the probing stage), sample (the score sample), ablate (interventions), job (the job file, loading, path resolution).
 """
 
+from miner.config.ablate import AblateOptions
 from miner.config.base import SHORT_NAMES, M, StrictModel, validate_model
 from miner.config.corpus import (
     CorpusManifest,
@@ -17,10 +18,11 @@ from miner.config.corpus import (
 )
 from miner.config.job import EarlyStop, JobSpec, Site, load_job, resolve_job_paths
 from miner.config.probe import ConceptSpec, ProbingOptions
+from miner.config.sample import SampleOptions
 from miner.config.steps import AnalysisOptions, AnnotateOptions, Direction, SignatureOptions, VectorOptions
 
 __all__ = [
-    "SHORT_NAMES", "AnalysisOptions", "AnnotateOptions", "ConceptSpec", "CorpusManifest", "CorpusShard", "Direction",
-    "EarlyStop", "InputFormat", "JobSpec", "M", "PrepareOptions", "ProbingOptions", "RunOptions", "SignatureOptions",
+    "SHORT_NAMES", "AblateOptions", "AnalysisOptions", "AnnotateOptions", "ConceptSpec", "CorpusManifest", "CorpusShard", "Direction",
+    "EarlyStop", "InputFormat", "JobSpec", "M", "PrepareOptions", "ProbingOptions", "RunOptions", "SampleOptions", "SignatureOptions",
     "Site", "StrictModel", "VectorOptions", "corpus_manifest_path", "load_job", "resolve_job_paths", "validate_model",
 ]

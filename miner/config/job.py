@@ -10,8 +10,10 @@ from typing import Literal
 import yaml
 from pydantic import Field, model_validator
 
+from miner.config.ablate import AblateOptions
 from miner.config.base import SHORT_NAMES, StrictModel, validate_model
 from miner.config.probe import ProbingOptions
+from miner.config.sample import SampleOptions
 from miner.config.steps import AnalysisOptions, AnnotateOptions, SignatureOptions, VectorOptions
 from miner.errors import ConfigError
 
@@ -76,12 +78,18 @@ class JobSpec(StrictModel):
         False, description="Skip corpus shards that are unreadable or fail their manifest SHA-256 (each skip is "
         "recorded in the run manifest) instead of stopping with an error naming the shard.")
     allow_pickle: bool = Field(False, description="Allow loading .bin (pickle) weights; safetensors are always preferred.")
+    sample: SampleOptions = Field(default_factory=SampleOptions,
+                                  description="Step 1: the seeded score sample kept for every unit (redundancy, "
+                                              "multi-model search).")
     annotate: AnnotateOptions = Field(default_factory=AnnotateOptions, description="Step 2: POS tagging and background sample.")
     signatures: SignatureOptions = Field(default_factory=SignatureOptions, description="Step 2: per-unit signatures.")
     vectors: VectorOptions = Field(default_factory=VectorOptions, description="Step 2: fastText sentence vectors.")
     analysis: AnalysisOptions = Field(default_factory=AnalysisOptions, description="Step 3: clustering, map, rankings.")
     probe: ProbingOptions | None = Field(
         None, description="Top-down probing of labelled concepts (`miner probe`; `miner run` runs it when present).")
+    ablate: AblateOptions | None = Field(
+        None, description="Interventions inside the forward pass: ablation, steering, output view (`miner ablate`; "
+                          "`miner run` runs it when present).")
     trust_remote_code: bool = Field(False, description="Allow model code shipped in the model folder.")
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,11 +26,48 @@ PLACEMENT_TIMEOUT_S = 900  # mining actors that cannot be placed (too few CPUs/G
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Everything a worker needs to build its BlockMiner (sent to remote actors)."""
+    """Everything a worker needs to build its state (sent to remote actors).
+
+    `builder` makes the state each worker keeps between tasks (default: `build_block_miner`, a BlockMiner); a
+    stage that needs another model (e.g. with its output head, for interventions) passes its own module-level
+    builder. Tasks (`Executor.submit_task`) are module-level functions `task(state, request) -> result`.
+    """
 
     model_folder: str
     job: JobSpec
     threads: int
+    builder: Callable[[WorkerConfig], Any] | None = None
+
+
+def build_worker(cfg: WorkerConfig) -> Any:
+    """The worker state of `cfg`: its builder's, or a BlockMiner."""
+    return (cfg.builder or build_block_miner)(cfg)
+
+
+def worker_device(state: Any) -> str:
+    """The device a worker state computes on (its `loaded.device`, or its `device`)."""
+    loaded = getattr(state, "loaded", None)
+    return str(getattr(loaded, "device", None) or getattr(state, "device", "cpu"))
+
+
+def mine_task(miner: BlockMiner, request: MineRequest) -> BlockResult:
+    """Task: mine one block."""
+    return miner.mine_block(request.block, np.array(request.ids, copy=True), request.texts, request.floors)
+
+
+def extract_task(miner: BlockMiner, request: ExtractRequest) -> ExtractResult:
+    """Task: activations of one block of probing sentences."""
+    return extract_block(miner, request)
+
+
+@dataclass
+class MineRequest:
+    """One block of mining work: sentence ids and texts, and the queues' floors per direction."""
+
+    block: int
+    ids: np.ndarray
+    texts: list[str]
+    floors: dict[str, np.ndarray]
 
 
 def build_block_miner(cfg: WorkerConfig) -> BlockMiner:
@@ -47,18 +85,25 @@ def build_block_miner(cfg: WorkerConfig) -> BlockMiner:
 
 
 class Executor(Protocol):
-    """Mines submitted blocks and returns results as they complete.
+    """Runs submitted tasks on workers and returns results as they complete.
 
-    Executors take blocks (ids, texts, floors) and hand back BlockResults in completion order; the driver merges
-    them in block order, so the result never depends on the executor or the worker count.
+    Executors take tasks (a module-level function and its request, e.g. a block to mine) and hand back their
+    results in completion order; callers order them by block, so the result never depends on the executor or
+    the worker count.
     """
 
     capacity: int
 
-    def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None: ...
+    def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None:
+        """Queue a block to mine (its result is a BlockResult)."""
+        ...
 
     def submit_extract(self, request: ExtractRequest) -> None:
         """Queue a block of probing sentences (its result is an ExtractResult)."""
+        ...
+
+    def submit_task(self, task: Callable[[Any, Any], Any], block: int, request: Any) -> None:
+        """Queue `task(worker_state, request)`; `block` names it in logs and when it is resubmitted."""
         ...
 
     def next_result(self) -> Any: ...
@@ -72,21 +117,22 @@ class InlineExecutor:
     """Runs blocks one at a time in the calling process."""
 
     def __init__(self, cfg: WorkerConfig) -> None:
-        self.miner = build_block_miner(cfg)
+        self.miner = build_worker(cfg)
         self.capacity = 1
-        self._queue: deque[tuple] = deque()
+        self._queue: deque[tuple[Callable[[Any, Any], Any], Any]] = deque()
 
     def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None:
-        self._queue.append((block, ids, texts, floors))
+        self.submit_task(mine_task, block, MineRequest(block, ids, texts, floors))
 
     def submit_extract(self, request: ExtractRequest) -> None:
-        self._queue.append((request,))
+        self.submit_task(extract_task, request.block, request)
+
+    def submit_task(self, task: Callable[[Any, Any], Any], block: int, request: Any) -> None:
+        self._queue.append((task, request))
 
     def next_result(self) -> Any:
-        task = self._queue.popleft()
-        if len(task) == 1:
-            return extract_block(self.miner, task[0])
-        return self.miner.mine_block(*task)
+        task, request = self._queue.popleft()
+        return task(self.miner, request)
 
     def in_flight(self) -> int:
         return len(self._queue)
@@ -96,14 +142,14 @@ class InlineExecutor:
 
 
 class MiningActorImpl:
-    """Body of the Ray mining actor: one model on one device, mining blocks on request."""
+    """Body of the Ray mining actor: one model on one device, running tasks (mining blocks, ...) on request."""
 
     def __init__(self, cfg: WorkerConfig) -> None:
         # A user error while loading (a damaged model, an unsupported site) is kept and raised by node(): an
         # actor whose constructor raises dies, and Ray would restart it and print a traceback each time.
         self.error: MinerError | None = None
         try:
-            self.miner = build_block_miner(cfg)
+            self.miner = build_worker(cfg)
         except MinerError as exc:
             self.error = exc
 
@@ -113,13 +159,10 @@ class MiningActorImpl:
         if self.error is not None:
             raise self.error
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-                "device": str(self.miner.loaded.device)}
+                "device": worker_device(self.miner)}
 
-    def mine(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> BlockResult:
-        return self.miner.mine_block(block, np.array(ids, copy=True), texts, floors)
-
-    def extract(self, request: ExtractRequest) -> ExtractResult:
-        return extract_block(self.miner, request)
+    def run(self, task: Callable[[Any, Any], Any], request: Any) -> Any:
+        return task(self.miner, request)
 
 
 class RayExecutor:
@@ -165,10 +208,13 @@ class RayExecutor:
         log.info("mining on %d Ray actor(s): %s", workers, ", ".join(n["device"] for n in self.nodes))
 
     def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None:
-        self._call("mine", block, (block, ids, texts, floors))
+        self.submit_task(mine_task, block, MineRequest(block, ids, texts, floors))
 
     def submit_extract(self, request: ExtractRequest) -> None:
-        self._call("extract", request.block, (request,))
+        self.submit_task(extract_task, request.block, request)
+
+    def submit_task(self, task: Callable[[Any, Any], Any], block: int, request: Any) -> None:
+        self._call("run", block, (task, request))
 
     def _call(self, method: str, block: int, args: tuple) -> None:
         alive = [i for i in range(len(self.actors)) if i not in self._dead]

@@ -3,7 +3,6 @@ read, split by sentence, sampled per class, aligned to the model's tokens, and c
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from miner.probing.examples import (
     hash_uniform,
     sentence_splits,
     split_caps,
+    text_keys,
 )
 from miner.probing.labels import read_concept_file
 from miner.run.catalog import read_run_table
@@ -226,8 +226,7 @@ def _text_keys(cand: _Candidates) -> np.ndarray:
         texts = cand.split_texts
     else:
         texts = [" ".join(words).lower() for words in cand.words]
-    return np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "big", signed=True)
-                     for t in texts], np.int64)
+    return text_keys(texts)
 
 
 def _texts(cand: _Candidates, sentences: np.ndarray, run_dir: Path) -> list[str]:

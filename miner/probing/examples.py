@@ -54,6 +54,17 @@ def hash_uniform(seed: int, tag: str, *keys: np.ndarray) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def text_keys(texts: list[str]) -> np.ndarray:
+    """int64 key of each text (blake2b of its UTF-8 bytes): the key of sentence splits by text, so a sentence
+    keeps its split in every stage that splits by text (probing, the fine-tuning example, `miner ablate`).
+
+    >>> bool(text_keys(["a b", "c"])[0] == text_keys(["x", "a b"])[1])
+    True
+    """
+    return np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "big", signed=True)
+                     for t in texts], np.int64)
+
+
 def sentence_splits(keys: np.ndarray, seed: int, dev_share: float, test_share: float) -> np.ndarray:
     """int8 split of each sentence (0 train, 1 dev, 2 test) by a seeded hash of its key: a sentence's words are
     never in two splits, and a sentence keeps its split whatever else the concept holds.

@@ -30,6 +30,12 @@ class RunFiles:
     sentences: str = "sentences.parquet"
     top_sentences: str = "top_sentences.parquet"
     convergence: str = "convergence.parquet"
+    unit_moments: str = "unit_moments.parquet"
+    """Per unit: count, mean, std, min, max and positive share of its sentence scores over the mined corpus."""
+    sample_sentences: str = "sample_sentences.parquet"
+    """The seeded score sample: which sentences keep their scores for every unit (row -> sentence_id)."""
+    sample: str = "sample"
+    """The score sample's matrix (scores.npy, float16 [sample rows, units]) and per-block shards while mining."""
     checkpoint: str = "checkpoint"
     checkpoint_old: str = "checkpoint.old"
     lock: str = ".lock"
@@ -47,7 +53,11 @@ class RunFiles:
     unit_map: str = "unit_map.parquet"
     layer_rankings: str = "layer_rankings.parquet"
     layer_distribution: str = "layer_distribution.parquet"
+    unit_redundancy: str = "unit_redundancy.parquet"
+    layer_redundancy: str = "layer_redundancy.parquet"
     plots: str = "plots"
+    # multi-model search, `miner match`
+    unit_matches: str = "unit_matches.parquet"
     # probing, `miner probe`
     probes: str = "probes.parquet"
     probe_accuracy: str = "probe_accuracy.parquet"
@@ -56,6 +66,14 @@ class RunFiles:
     probe_examples: str = "probe_examples.parquet"
     probing: str = "probing"
     """Per concept: the extracted activations (acts-NNNNN.npy, float16) and extraction.json."""
+    # interventions, `miner ablate`
+    ablation_sets: str = "ablation_sets.parquet"
+    ablation_effects: str = "ablation_effects.parquet"
+    steering_effects: str = "steering_effects.parquet"
+    steering_texts: str = "steering_texts.parquet"
+    unit_logits: str = "unit_logits.parquet"
+    ablation: str = "ablation"
+    """Working files of `miner ablate` (per-task result shards, so an interrupted run resumes)."""
     # views over all of the above
     catalog: str = "catalog.duckdb"
 
@@ -75,13 +93,18 @@ def table_name(file: str) -> str:
 
 
 # Which command writes each run table, for the "what to do" of a damaged file.
-MINING_TABLES = tuple(table_name(f) for f in (FILES.units, FILES.sentences, FILES.top_sentences, FILES.convergence))
+MINING_TABLES = tuple(table_name(f) for f in (FILES.units, FILES.sentences, FILES.top_sentences, FILES.convergence,
+                                              FILES.unit_moments, FILES.sample_sentences))
 STEP2_TABLES = tuple(table_name(f) for f in (FILES.tokens, FILES.background, FILES.signatures, FILES.unit_stats,
                                              FILES.unit_metadata, FILES.sentence_vectors, FILES.unit_vectors))
 ANALYSIS_TABLES = tuple(table_name(f) for f in (FILES.unit_clusters, FILES.unit_map, FILES.layer_rankings,
-                                                FILES.layer_distribution))
+                                                FILES.layer_distribution, FILES.unit_redundancy,
+                                                FILES.layer_redundancy))
 PROBE_TABLES = tuple(table_name(f) for f in (FILES.probes, FILES.probe_accuracy, FILES.neuron_rankings,
                                              FILES.probe_subsets, FILES.probe_examples))
+MATCH_TABLES = (table_name(FILES.unit_matches),)
+ABLATE_TABLES = tuple(table_name(f) for f in (FILES.ablation_sets, FILES.ablation_effects, FILES.steering_effects,
+                                              FILES.steering_texts, FILES.unit_logits))
 
 
 def repair_hint(path: Path) -> str:
@@ -100,6 +123,10 @@ def repair_hint(path: Path) -> str:
         return f"re-run `miner analyze {run}` to write it again"
     if path.stem in PROBE_TABLES:
         return "re-run `miner probe` on the run's job file to write it again"
+    if path.stem in ABLATE_TABLES:
+        return "re-run `miner ablate` on the run's job file to write it again"
+    if path.stem in MATCH_TABLES:
+        return f"re-run `miner match {run} OTHER_RUN ...` to write it again"
     return f"re-run `miner signatures {run}` to write it again"
 
 
