@@ -33,6 +33,24 @@ Curves = Mapping[str, Mapping[str, Mapping[str, list]]]
 _RC: Any = {"svg.hashsalt": "neuron-miner", "svg.fonttype": "none", "font.size": 9}
 
 
+METRIC_LABELS = {
+    "pos_selectivity": "POS selectivity (max rel. freq. of noun / verb / adj)",
+    "pos_selectivity_ptb": "POS selectivity over PTB tags (max rel. freq.)",
+    "sentiment_std": "sentiment std (binary polarity, neutral left out; lower = more selective)",
+    "sentiment_std_3way": "sentiment std (three-way polarity, neutral = 0)",
+}
+"""Axis labels of the metrics the paper's figures 3-5 draw and their variants; other metrics: the column name."""
+
+
+def metric_label(metric: str) -> str:
+    """The y-axis label of a box plot of a unit_stats metric.
+
+    >>> metric_label("sentiment_std"), metric_label("avg_length")
+    ('sentiment std (binary polarity, neutral left out; lower = more selective)', 'avg_length')
+    """
+    return METRIC_LABELS.get(metric, metric)
+
+
 class PlotName(NamedTuple):
     """What an analysis SVG shows, read back from its file name by `svg_kind`."""
 
@@ -207,7 +225,7 @@ def layer_boxes_figure(distribution: pa.Table | Mapping[str, pa.Table], metric: 
     fig.set_size_inches(max(6.4, 1.5 + 0.35 * len(runs) * len(ticks)), 4.0)
     ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.set_xlabel("layer")
-    ax.set_ylabel(metric)
+    ax.set_ylabel(metric_label(metric))
     ax.set_title(f"{metric} of units per layer ({direction} sentences)" if direction else
                  f"{metric} of units per layer")
     if handles:

@@ -1,7 +1,8 @@
 """Units ranked by a unit_stats metric, and each layer's five-number summary of the values (figures 3-5).
 
-Ranked metrics are POS selectivity and sentiment std by default, or any numeric unit_stats column. Pure
-functions over NumPy and Arrow.
+Ranked metrics are the paper's POS selectivity (pos_selectivity: max relative frequency of noun, verb, adjective)
+and sentiment selectivity (sentiment_std: std of the binary positive/negative polarity) by default, or any numeric
+unit_stats column (e.g. pos_selectivity_ptb, sentiment_std_3way). Pure functions over NumPy and Arrow.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from miner.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-SENTIMENT_METRICS = ("sentiment_std", "sentiment_mean")
+SENTIMENT_METRICS = {"sentiment_std": "sentiment_n", "sentiment_mean": "sentiment_n",
+                     "sentiment_std_3way": "sentiment_n_3way", "sentiment_mean_3way": "sentiment_n_3way"}
+"""Sentiment metrics and the unit_stats column counting the labelled sentences each is computed over."""
+LOWER_IS_SELECTIVE = frozenset({"sentiment_std", "sentiment_std_3way"})
+"""Metrics ranked lowest first: a unit whose sentences share one polarity (std 0) is the most sentiment-selective."""
 
 
 def rank_values(values: np.ndarray, unit_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,9 +61,12 @@ def by_unit_id(units: pa.Table, column: str) -> np.ndarray:
 def layer_rankings(stats: pa.Table, units: pa.Table, metrics: Sequence[str], directions: Sequence[str],
                    min_sentiment_n: int = 5) -> pa.Table:
     """Units ranked per direction and metric (unit_stats column); NULL/NaN values and sentiment metrics of
-    units with fewer than min_sentiment_n labelled sentences are left out.
+    units with fewer than min_sentiment_n labelled sentences (sentiment_n: positive or negative ones;
+    sentiment_n_3way for the _3way metrics) are left out.
 
     Columns: unit_id, direction, layer, metric, value, rank, percentile; ordered by direction, metric, rank.
+    Rank 1 is the most selective unit: the highest value, or the lowest for LOWER_IS_SELECTIVE metrics
+    (sentiment_std: one polarity only).
 
     >>> stats = pa.table({"unit_id": [0, 1, 2], "direction": ["top"] * 3, "pos_selectivity": [0.2, None, 0.9]})
     >>> units = pa.table({"unit_id": [0, 1, 2], "layer": [1, 1, 2]})
@@ -81,13 +89,15 @@ def layer_rankings(stats: pa.Table, units: pa.Table, metrics: Sequence[str], dir
         for metric in metrics:
             values = rows[metric].to_numpy(zero_copy_only=False).astype(np.float64)
             keep = np.isfinite(values)
-            if metric in SENTIMENT_METRICS and "sentiment_n" in rows.column_names:
-                keep &= rows["sentiment_n"].to_numpy(zero_copy_only=False) >= min_sentiment_n
+            n_column = SENTIMENT_METRICS.get(metric)
+            if n_column is not None and n_column in rows.column_names:
+                counts = rows[n_column].to_numpy(zero_copy_only=False).astype(np.float64)
+                keep &= np.nan_to_num(counts, nan=0.0) >= min_sentiment_n
             ids, vals = unit_ids[keep], values[keep]
             if len(vals) > 1 and vals.min() == vals.max():
                 log.warning("%s (%s): every ranked unit has the same value %g; its ranking is by unit_id only",
                             metric, direction, vals[0])
-            rank, percentile = rank_values(vals, ids)
+            rank, percentile = rank_values(-vals if metric in LOWER_IS_SELECTIVE else vals, ids)
             order = np.argsort(rank)
             n = len(ids)
             parts.append(pa.table({

@@ -107,10 +107,13 @@ class AnalysisOptions(StrictModel):
     tsne_iterations: int = Field(500, ge=250, description="t-SNE optimisation iterations.")
     metrics: list[str] = Field(
         ["pos_selectivity", "sentiment_std"], min_length=1,
-        description="Numeric unit_stats columns to rank units by (rank 1 = highest value).")
+        description="Numeric unit_stats columns to rank units by (rank 1 = highest value). The defaults are the "
+                    "paper's measures: max relative frequency of noun/verb/adjective, and the std of the binary "
+                    "(positive/negative) sentiment; pos_selectivity_ptb and sentiment_std_3way are the variants.")
     min_sentiment_n: int = Field(
         5, ge=2,
-        description="Rank by sentiment_std/sentiment_mean only units with at least this many labelled sentences.")
+        description="Rank by a sentiment metric only units with at least this many labelled sentences (positive or "
+                    "negative: sentiment_n; with neutral: sentiment_n_3way for the _3way metrics).")
     plots: bool = Field(True, description="Write SVG plots into RUN/plots/.")
 
     @field_validator("directions", "map_directions", "metrics")

@@ -176,6 +176,7 @@ def _direction(con: duckdb.DuckDBPyConnection, unit_id: int, direction: str, n: 
         avg_length=st.get("avg_length"), sentiment_n=st.get("sentiment_n"), sentiment_mean=st.get("sentiment_mean"),
         sentiment_std=st.get("sentiment_std"), metadata=[MetadataField(f, fields[f]) for f in order], typical=typical,
         sentences=_sentences(con, unit_id, direction, n, meta),
+        pos_selectivity_ptb=st.get("pos_selectivity_ptb"), pos_selectivity_ptb_tag=st.get("pos_selectivity_ptb_tag"),
     )
 
 

@@ -193,18 +193,23 @@ class DirectionSignature:
     pos_patterns: list[PatternRow]
     pos_ratios: list[PosRatio]
     pos_selectivity: float | None
-    """Max over POS tags of the tag's frequency in the queue / its corpus frequency."""
+    """The paper's POS selectivity: max of noun_rel, verb_rel, adj_rel (queue's class share / corpus share)."""
     pos_selectivity_tag: str | None
+    """The class attaining it: noun, verb or adj."""
     avg_length: float | None
     """Mean sentence length in spaCy tokens."""
     sentiment_n: int | None
     sentiment_mean: float | None
-    """Mean polarity of labelled sentences (positive 1, neutral 0, negative -1)."""
+    """Mean binary polarity (positive 1, negative -1) of the sentiment_n positive or negative sentences."""
     sentiment_std: float | None
+    """The paper's sentiment selectivity: std of that binary polarity (neutral left out)."""
     metadata: list[MetadataField]
     typical: TypicalSentence | None
     sentences: list[SentenceEntry]
     """The first n_sentences of the queue, by rank."""
+    pos_selectivity_ptb: float | None = None
+    """Max over all PTB tags of the tag's frequency in the queue / its (smoothed) corpus frequency."""
+    pos_selectivity_ptb_tag: str | None = None
 
 
 @dataclass

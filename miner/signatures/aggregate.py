@@ -10,6 +10,10 @@ sentences: ``rel_freq = (support_q(w) / n) / ((support_bg(w) + 1) / (B + 1))``, 
 contain w (once per sentence). Only w with ``support_q(w) >= max(min_support, ceil(min_share * n))`` are
 ranked. Example: w in 10 of a unit's 20 sentences and in 9 of 999 background sentences ->
 (10 / 20) / (10 / 1000) = 50.0.
+
+The selectivity columns of unit_stats follow the paper (:mod:`miner.signatures.selectivity`): pos_selectivity =
+max(noun_rel, verb_rel, adj_rel) and sentiment_std over the binary (positive/negative) polarity; the max over
+all PTB tags is pos_selectivity_ptb and the three-way sentiment (neutral = 0) is sentiment_*_3way.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import scipy.sparse as sp
 
 from miner.config import SignatureOptions
 from miner.signatures.features import SentenceFeatures, queue_key, sentence_features
+from miner.signatures.selectivity import binary_polarity, class_selectivity, polarity_spread
 
 DIRECTIONS = ("top", "bottom")
 POS_GROUPS = {"noun": ("NN",), "verb": ("V",), "adj": ("J",)}
@@ -179,7 +184,8 @@ def _metadata_table(features: SentenceFeatures, unit: np.ndarray, direction: np.
 
 def _stats_table(features: SentenceFeatures, unit: np.ndarray, direction: np.ndarray, member: sp.csr_matrix,
                  sizes: np.ndarray, options: SignatureOptions, dominant: dict[str, pa.Array]) -> pa.Table:
-    """One row per queue: size, length, POS ratios and selectivity, sentiment, dominant metadata values."""
+    """One row per queue: size, length, POS ratios, POS selectivity (the paper's, over noun/verb/adj, and the
+    PTB-tag one), sentiment (binary and three-way), dominant metadata values."""
     n_queue = len(unit)
     tags = features.tag_vocab.astype(str)
     counts = np.asarray(member @ features.tag_counts.astype(np.int64))
@@ -195,23 +201,28 @@ def _stats_table(features: SentenceFeatures, unit: np.ndarray, direction: np.nda
         "n_sentences": pa.array(sizes, pa.int32()),
         "avg_length": pa.array(np.asarray(member @ features.n_tokens) / np.maximum(sizes, 1), pa.float64()),
     }
+    rels = []
     for group, prefixes in POS_GROUPS.items():
         sel = np.array([t.startswith(prefixes) for t in tags], bool)
         ratio = freq[:, sel].sum(axis=1) if len(tags) else np.full(n_queue, np.nan)
         corpus = bg_counts[sel].sum() / bg_tokens if bg_tokens else np.nan
-        cols[f"{group}_ratio"] = pa.array(ratio, pa.float64(), from_pandas=True)
         with np.errstate(divide="ignore", invalid="ignore"):
-            cols[f"{group}_rel"] = pa.array(ratio / corpus if corpus else np.full(n_queue, np.nan), pa.float64(),
-                                            from_pandas=True)
-    # POS selectivity: max over tags (present in >= threshold sentences) of unit tag share / corpus tag share.
+            rel = ratio / corpus if corpus else np.full(n_queue, np.nan)
+        rels.append(rel)
+        cols[f"{group}_ratio"] = pa.array(ratio, pa.float64(), from_pandas=True)
+        cols[f"{group}_rel"] = pa.array(rel, pa.float64(), from_pandas=True)
+    value, winner = class_selectivity(np.column_stack(rels))
+    cols["pos_selectivity"] = pa.array(value, pa.float64(), from_pandas=True)
+    cols["pos_selectivity_tag"] = pa.array([list(POS_GROUPS)[w] if w >= 0 else None for w in winner], pa.string())
+    # PTB selectivity: max over tags (present in >= threshold sentences) of unit tag share / smoothed corpus share.
     corpus_freq = (bg_counts + 1) / (bg_tokens + 1)
     need = np.array([options.threshold(int(s)) for s in sizes])
     sel = np.where(present >= need[:, None], freq / corpus_freq, -np.inf)
     best = sel.argmax(axis=1) if len(tags) else np.zeros(n_queue, np.int64)
     best_val = sel[np.arange(n_queue), best] if len(tags) else np.full(n_queue, -np.inf)
     ok = np.isfinite(best_val)
-    cols["pos_selectivity"] = pa.array(np.where(ok, best_val, np.nan), pa.float64(), from_pandas=True)
-    cols["pos_selectivity_tag"] = pa.array([tags[b] if o else None for b, o in zip(best, ok)], pa.string())
+    cols["pos_selectivity_ptb"] = pa.array(np.where(ok, best_val, np.nan), pa.float64(), from_pandas=True)
+    cols["pos_selectivity_ptb_tag"] = pa.array([tags[b] if o else None for b, o in zip(best, ok)], pa.string())
     cols.update(_sentiment_columns(features, member))
     cols.update(dominant)
     cols["typical_sentence_id"] = pa.nulls(n_queue, pa.int64())
@@ -219,18 +230,17 @@ def _stats_table(features: SentenceFeatures, unit: np.ndarray, direction: np.nda
 
 
 def _sentiment_columns(features: SentenceFeatures, member: sp.csr_matrix) -> dict[str, pa.Array]:
-    """Mean and standard deviation of sentiment polarity (+1 positive, 0 neutral, -1 negative) over the
-    labelled sentences of each queue, and how many were labelled (null columns without a sentiment field)."""
+    """Sentiment per queue (null columns without a sentiment field). The paper's measure: sentiment_n,
+    sentiment_mean and sentiment_std over the positive (+1) and negative (-1) sentences, neutral left out;
+    the three-way variant (neutral = 0) as sentiment_n_3way, sentiment_mean_3way, sentiment_std_3way."""
     n_queue = member.shape[0]
     if features.polarity is None:
-        return {"sentiment_n": pa.nulls(n_queue, pa.int32()), "sentiment_mean": pa.nulls(n_queue, pa.float64()),
-                "sentiment_std": pa.nulls(n_queue, pa.float64())}
-    labelled = ~np.isnan(features.polarity)
-    p = np.where(labelled, features.polarity, 0.0)
-    n = np.asarray(member @ labelled.astype(np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.asarray(member @ p) / n
-        var = np.maximum(np.asarray(member @ (p * p)) / n - mean * mean, 0.0)
-    return {"sentiment_n": pa.array(n.astype(np.int32), pa.int32()),
-            "sentiment_mean": pa.array(np.where(n > 0, mean, np.nan), pa.float64(), from_pandas=True),
-            "sentiment_std": pa.array(np.where(n > 0, np.sqrt(var), np.nan), pa.float64(), from_pandas=True)}
+        return {f"sentiment_{k}{suffix}": pa.nulls(n_queue, pa.int32() if k == "n" else pa.float64())
+                for suffix in ("", "_3way") for k in ("n", "mean", "std")}
+    cols: dict[str, pa.Array] = {}
+    for suffix, polarity in (("", binary_polarity(features.polarity)), ("_3way", features.polarity)):
+        n, mean, std = polarity_spread(member, polarity)
+        cols[f"sentiment_n{suffix}"] = pa.array(n, pa.int32())
+        cols[f"sentiment_mean{suffix}"] = pa.array(mean, pa.float64(), from_pandas=True)
+        cols[f"sentiment_std{suffix}"] = pa.array(std, pa.float64(), from_pandas=True)
+    return cols

@@ -49,7 +49,8 @@ class SentenceFeatures:
     field_codes: np.ndarray
     """(F, S) int32 value code of each sentence per field."""
     polarity: np.ndarray | None
-    """(S,) float64 sentiment polarity (+1/0/-1, NaN when unlabelled), when a sentiment field exists."""
+    """(S,) float64 three-way sentiment polarity (+1/0/-1, NaN when unlabelled), when a sentiment field exists;
+    the paper's binary measure leaves the neutral 0 out (:func:`miner.signatures.selectivity.binary_polarity`)."""
 
 
 def sentence_features(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.Table,

@@ -96,9 +96,75 @@ def test_layer_rankings_tiny_table() -> None:
     assert pos["rank"] == [1, 2, 3, 4, 5] and pos["percentile"] == [100.0, 75.0, 50.0, 25.0, 0.0]
     assert pos["layer"] == [1, 2, 2, 1, 2]
     sent = out.filter(pc.equal(out["metric"], "sentiment_std")).to_pydict()
-    assert sent["unit_id"] == [5, 1, 4, 0]  # unit 2 has 1 labelled sentence, unit 3 NaN
+    assert sent["unit_id"] == [0, 4, 1, 5]  # lowest std first; unit 2 has 1 labelled sentence, unit 3 NaN
     with pytest.raises(ConfigError, match="metrics: 'pos_selectivity_tag'"):
         layer_rankings(STATS, UNITS, ["pos_selectivity_tag"], ["top"])
+
+
+def test_three_way_sentiment_is_filtered_by_its_own_count() -> None:
+    stats = STATS.append_column("sentiment_std_3way", pa.array([0.4, 0.1, 0.2, 0.3, 0.6, 0.5])).append_column(
+        "sentiment_n_3way", pa.array([10, 10, 10, 2, 10, None], pa.int32()))
+    out = layer_rankings(stats, UNITS, ["sentiment_std", "sentiment_std_3way"], ["top"], min_sentiment_n=5)
+    three = out.filter(pc.equal(out["metric"], "sentiment_std_3way"))
+    assert three["unit_id"].to_pylist() == [1, 2, 0, 4]  # lowest first; unit 3: 2 sentences, unit 5: no count
+    binary = out.filter(pc.equal(out["metric"], "sentiment_std"))
+    assert binary["unit_id"].to_pylist() == [0, 4, 1, 5]  # filtered by sentiment_n, as before
+
+
+def test_default_rankings_are_the_papers_measures_per_layer() -> None:
+    """Signatures of random tagged sentences, ranked with the default metrics: each layer's median equals numpy's
+    median of max(noun, verb, adj relative frequency) and of np.std of the +1/-1 polarity (neutral left out)."""
+    from miner.config import SignatureOptions
+    from miner.signatures.aggregate import compute_signatures
+
+    rng = np.random.default_rng(7)
+    tags = np.array(["NN", "NNS", "VB", "VBD", "JJ", "DT", "IN", "SYM"])
+    labels = np.array(["positive", "negative", "neutral", None], dtype=object)
+    n_sent, n_units = 80, 12
+    lengths = rng.integers(1, 8, n_sent)
+    sent_tags = [rng.choice(tags, n).tolist() for n in lengths]
+    sentiment = rng.choice(labels, n_sent).tolist()
+    queues = {u: rng.choice(n_sent, int(rng.integers(8, 20)), replace=False).tolist() for u in range(n_units)}
+    background = np.arange(40, 80)
+    top = pa.table({"unit_id": pa.array([u for u, q in queues.items() for _ in q], pa.int32()),
+                    "direction": ["top"] * sum(map(len, queues.values())),
+                    "rank": pa.array([r for q in queues.values() for r in range(1, len(q) + 1)], pa.int32()),
+                    "sentence_id": pa.array([s for q in queues.values() for s in q], pa.int64())})
+    sentences = pa.table({"sentence_id": pa.array(range(n_sent), pa.int64()), "n_tokens": pa.array(lengths, pa.int32()),
+                          "sentiment": pa.array(sentiment, pa.string())})
+    tok = [(sid, i, t) for sid, ts in enumerate(sent_tags) for i, t in enumerate(ts)]
+    tokens = pa.table({"sentence_id": pa.array([t[0] for t in tok], pa.int64()),
+                       "position": pa.array([t[1] for t in tok], pa.int32()), "lower": ["w"] * len(tok),
+                       "pos": [t[2] for t in tok]})
+    stats = compute_signatures(top, sentences, tokens, background, SignatureOptions())["unit_stats"]
+    units = pa.table({"unit_id": pa.array(range(n_units), pa.int32()),
+                      "layer": pa.array(np.arange(n_units) % 3, pa.int16())})
+    options = AnalysisOptions()
+    dist = layer_distribution(layer_rankings(stats, units, options.metrics, ["top"], options.min_sentiment_n))
+    bg_tags = [t for s in background for t in sent_tags[s]]
+    classes = {"noun": ("NN", "NNS"), "verb": ("VB", "VBD"), "adj": ("JJ",)}
+    expected: dict[tuple[str, int], list[float]] = {}
+    for u, q in queues.items():
+        unit_tags = [t for s in q for t in sent_tags[s]]
+        rel = [(sum(t in c for t in unit_tags) / len(unit_tags)) / (sum(t in c for t in bg_tags) / len(bg_tags))
+               for c in classes.values()]
+        expected.setdefault(("pos_selectivity", u % 3), []).append(max(rel))
+        polarity = [{"positive": 1.0, "negative": -1.0}[sentiment[s]] for s in q
+                    if sentiment[s] in ("positive", "negative")]
+        if len(polarity) >= options.min_sentiment_n:
+            expected.setdefault(("sentiment_std", u % 3), []).append(float(np.std(polarity)))
+    got = {(r["metric"], r["layer"]): r for r in dist.to_pylist()}
+    assert options.metrics == ["pos_selectivity", "sentiment_std"]
+    assert set(got) == set(expected)
+    for key, values in expected.items():
+        assert got[key]["n"] == len(values)
+        assert got[key]["median"] == pytest.approx(float(np.median(values))), key
+
+
+def test_layer_boxes_name_the_papers_measures() -> None:
+    dist = layer_distribution(layer_rankings(STATS, UNITS, ["pos_selectivity", "sentiment_std"], ["top"], 5))
+    assert "noun / verb / adj" in plots.svg_text(plots.layer_boxes_figure(dist, "pos_selectivity"))
+    assert "binary polarity" in plots.svg_text(plots.layer_boxes_figure(dist, "sentiment_std"))
 
 
 def test_layer_distribution_equals_numpy_percentiles() -> None:

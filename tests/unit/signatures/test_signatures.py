@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -104,9 +105,13 @@ def test_pos_ratios_hand_example(hand: dict[str, pa.Table]) -> None:
     assert stats["adj_ratio"] == pytest.approx(0.3)
     assert stats["noun_rel"] == pytest.approx(0.1 / (3 / 13))
     assert stats["adj_rel"] is None  # no adjective in the background: undefined
-    # Selectivity over tags in >= 2 unit sentences (UH, PRP, JJ); corpus share smoothed (bg + 1) / (13 + 1).
-    assert stats["pos_selectivity_tag"] == "JJ"
-    assert stats["pos_selectivity"] == pytest.approx(0.3 / (1 / 14))
+    # The paper's selectivity: max(noun_rel, verb_rel, adj_rel) over the defined ones (adj_rel is undefined).
+    assert stats["verb_rel"] == 0.0
+    assert stats["pos_selectivity_tag"] == "noun"
+    assert stats["pos_selectivity"] == pytest.approx(0.1 / (3 / 13))
+    # PTB selectivity over tags in >= 2 unit sentences (UH, PRP, JJ); corpus share smoothed (bg + 1) / (13 + 1).
+    assert stats["pos_selectivity_ptb_tag"] == "JJ"
+    assert stats["pos_selectivity_ptb"] == pytest.approx(0.3 / (1 / 14))
     assert stats["typical_sentence_id"] is None
     bottom = rows_of(hand["unit_stats"], unit_id=0, direction="bottom")[0]
     assert bottom["noun_ratio"] == pytest.approx(3 / 10)  # 4, 5, 7, 9: 10 tokens, cat dog cat
@@ -128,6 +133,9 @@ def test_metadata_hand_example(hand: dict[str, pa.Table]) -> None:
     assert stats["sentiment_n"] == 3
     assert stats["sentiment_mean"] == pytest.approx(1 / 3)
     assert stats["sentiment_std"] == pytest.approx(math.sqrt(1 - 1 / 9))
+    # No neutral sentence in this queue: the three-way figures are the same.
+    assert (stats["sentiment_n_3way"], stats["sentiment_mean_3way"]) == (3, stats["sentiment_mean"])
+    assert stats["sentiment_std_3way"] == pytest.approx(stats["sentiment_std"])
     assert "dominant_title" not in hand["unit_stats"].column_names
 
 
@@ -143,17 +151,35 @@ def brute_support(sentences: list[list[str]], pattern: tuple[str, ...], max_gap:
     return sum(contains(s) for s in sentences)
 
 
-def random_setup(seed: int) -> tuple[pa.Table, pa.Table, pa.Table, np.ndarray, dict]:
+def test_sentiment_leaves_neutral_out() -> None:
+    """Queue 0, 2, 6, 8: positive, negative, neutral, unlabelled. Binary [1, -1]: mean 0, std 1 (the paper);
+    three-way [1, -1, 0]: mean 0, std sqrt(2/3)."""
+    top, sentences, tokens = tables(HAND, {(1, "top"): [0, 2, 6, 8]})
+    stats = compute_signatures(top, sentences, tokens, np.arange(4, 10))["unit_stats"].to_pylist()[0]
+    assert (stats["sentiment_n"], stats["sentiment_mean"], stats["sentiment_std"]) == (2, 0.0, 1.0)
+    assert (stats["sentiment_n_3way"], stats["sentiment_mean_3way"]) == (3, 0.0)
+    assert stats["sentiment_std_3way"] == pytest.approx(math.sqrt(2 / 3))
+
+
+def test_sentiment_columns_are_null_without_a_sentiment_field() -> None:
+    top, sentences, tokens = tables(HAND, {(0, "top"): [0, 1, 2, 3]})
+    stats = compute_signatures(top, sentences.drop_columns(["sentiment"]), tokens,
+                               np.arange(4, 10))["unit_stats"].to_pylist()[0]
+    assert all(stats[f"sentiment_{k}{s}"] is None for k in ("n", "mean", "std") for s in ("", "_3way"))
+
+
+def random_setup(seed: int, tags: Sequence[str] = ("NN", "VB", "JJ", "DT"),
+                 sentiments: Sequence[str | None] = ("positive", None)) -> tuple[pa.Table, pa.Table, pa.Table,
+                                                                                np.ndarray, dict]:
     rng = random.Random(seed)
     words = ["a", "b", "c", "d", "e", "f"]
-    tags = ["NN", "VB", "JJ", "DT"]
     rows, seqs = [], {}
     for sid in range(60):
         n = rng.randrange(1, 8)
         w = [rng.choice(words) for _ in range(n)]
-        t = [rng.choice(tags) for _ in range(n)]
+        t = [rng.choice(list(tags)) for _ in range(n)]
         seqs[sid] = (w, t)
-        rows.append((sid, " ".join(w), " ".join(t), rng.choice(["x", "y", "z", None]), rng.choice(["positive", None]),
+        rows.append((sid, " ".join(w), " ".join(t), rng.choice(["x", "y", "z", None]), rng.choice(list(sentiments)),
                      f"t{sid}"))
     queues = {(u, d): rng.sample(range(60), rng.randrange(5, 25)) for u in range(3) for d in ("top", "bottom")}
     top, sentences, tokens = tables(rows, queues)
@@ -218,6 +244,51 @@ def test_metadata_shares_sum_to_one(seed: int) -> None:
     assert stats.num_rows == len(info["queues"])
     expected = [len(info["queues"][(u, d)]) for u in range(3) for d in ("top", "bottom")]
     assert stats["n_sentences"].to_pylist() == expected
+
+
+PTB_TAGS = ("NN", "NNS", "NNP", "VB", "VBD", "VBZ", "JJ", "JJR", "DT", "IN", "NFP", "SYM", "$")
+CLASSES = {"noun": {"NN", "NNS", "NNP", "NNPS"}, "verb": {"VB", "VBD", "VBG", "VBN", "VBP", "VBZ"},
+           "adj": {"JJ", "JJR", "JJS"}}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_selectivity_measures_equal_brute_force(seed: int) -> None:
+    """The paper's POS selectivity (max class relative frequency), the PTB one, and the binary / three-way
+    sentiment spread equal a recount with loops and np.std over each queue's sentences."""
+    top, sentences, tokens, bg, info = random_setup(seed, PTB_TAGS, ("positive", "negative", "neutral", None))
+    opts = SignatureOptions(min_support=2, min_share=0.1)
+    stats = {(r["unit_id"], r["direction"]): r
+             for r in compute_signatures(top, sentences, tokens, bg, opts)["unit_stats"].to_pylist()}
+    label = dict(zip(sentences["sentence_id"].to_pylist(), sentences["sentiment"].to_pylist()))
+    bg_tags = [t for i in bg.tolist() for t in info["seqs"][i][1]]
+    for (unit, direction), ids in info["queues"].items():
+        got = stats[(unit, direction)]
+        tags = [t for i in ids for t in info["seqs"][i][1]]
+        rel = {}
+        for name, members in CLASSES.items():
+            bg_share = sum(t in members for t in bg_tags) / len(bg_tags)
+            if bg_share > 0:
+                rel[name] = (sum(t in members for t in tags) / len(tags)) / bg_share
+            assert got[f"{name}_rel"] == (pytest.approx(rel[name]) if name in rel else None)
+        best = max(rel, key=lambda k: (rel[k], -list(CLASSES).index(k)))
+        assert (got["pos_selectivity_tag"], got["pos_selectivity"]) == (best, pytest.approx(rel[best]))
+        need = max(2, math.ceil(0.1 * len(ids)))
+        ptb = {t: (tags.count(t) / len(tags)) / ((bg_tags.count(t) + 1) / (len(bg_tags) + 1)) for t in set(tags)
+               if sum(t in info["seqs"][i][1] for i in ids) >= need}
+        if ptb:
+            assert got["pos_selectivity_ptb"] == pytest.approx(max(ptb.values()))
+            assert ptb[got["pos_selectivity_ptb_tag"]] == pytest.approx(max(ptb.values()))
+        else:
+            assert got["pos_selectivity_ptb"] is None and got["pos_selectivity_ptb_tag"] is None
+        polarity = {"positive": 1.0, "negative": -1.0, "neutral": 0.0}
+        for suffix, keep in (("", ("positive", "negative")), ("_3way", ("positive", "negative", "neutral"))):
+            values = np.array([polarity[label[i]] for i in ids if label[i] in keep])
+            assert got[f"sentiment_n{suffix}"] == len(values)
+            if len(values):
+                assert got[f"sentiment_mean{suffix}"] == pytest.approx(values.mean())
+                assert got[f"sentiment_std{suffix}"] == pytest.approx(values.std(), abs=1e-12)
+            else:
+                assert got[f"sentiment_mean{suffix}"] is None and got[f"sentiment_std{suffix}"] is None
 
 
 def test_metadata_field_choice() -> None:

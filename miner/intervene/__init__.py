@@ -1,0 +1,1 @@
+"""Interventions inside the forward pass: ablation, steering, the output view."""
