@@ -65,14 +65,30 @@ def run_overview(run_dir: Path, options: AnalysisOptions | None = None) -> tuple
              "units": units.num_rows, "top_n": job.get("top_n"),
              "sentences_mined": manifest.get("stats", {}).get("sentences"),
              "accuracy": primary.get("accuracy"), "chance_accuracy": primary.get("chance_accuracy"),
-             "k": primary.get("k"), "clustering": clustering}
+             "k": primary.get("k"), "head": model_head(model), "clustering": clustering}
     return facts, distribution
+
+
+def model_head(model: dict[str, Any]) -> dict[str, Any] | None:
+    """The mined checkpoint's head (e.g. a fine-tuned sentiment classifier: architectures, labels), from the
+    manifest's model entry or else the model folder's config.json; None when neither says."""
+    import json
+
+    from miner.model.loading import model_head_info
+
+    if "head" in model:
+        return {k: model.get(k) for k in ("architectures", "head", "num_labels", "labels")}
+    try:
+        config = json.loads((Path(model["path"]) / "config.json").read_text(encoding="utf-8"))
+    except (KeyError, TypeError, OSError, ValueError):
+        return None
+    return model_head_info(config) if isinstance(config, dict) else None
 
 
 def compare_runs(run_dirs: list[Path], options: AnalysisOptions | None = None) -> dict[str, Any]:
     """Two or more runs side by side (JSON-able): clustering accuracy, per-layer medians, convergence curves.
 
-    {"runs": [{"label", "run_dir", "init", "accuracy", "chance_accuracy", "k", "clustering", ...}],
+    {"runs": [{"label", "run_dir", "init", "accuracy", "chance_accuracy", "k", "head", "clustering", ...}],
      "layers": [{"metric", "direction", "layer", "median": {label: value}, "q1": {...}, "q3": {...}}],
      "convergence": {label: {direction: {"sentences_seen": [...], "update_rate": [...]}}},
      "probes": {label: [probe_overview rows]}}

@@ -6,8 +6,10 @@ import hashlib
 import json
 import logging
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,6 +21,8 @@ log = logging.getLogger(__name__)
 
 _DECODERS = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "gptj", "opt", "phi", "phi3", "gemma", "gemma2"}
 _EMBEDDING_MODULES = {"embeddings", "wte", "wpe", "embed_tokens", "embed_positions"}
+_HEADS = {"ForSequenceClassification": "sequence_classification", "ForTokenClassification": "token_classification",
+          "ForMaskedLM": "masked_lm", "ForCausalLM": "causal_lm", "LMHeadModel": "causal_lm"}
 
 
 def bundled_minilm() -> Path:
@@ -137,6 +141,38 @@ def reinitialize_except_embeddings(model: nn.Module, seed: int, std: float | Non
     return changed
 
 
+def check_base_weights(folder: Path, missing: Iterable[str]) -> None:
+    """Refuse a checkpoint that lacks weights of the base model (they would be random, silently).
+
+    A missing pooler is allowed: mining reads hidden states and mlp activations, never the pooled output.
+    Example: missing {"pooler.dense.weight"} -> fine; {"encoder.layer.0.output.dense.weight"} -> ConfigError.
+    """
+    lacking = sorted(k for k in missing if not k.startswith("pooler."))
+    if lacking:
+        more = f" and {len(lacking) - 1} more" if len(lacking) > 1 else ""
+        raise ConfigError(f"model: {folder}: its weights lack {lacking[0]}{more} of the base model (they would be "
+                          "random); is it a checkpoint of this architecture?")
+    if missing:
+        log.debug("%s: no pooler weights (not used for mining)", folder)
+
+
+def model_head_info(config: dict) -> dict[str, Any]:
+    """What a model folder's config.json says about its head, for the run manifest's model entry.
+
+    Mining always reads the base model's units; the head (e.g. a sentiment classifier) is recorded so that
+    runs of a fine-tuned checkpoint can be told apart.
+    >>> model_head_info({"architectures": ["BertForSequenceClassification"], "id2label": {"0": "neg", "1": "pos"}})
+    {'architectures': ['BertForSequenceClassification'], 'head': 'sequence_classification', 'num_labels': 2, 'labels': ['neg', 'pos']}
+    >>> model_head_info({"architectures": ["BertModel"]})
+    {'architectures': ['BertModel'], 'head': None, 'num_labels': None, 'labels': None}
+    """
+    archs = [str(a) for a in config.get("architectures") or []]
+    head = next((name for suffix, name in _HEADS.items() if any(a.endswith(suffix) for a in archs)), None)
+    id2label = config.get("id2label") if head in ("sequence_classification", "token_classification") else None
+    labels = [str(id2label[k]) for k in sorted(id2label, key=int)] if isinstance(id2label, dict) else None
+    return {"architectures": archs, "head": head, "num_labels": len(labels) if labels else None, "labels": labels}
+
+
 @dataclass
 class LoadedModel:
     """A model ready for mining, with its tokenizer and what it was loaded from."""
@@ -190,16 +226,20 @@ def load_model(
         part = "tokenizer (tokenizer.json / vocab files)"
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
         part = "weights"
-        model = AutoModel.from_pretrained(
+        # a checkpoint with a head (BertForSequenceClassification, ...) loads as its base model: transformers
+        # strips the base prefix ("bert.") and leaves the head's weights out (unexpected keys)
+        model, info = AutoModel.from_pretrained(
             folder,
             dtype=dt,
             attn_implementation="sdpa",
             trust_remote_code=trust_remote_code,
             use_safetensors=not allow_pickle or None,
+            output_loading_info=True,
         )
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError, SafetensorError, RuntimeError, ...: one line
         raise ConfigError(f"model: cannot load the {part} of {folder}: {first_line(exc)} (a damaged or "
                           "incomplete model folder? copy it again)") from None
+    check_base_weights(folder, info.get("missing_keys", ()))
     if init == "random":
         reinitialize_except_embeddings(model, init_seed)
     is_decoder = config.model_type in _DECODERS or bool(getattr(config, "is_decoder", False))
