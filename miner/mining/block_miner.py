@@ -10,6 +10,7 @@ import torch
 
 from miner.mining import native
 from miner.mining.batches import Batch, make_batches
+from miner.mining.moments import MomentSums
 from miner.mining.peaks import (
     RealTokens,
     candidate_peaks,
@@ -41,16 +42,85 @@ class BlockStats:
     forward_seconds: float = 0.0
     tokenize_seconds: float = 0.0
     merge_seconds: float = 0.0
+    moments_seconds: float = 0.0
+    """Of `seconds`: accumulating the moment sums (on a GPU, only the time to queue the operations)."""
+    sample_seconds: float = 0.0
+    """Of `seconds`: gathering the sample sentences' scores."""
 
 
 @dataclass
 class BlockResult:
     """A block's queue candidates per direction (numpy arrays: flat and unit-major, or dense rows, see
-    `Candidates`) and its stats."""
+    `Candidates`), its stats, the moment sums of its scores and the scores of its sampled sentences."""
 
     block: int
     directions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     stats: BlockStats = field(default_factory=BlockStats)
+    moments: MomentSums | None = None
+    """Sums of every unit's scores over the block's sentences (see `miner.mining.moments`)."""
+    sample: np.ndarray | None = None
+    """float32 [k, U]: the scores of the requested sample sentences, in request order (None: none requested)."""
+
+
+class _BatchSums:
+    """A block's moment sums accumulated batch by batch on the scores' device (float64 sums of float32 scores)."""
+
+    def __init__(self, n_units: int, device: torch.device) -> None:
+        self.count = 0
+        self.total = torch.zeros(n_units, dtype=torch.float64, device=device)
+        self.squares = torch.zeros(n_units, dtype=torch.float64, device=device)
+        self.low = torch.full((n_units,), float("inf"), dtype=torch.float32, device=device)  # exact in float32
+        self.high = torch.full((n_units,), float("-inf"), dtype=torch.float32, device=device)
+        self.positive = torch.zeros(n_units, dtype=torch.float64, device=device)  # counts: exact below 2**53
+
+    def add(self, scores: torch.Tensor) -> None:
+        """Add a batch of float32 [B, U] scores.
+
+        The column sums are products with a row of ones (a column reduction over a row-major [B, U] tensor is
+        several times slower than one matrix-vector product), min and max come from one pass (aminmax).
+        """
+        x = scores.to(torch.float64)
+        b = int(x.shape[0])
+        ones = torch.ones((1, b), dtype=torch.float64, device=x.device)
+        self.count += b
+        self.total += (ones @ x)[0]
+        self.squares += (ones @ (x * x))[0]
+        low, high = torch.aminmax(scores, dim=0)  # NaN propagates, as in MomentSums.add
+        self.low = torch.minimum(self.low, low)
+        self.high = torch.maximum(self.high, high)
+        self.positive += (ones @ (x > 0).to(torch.float64))[0]  # a batch's counts (< 2**53) are exact in float64
+
+    def result(self) -> MomentSums:
+        return MomentSums(self.count, self.total.cpu().numpy(), self.squares.cpu().numpy(),
+                          self.low.cpu().numpy().astype(np.float64), self.high.cpu().numpy().astype(np.float64),
+                          self.positive.cpu().numpy().astype(np.int64))
+
+
+class _SampleRows:
+    """The scores of a block's sampled sentences, gathered batch by batch and returned in request order."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = np.asarray(ids, np.int64)
+        self.wanted = np.sort(self.ids)
+        self.found_ids: list[np.ndarray] = []
+        self.found: list[np.ndarray] = []
+
+    def add(self, batch_ids: torch.Tensor, scores: torch.Tensor) -> None:
+        ids = batch_ids.numpy()
+        rows = np.flatnonzero(np.isin(ids, self.wanted))
+        if len(rows):
+            self.found_ids.append(ids[rows])
+            self.found.append(scores[torch.from_numpy(rows).to(scores.device)].cpu().numpy())
+
+    def result(self, n_units: int) -> np.ndarray:
+        if not self.found:
+            got_ids, got = np.zeros(0, np.int64), np.zeros((0, n_units), np.float32)
+        else:
+            got_ids, got = np.concatenate(self.found_ids), np.concatenate(self.found)
+        order = np.argsort(got_ids)
+        if not np.array_equal(got_ids[order], self.wanted):  # the driver only asks for ids of the block
+            raise ValueError("sample ids that are not in the block were requested")
+        return np.ascontiguousarray(got[order[np.searchsorted(got_ids[order], self.ids)]], dtype=np.float32)
 
 
 class BlockMiner:
@@ -164,8 +234,11 @@ class BlockMiner:
         return candidate_peaks(tensors, self.offsets, tokens, units, cols, largest)
 
     def mine_block(self, block: int, ids: np.ndarray, texts: list[str],
-                   floors: dict[str, np.ndarray] | None = None) -> BlockResult:
+                   floors: dict[str, np.ndarray] | None = None, sample_ids: np.ndarray | None = None) -> BlockResult:
         """Mine one block; candidates are the block's local top-N entries that beat `floors` (per direction).
+
+        Every batch's scores also feed the block's moment sums (`BlockResult.moments`), and the scores of the
+        sentences in `sample_ids` (ids of this block) are returned in that order (`BlockResult.sample`).
 
         Both directions live in one windowed queue of D x U rows (row d * U + u: direction d, unit u; the
         bottom rows hold the keys of the negated scores). Per batch only the scores are dense over all
@@ -179,13 +252,17 @@ class BlockMiner:
         t0 = time.perf_counter()
         stats = BlockStats(sentences=len(texts))
         dev = self.loaded.device
+        n_units = self.layout.n_units
+        sample = _SampleRows(sample_ids) if sample_ids is not None else None
         if not texts:
             empty = {"units": np.zeros(0, np.int64), "keys": np.zeros(0, np.int64), "payload": np.zeros(0, np.int64)}
-            return BlockResult(block=block, directions={d: dict(empty) for d in self.directions}, stats=stats)
+            return BlockResult(block=block, directions={d: dict(empty) for d in self.directions}, stats=stats,
+                               moments=MomentSums.empty(n_units),
+                               sample=sample.result(n_units) if sample is not None else None)
         batches, stats.truncated = make_batches(self.loaded.tokenizer, np.asarray(ids), texts, self.max_length,
                                                 self.batch_size)
         stats.tokenize_seconds = time.perf_counter() - t0
-        n_units = self.layout.n_units
+        sums = _BatchSums(n_units, dev)
         floor = None
         if floors is not None:
             floor = torch.from_numpy(np.concatenate([np.asarray(floors[d], dtype=np.int64) for d in self.directions]))
@@ -196,16 +273,19 @@ class BlockMiner:
         queue.reset(floor)
         with torch.inference_mode():
             for batch in batches:
-                self._add_batch(queue, batch, stats)
+                self._add_batch(queue, batch, stats, sums, sample)
             found = queue.finish()
-        result = BlockResult(block=block, stats=stats)
+        result = BlockResult(block=block, stats=stats, moments=sums.result(),
+                             sample=sample.result(n_units) if sample is not None else None)
         result.directions = self._split_directions(found)
         stats.seconds = time.perf_counter() - t0
         stats.merge_seconds = stats.seconds - stats.forward_seconds - stats.tokenize_seconds
         return result
 
-    def _add_batch(self, queue: WindowedQueues, batch: Batch, stats: BlockStats) -> None:
-        """One forward pass and the batch's candidates into the block's queue (see `mine_block`)."""
+    def _add_batch(self, queue: WindowedQueues, batch: Batch, stats: BlockStats, sums: _BatchSums,
+                   sample: _SampleRows | None) -> None:
+        """One forward pass, the batch's scores into the block's sums and sample, and its candidates into the
+        block's queue (see `mine_block`)."""
         dev = self.loaded.device
         tf = time.perf_counter()
         tensors = self.forward(batch)
@@ -224,6 +304,13 @@ class BlockMiner:
             scores = self.torch_scores(tensors, tokens.real)
             # the sum of the scores is finite only if every score is (else NaN/inf activations, or an overflow)
             finite = bool(torch.isfinite(scores.sum()))
+        tm = time.perf_counter()
+        sums.add(scores)
+        ts = time.perf_counter()
+        stats.moments_seconds += ts - tm
+        if sample is not None:
+            sample.add(batch.ids, scores)
+            stats.sample_seconds += time.perf_counter() - ts
         # a batch with non-finite scores takes per-candidate peaks, which are right for any input
         signed, superset = candidate_superset(scores, queue.thresh_scores, finite)
         found = int(torch.count_nonzero(superset))

@@ -14,6 +14,7 @@ import numpy as np
 
 from miner import atomic
 from miner.errors import InputError, first_line
+from miner.mining.moments import MomentSums
 from miner.mining.topn import TopNQueues
 from miner.run.folder import RunFolder
 
@@ -25,7 +26,8 @@ DIRECTIONS = ("top", "bottom")
 
 @dataclass
 class MiningState:
-    """What a checkpoint holds: merged queues after blocks [0, next_block), convergence and counters."""
+    """What a checkpoint holds: merged queues after blocks [0, next_block), convergence, counters and the units'
+    moment sums (the sample's rows are in RUN/sample/, one shard per merged block)."""
 
     queues: dict[str, TopNQueues]
     next_block: int
@@ -35,11 +37,14 @@ class MiningState:
     stopped_early: bool = False
     skipped_shards: dict[str, str] = field(default_factory=dict)
     """Corrupt shards skipped (file -> reason); their blocks contribute nothing."""
+    moments: MomentSums | None = None
+    """Sums of every unit's scores over the merged blocks (None only in a state built by hand)."""
 
     @staticmethod
     def fresh(n_units: int, top_n: int, directions: tuple[str, ...]) -> MiningState:
-        """The state before the first block: empty queues, zero counters."""
-        return MiningState({d: TopNQueues(n_units, top_n) for d in directions}, 0, [], dict.fromkeys(COUNTERS, 0))
+        """The state before the first block: empty queues, zero counters, empty moment sums."""
+        return MiningState({d: TopNQueues(n_units, top_n) for d in directions}, 0, [], dict.fromkeys(COUNTERS, 0),
+                           moments=MomentSums.empty(n_units))
 
 
 def save_checkpoint(run: RunFolder, state: MiningState, fingerprint: str) -> None:
@@ -65,6 +70,8 @@ def save_checkpoint(run: RunFolder, state: MiningState, fingerprint: str) -> Non
 def _write_checkpoint(tmp: Path, state: MiningState, fingerprint: str) -> None:
     for d, q in state.queues.items():
         np.savez(tmp / f"queues-{d}.npz", **q.state())  # type: ignore[arg-type]  # numpy's stub: keyword arrays
+    if state.moments is not None:
+        np.savez(tmp / "moments.npz", **state.moments.state())  # type: ignore[arg-type]
     atomic.write_json(tmp / "state.json", {
         "fingerprint": fingerprint, "next_block": state.next_block, "convergence": state.convergence,
         "counters": state.counters, "calm_blocks": state.calm_blocks, "stopped_early": state.stopped_early,
@@ -90,11 +97,14 @@ def load_checkpoint(run: RunFolder, fingerprint: str) -> MiningState | None:
                 if current.exists():
                     with np.load(current) as z:
                         queues[d] = TopNQueues.from_state(dict(z))
+            current = folder / "moments.npz"
+            with np.load(current) as z:
+                moments = MomentSums.from_state(dict(z))
             current = state_path
             return MiningState(queues, meta["next_block"], meta["convergence"], meta["counters"],
                                meta.get("calm_blocks", 0), meta.get("stopped_early", False),
-                               meta.get("skipped_shards", {}))
-        except (ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as exc:
+                               meta.get("skipped_shards", {}), moments)
+        except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as exc:
             raise InputError(f"{current}: damaged checkpoint ({first_line(exc)}); delete {folder} to mine this "
                              "run from the start") from None
     return None

@@ -20,15 +20,16 @@ from miner.config import CorpusManifest, JobSpec, resolve_job_paths
 from miner.corpus.prepare import load_corpus
 from miner.corpus.store import CorpusReader, DamagedShardError
 from miner.errors import ConfigError, InputError
+from miner.mining import sample
 from miner.mining.block_miner import BlockResult
 from miner.mining.checkpoint import MiningState, load_checkpoint, save_checkpoint
-from miner.mining.executors import Executor, InlineExecutor, RayExecutor, WorkerConfig
+from miner.mining.executors import Executor, InlineExecutor, MineRequest, RayExecutor, WorkerConfig, mine_task
 from miner.mining.outputs import run_stats, write_outputs
 from miner.mining.plan import BlockPlan, plan_blocks
 from miner.mining.topn import Candidates
 from miner.model.layout import LayerSlice, UnitLayout, unit_layout
 from miner.model.loading import resolve_model_path, validate_model_folder, weights_sha256
-from miner.run.folder import RunFolder
+from miner.run.folder import FILES, RunFolder, table_name
 
 # Blocks are fixed, contiguous slices of corpus shards (miner.mining.plan), so the merged queues are identical
 # for any number of workers and after any interruption: the driver merges block k only after blocks 0..k-1.
@@ -158,24 +159,29 @@ def _mine(ctx: MiningContext) -> dict:
         log.info("resuming %s at block %d/%d", ctx.run.path, state.next_block, len(plans))
     else:
         state = MiningState.fresh(ctx.layout.n_units, job.top_n, ("top", "bottom") if job.bottom else ("top",))
+        sample.clear_shards(ctx.run)  # shards of an attempt that never checkpointed are rewritten anyway
+    sampled = sample.plan_sample(plans, job.sample)
     threads = job.threads_per_worker or max(1, (os.cpu_count() or 1) // job.workers)
     cfg = WorkerConfig(str(ctx.model_folder), job, threads)
     pool: Executor = InlineExecutor(cfg) if ctx.executor == "inline" else RayExecutor(cfg, job.workers, ctx.address)
     nodes = getattr(pool, "nodes", [])
     try:
-        _BlockLoop(ctx, state, plans, pool).run()
+        _BlockLoop(ctx, state, plans, pool, sampled).run()
     finally:
         pool.close()
     if state.next_block < len(plans) and not state.stopped_early:
         return {"status": "incomplete", "next_block": state.next_block, "blocks": len(plans)}
-    return _finish(ctx, state, plans, nodes)
+    return _finish(ctx, state, plans, nodes, sampled)
 
 
 class _BlockLoop:
     """Dispatch blocks while workers have room, merge results strictly in block order, checkpoint, stop early."""
 
-    def __init__(self, ctx: MiningContext, state: MiningState, plans: list[BlockPlan], pool: Executor) -> None:
+    def __init__(self, ctx: MiningContext, state: MiningState, plans: list[BlockPlan], pool: Executor,
+                 sampled: dict[int, Any]) -> None:
         self.ctx, self.job, self.state, self.plans, self.pool = ctx, ctx.job, state, plans, pool
+        self.sampled = sampled
+        """Block index -> ids of its sentences in the score sample (see miner.mining.sample)."""
         self.reader = CorpusReader(ctx.corpus_dir, ctx.corpus)
         self.layers = ctx.layout.slices()
         self.pending: dict[int, BlockResult | None] = {}  # None: a block of a skipped (corrupt) shard
@@ -217,7 +223,8 @@ class _BlockLoop:
             self.pending[plan.index] = None
         else:
             floors = {d: q.threshold().numpy() for d, q in state.queues.items()}
-            self.pool.submit(plan.index, ids, texts, floors)
+            request = MineRequest(plan.index, ids, texts, floors, self.sampled.get(plan.index))
+            self.pool.submit_task(mine_task, plan.index, request)
 
     def _merge(self, res: BlockResult | None) -> bool:
         """Merge the next block in order; True when the queues converged (stop early)."""
@@ -230,6 +237,15 @@ class _BlockLoop:
                 save_checkpoint(self.ctx.run, state, self.ctx.fingerprint)
             return False
         gains = {d: state.queues[d].merge(Candidates.from_numpy(res.directions[d])) for d in state.queues}
+        assert state.moments is not None and res.moments is not None
+        state.moments.add(res.moments)
+        if plan.index in self.sampled:  # written before the checkpoint that covers this block
+            assert res.sample is not None
+            t_shard = time.monotonic()
+            sample.write_shard(self.ctx.run, plan.index, self.sampled[plan.index], res.sample)
+            res.stats.sample_seconds += time.monotonic() - t_shard
+        for k in ("moments_seconds", "sample_seconds"):  # the cost of the moments and the sample, for the manifest
+            state.counters[k] = state.counters.get(k, 0.0) + getattr(res.stats, k)
         s = res.stats
         for k in _BLOCK_COUNTERS:
             state.counters[k] = state.counters.get(k, 0) + getattr(s, k)
@@ -264,13 +280,20 @@ class _BlockLoop:
         return state.stopped_early
 
 
-def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], nodes: list) -> dict:
-    """Write the run's tables and its complete manifest; returns the manifest."""
+def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], nodes: list,
+            sampled: dict[int, Any]) -> dict:
+    """Write the run's tables, the score sample and its complete manifest; returns the manifest."""
     from transformers import AutoTokenizer
 
     job, run, config = ctx.job, ctx.run, ctx.model_config
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_folder, trust_remote_code=job.trust_remote_code)
     manifest = write_outputs(run, job, ctx.layout, state, ctx.corpus_dir, ctx.corpus, tokenizer, config)
+    merged = [p.index for p in plans[: state.next_block] if p.index in sampled and p.shard not in state.skipped_shards]
+    t_sample = time.monotonic()
+    manifest["sample"] = sample.finish_sample(run, merged, ctx.layout.n_units, job.sample)
+    manifest["sample"]["finish_seconds"] = round(time.monotonic() - t_sample, 3)
+    if manifest["sample"]["file"] is not None:
+        manifest["tables"].append(table_name(FILES.sample_sentences))
     manifest.update({
         "fingerprint": ctx.fingerprint, "status": "complete", "code_version": __version__,
         "job": job.model_dump(mode="json"),
@@ -285,7 +308,10 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
         "stats": run_stats(state.counters),
         "timings": {"last_session_seconds": round(time.monotonic() - ctx.started, 3),
                     "forward_seconds": round(state.counters["forward_seconds"], 3),
-                    "worker_seconds": round(state.counters["worker_seconds"], 3)},
+                    "worker_seconds": round(state.counters["worker_seconds"], 3),
+                    # of these: the unit moments' sums and the score sample (gathering on the workers, shards)
+                    "moments_seconds": round(state.counters.get("moments_seconds", 0.0), 3),
+                    "sample_seconds": round(state.counters.get("sample_seconds", 0.0), 3)},
         "completed": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_dir": str(run.path.resolve()),
     })

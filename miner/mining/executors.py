@@ -52,7 +52,8 @@ def worker_device(state: Any) -> str:
 
 def mine_task(miner: BlockMiner, request: MineRequest) -> BlockResult:
     """Task: mine one block."""
-    return miner.mine_block(request.block, np.array(request.ids, copy=True), request.texts, request.floors)
+    sample = None if request.sample_ids is None else np.array(request.sample_ids, copy=True)
+    return miner.mine_block(request.block, np.array(request.ids, copy=True), request.texts, request.floors, sample)
 
 
 def extract_task(miner: BlockMiner, request: ExtractRequest) -> ExtractResult:
@@ -62,12 +63,15 @@ def extract_task(miner: BlockMiner, request: ExtractRequest) -> ExtractResult:
 
 @dataclass
 class MineRequest:
-    """One block of mining work: sentence ids and texts, and the queues' floors per direction."""
+    """One block of mining work: sentence ids and texts, the queues' floors per direction, and the block's
+    sentences of the score sample."""
 
     block: int
     ids: np.ndarray
     texts: list[str]
     floors: dict[str, np.ndarray]
+    sample_ids: np.ndarray | None = None
+    """int64 ids (of this block) whose scores the worker returns, in this order (None: no sample)."""
 
 
 def build_block_miner(cfg: WorkerConfig) -> BlockMiner:

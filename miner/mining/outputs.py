@@ -1,4 +1,5 @@
-"""The tables a finished mining run writes: units, top_sentences (with peak tokens), sentences, convergence."""
+"""The tables a finished mining run writes: units, top_sentences (with peak tokens), sentences, convergence,
+unit_moments."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def queue_table(state: MiningState) -> pa.Table:
 
 def write_outputs(run: RunFolder, job: JobSpec, layout: UnitLayout, state: MiningState, corpus_dir: Path,
                   corpus: CorpusManifest, tokenizer: Any, tokenizer_config: object) -> dict:
-    """Write units, top_sentences, sentences and convergence tables; returns manifest fields."""
+    """Write units, top_sentences, sentences, convergence and unit_moments tables; returns manifest fields."""
     run.write_table(run.file(FILES.units), units_table(layout))
     top = queue_table(state)
     used = np.unique(top["sentence_id"].to_numpy())
@@ -75,7 +76,10 @@ def write_outputs(run: RunFolder, job: JobSpec, layout: UnitLayout, state: Minin
     run.write_table(run.file(FILES.sentences), sentences)
     conv = pa.Table.from_pylist(state.convergence) if state.convergence else pa.table({"block": pa.array([], pa.int64())})
     run.write_table(run.file(FILES.convergence), conv)
-    tables = [table_name(f) for f in (FILES.units, FILES.top_sentences, FILES.sentences, FILES.convergence)]
+    assert state.moments is not None
+    run.write_table(run.file(FILES.unit_moments), state.moments.table())
+    tables = [table_name(f) for f in (FILES.units, FILES.top_sentences, FILES.sentences, FILES.convergence,
+                                      FILES.unit_moments)]
     return {"tables": tables, "units": layout.n_units, "distinct_sentences": int(len(used))}
 
 

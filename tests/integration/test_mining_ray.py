@@ -20,7 +20,8 @@ from tests.support.builders import make_corpus, tiny_model, write_job
 from tests.support.mining_oracle import all_scores, expected_queues
 
 pytestmark = pytest.mark.integration
-TABLES = ("top_sentences", "sentences", "units", "convergence")
+TABLES = ("top_sentences", "sentences", "units", "convergence", "unit_moments", "sample_sentences")
+SAMPLE = {"sentences": 97, "seed": 3}  # a part of the corpus, spread over the blocks
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +46,8 @@ def actor_pids() -> list[int]:
 def same_tables(a: Path, b: Path) -> None:
     for table in TABLES:
         assert pq.read_table(a / f"{table}.parquet").equals(pq.read_table(b / f"{table}.parquet")), table
+    assert (a / "sample" / "scores.npy").read_bytes() == (b / "sample" / "scores.npy").read_bytes()
+    assert pq.read_table(b / "sample_sentences.parquet").num_rows == SAMPLE["sentences"]
 
 
 def test_one_and_two_ray_workers_equal_inline(tmp_path: Path, corpus: Path, ray_local) -> None:
@@ -52,7 +55,7 @@ def test_one_and_two_ray_workers_equal_inline(tmp_path: Path, corpus: Path, ray_
     # Bit-identical for any number of workers at the same threads per worker: torch's CPU kernels may round
     # differently at another thread count (seen on an AMD EPYC with AVX-512, 1 vs 2 threads: last-bit changes).
     common = {"model": str(model), "threads_per_worker": 1, "corpus": str(corpus), "top_n": 8, "block_size": 50,
-              "sites": ["hidden", "mlp"]}
+              "sites": ["hidden", "mlp"], "sample": SAMPLE}
     inline = run_mining(*load_job(write_job(tmp_path / "i.yaml", name="i", output="i", **common)), executor="inline")
     one = run_mining(*load_job(write_job(tmp_path / "a.yaml", name="a", output="a", workers=1, **common)))
     two = run_mining(*load_job(write_job(tmp_path / "b.yaml", name="b", output="b", workers=2, **common)))
@@ -66,7 +69,7 @@ def test_killed_actor_is_replaced_and_result_identical(tmp_path: Path, corpus: P
 
     model = tiny_model(tmp_path / "m", "bert")
     common = {"model": str(model), "threads_per_worker": 1, "corpus": str(corpus), "top_n": 8, "block_size": 20, "batch_size": 4,
-              "checkpoint_seconds": 0}
+              "checkpoint_seconds": 0, "sample": SAMPLE}
     ref = run_mining(*load_job(write_job(tmp_path / "r.yaml", name="r", output="r", **common)), executor="inline")
     job, base = load_job(write_job(tmp_path / "k.yaml", name="k", output="k", workers=2, **common))
     killed: list[int] = []
@@ -96,7 +99,7 @@ def test_killed_actor_is_replaced_and_result_identical(tmp_path: Path, corpus: P
 def test_killed_driver_resumes_identically(tmp_path: Path, corpus: Path) -> None:
     model = tiny_model(tmp_path / "m", "bert")
     common = {"model": str(model), "corpus": str(corpus), "top_n": 8, "block_size": 20, "batch_size": 4,
-              "checkpoint_seconds": 0}
+              "checkpoint_seconds": 0, "sample": SAMPLE}
     ref = run_mining(*load_job(write_job(tmp_path / "r.yaml", name="r", output="r", **common)), executor="inline")
     job_path = write_job(tmp_path / "k.yaml", name="k", output="k", **common)
     cmd = [sys.executable, "-m", "miner.cli", "mine", str(job_path), "--executor", "inline"]

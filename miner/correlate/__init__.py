@@ -1,0 +1,1 @@
+"""Correlation views over runs' score samples: redundant units within a run, matching units across runs."""
