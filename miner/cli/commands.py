@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from miner.cli.options import model_from_args
-from miner.config import PrepareOptions, RunOptions, validate_model
+from miner.config import PrepareOptions, RedundancyOptions, RunOptions, validate_model
 from miner.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def cmd_prepare(ns: argparse.Namespace) -> int:
@@ -91,12 +94,19 @@ def cmd_run(ns: argparse.Namespace) -> int:
         from miner.analysis.stage import run_analysis
 
         run_analysis(run_dir, job.analysis)
+        _redundancy(run_dir, job.analysis.redundancy)
     if job.probe is not None:
         from miner.probing.stage import format_summary, run_probing
 
         summary = run_probing(run_dir, resolve_job_paths(job, base, Path.cwd()), executor=ns.executor,
                               address=ns.address)
         print(format_summary(summary))
+    if job.ablate is not None:
+        from miner.intervene.stage import run_ablation
+
+        ablation = run_ablation(run_dir, resolve_job_paths(job, base, Path.cwd()), executor=ns.executor,
+                                address=ns.address)
+        print(f"ablation: {ablation['variants']} unit sets on {ablation['sentences']} held-out sentences")
     print(f"run folder: {run_dir}")
     print(f'try: miner sql {run_dir} "SELECT layer, count(*) AS units FROM units GROUP BY layer ORDER BY layer"')
     return 0
@@ -114,6 +124,22 @@ def cmd_probe(ns: argparse.Namespace) -> int:
     summary = run_probing(job.output, job, executor=ns.executor, address=ns.address, redo=ns.redo)
     print(format_summary(summary))
     print(f'try: miner sql {job.output} "SELECT probe_id, test_accuracy, majority_accuracy, selectivity FROM probes"')
+    return 0
+
+
+def cmd_ablate(ns: argparse.Namespace) -> int:
+    from miner.config import load_job, resolve_job_paths
+    from miner.intervene.stage import run_ablation
+
+    job, base = load_job(Path(ns.job))
+    job = resolve_job_paths(job, base, Path.cwd())
+    if job.ablate is None:
+        raise ConfigError(f"{ns.job}: no ablate section (add `ablate: {{sets: [...]}}`; see README)")
+    assert job.output is not None
+    summary = run_ablation(job.output, job, executor=ns.executor, address=ns.address, redo=ns.redo)
+    print(f"ablation: {summary['variants']} unit sets on {summary['sentences']} held-out sentences "
+          f"({summary['task']}, mode {summary['mode']})")
+    print(f'try: miner sql {job.output} "SELECT variant, kind, units, metric, clean, ablated FROM ablation_effects"')
     return 0
 
 
@@ -138,11 +164,37 @@ def cmd_analyze(ns: argparse.Namespace) -> int:
     from miner.analysis.stage import run_analysis
     from miner.config import AnalysisOptions
 
-    summary = run_analysis(Path(ns.run), model_from_args(AnalysisOptions, ns))
+    options = model_from_args(AnalysisOptions, ns)
+    summary = run_analysis(Path(ns.run), options)
     acc = summary.get("accuracy")
     print(f"clustering accuracy {acc:.3f} (chance {summary.get('chance_accuracy', float('nan')):.3f}); "
           f"tables: {', '.join(summary.get('tables', []))}")
+    redundancy = _redundancy(Path(ns.run), options.redundancy)
+    if redundancy is not None:
+        print(f"redundant units: {redundancy['redundant_share']:.1%} of {redundancy['units']} "
+              f"(|r| >= {redundancy['threshold']:g}, {redundancy['linkage']} linkage)")
     return 0
+
+
+def _redundancy(run_dir: Path, options: RedundancyOptions | None) -> dict | None:
+    """Redundancy clusters after the analysis, when the run has a score sample and is small enough to cluster;
+    otherwise the reason is logged and nothing is written."""
+    from miner.correlate.stage import run_redundancy
+    from miner.run.catalog import read_run_manifest
+
+    if options is None:
+        return None
+    manifest = read_run_manifest(run_dir)
+    if not (manifest.get("sample") or {}).get("rows"):
+        log.info("%s: no score sample (mined with sample.sentences 0, or before mining kept one): redundancy "
+                 "skipped", run_dir)
+        return None
+    units = int(manifest.get("units") or 0)
+    if units > options.max_units:
+        log.warning("%s: %d units, more than redundancy.max_units %d: redundancy skipped", run_dir, units,
+                    options.max_units)
+        return None
+    return run_redundancy(run_dir, options)
 
 
 def cmd_compare(ns: argparse.Namespace) -> int:
@@ -154,6 +206,18 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         print(f"comparison written to {ns.out}: {', '.join(Path(f).name for f in result.get('files', []))}")
     else:
         print(json.dumps(compare_runs(runs), indent=2, default=str))
+    return 0
+
+
+def cmd_match(ns: argparse.Namespace) -> int:
+    from miner.config.correlate import MatchOptions
+    from miner.correlate.stage import run_match
+
+    summary = run_match(Path(ns.run), [Path(o) for o in ns.others], model_from_args(MatchOptions, ns))
+    for other in summary["others"]:
+        print(f"{other['name']} ({other['run']}): {other['shared_sentences']} shared sentences, median |r| of the "
+              f"best match {other['median_abs_corr']:.3f}")
+    print(f"{summary['rows']} rows written to {Path(ns.run) / 'unit_matches.parquet'}")
     return 0
 
 

@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--executor", choices=["ray", "inline"], default="ray", help="inline extracts without Ray.")
     probe.add_argument("--redo", action="store_true", help="Train again even if this probe section is done.")
     probe.set_defaults(func=commands.cmd_probe)
+    ablate = sub.add_parser("ablate", help="Interventions: ablate or clamp the job's unit sets inside the forward pass "
+                                           "and measure the effects on held-out sentences (needs an ablate section).")
+    ablate.add_argument("job", help="Job file (YAML) with an ablate section; its run must be mined.")
+    ablate.add_argument("--address", default=None, help="Join an existing Ray cluster.")
+    ablate.add_argument("--executor", choices=["ray", "inline"], default="ray", help="inline runs without Ray.")
+    ablate.add_argument("--redo", action="store_true", help="Run again even if this ablate section is done.")
+    ablate.set_defaults(func=commands.cmd_ablate)
 
     sql = sub.add_parser("sql", help="Read-only SQL over a run's catalog (DuckDB); writing statements are refused.")
     sql.add_argument("run", help="Run folder.")
@@ -121,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ana = sub.add_parser("analyze", help="Cross-unit analysis: k-means vs layers (Hungarian), t-SNE map, rankings.")
     ana.add_argument("run", help="Run folder with step 2 done.")
-    add_model_options(ana, AnalysisOptions)
+    add_model_options(ana, AnalysisOptions, skip=("redundancy",))
     ana.set_defaults(func=commands.cmd_analyze)
 
     cmp_ = sub.add_parser("compare", help="Compare runs (e.g. pre-trained vs random-init): accuracy, layers, convergence.")
@@ -130,6 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
                       "run folder (default: print JSON).")
     cmp_.add_argument("--force", action="store_true", help="Replace a comparison already in the --out folder.")
     cmp_.set_defaults(func=commands.cmd_compare)
+
+    from miner.config.correlate import MatchOptions
+
+    mat = sub.add_parser("match", help="Multi-model search: each unit's best-correlated unit in other runs (on the "
+                         "sentences their score samples share); writes unit_matches into RUN.")
+    mat.add_argument("run", help="Run folder the unit_matches table is written into.")
+    mat.add_argument("others", nargs="+", help="Other run folders (only read) over the same corpus.")
+    add_model_options(mat, MatchOptions)
+    mat.set_defaults(func=commands.cmd_match)
 
     con = sub.add_parser("concepts", help="Rank units by how well their queue matches a concept (words or SQL).")
     con.add_argument("run", help="Run folder with step 2 done.")

@@ -16,6 +16,7 @@ from miner.config.corpus import (
     RunOptions,
     corpus_manifest_path,
 )
+from miner.config.correlate import MatchOptions, RedundancyOptions
 from miner.config.job import EarlyStop, JobSpec, Site, load_job, resolve_job_paths
 from miner.config.probe import ConceptSpec, ProbingOptions
 from miner.config.sample import SampleOptions
@@ -23,6 +24,6 @@ from miner.config.steps import AnalysisOptions, AnnotateOptions, Direction, Sign
 
 __all__ = [
     "SHORT_NAMES", "AblateOptions", "AnalysisOptions", "AnnotateOptions", "ConceptSpec", "CorpusManifest", "CorpusShard", "Direction",
-    "EarlyStop", "InputFormat", "JobSpec", "M", "PrepareOptions", "ProbingOptions", "RunOptions", "SampleOptions", "SignatureOptions",
+    "EarlyStop", "InputFormat", "JobSpec", "M", "MatchOptions", "PrepareOptions", "ProbingOptions", "RedundancyOptions", "RunOptions", "SampleOptions", "SignatureOptions",
     "Site", "StrictModel", "VectorOptions", "corpus_manifest_path", "load_job", "resolve_job_paths", "validate_model",
 ]

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from miner.config.base import StrictModel
+from miner.config.correlate import RedundancyOptions
 
 
 class AnnotateOptions(StrictModel):
@@ -115,6 +116,11 @@ class AnalysisOptions(StrictModel):
         description="Rank by a sentiment metric only units with at least this many labelled sentences (positive or "
                     "negative: sentiment_n; with neutral: sentiment_n_3way for the _3way metrics).")
     plots: bool = Field(True, description="Write SVG plots into RUN/plots/.")
+
+    redundancy: RedundancyOptions | None = Field(
+        default_factory=RedundancyOptions,
+        description="Redundancy clusters of the units on the run's score sample (Dalvi et al. 2020; null: skip). "
+                    "In `miner analyze` the defaults apply; set them in the job for `miner run`.")
 
     @field_validator("directions", "map_directions", "metrics")
     @classmethod

@@ -28,7 +28,7 @@ from miner.mining.outputs import run_stats, write_outputs
 from miner.mining.plan import BlockPlan, plan_blocks
 from miner.mining.topn import Candidates
 from miner.model.layout import LayerSlice, UnitLayout, unit_layout
-from miner.model.loading import resolve_model_path, validate_model_folder, weights_sha256
+from miner.model.loading import model_head_info, resolve_model_path, validate_model_folder, weights_sha256
 from miner.run.folder import FILES, RunFolder, table_name
 
 # Blocks are fixed, contiguous slices of corpus shards (miner.mining.plan), so the merged queues are identical
@@ -299,7 +299,8 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
         "job": job.model_dump(mode="json"),
         "model": {"path": str(ctx.model_folder), "weights_sha256": ctx.weights,
                   "model_type": ctx.config_dict.get("model_type"), "init": job.init, "init_seed": job.init_seed,
-                  "layers": config.num_hidden_layers if hasattr(config, "num_hidden_layers") else None},
+                  "layers": config.num_hidden_layers if hasattr(config, "num_hidden_layers") else None,
+                  **model_head_info(ctx.config_dict)},
         "corpus": {"path": str(ctx.corpus_dir.resolve()), "fingerprint": ctx.corpus.fingerprint,
                    "shards": [{"file": s.file, "sha256": s.sha256} for s in ctx.corpus.shards]},
         "blocks": {"planned": len(plans), "merged": state.next_block, "stopped_early": state.stopped_early},

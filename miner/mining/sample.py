@@ -17,8 +17,8 @@ import pyarrow as pa
 
 from miner import atomic
 from miner.config import SampleOptions
+from miner.hashing import hash_uniform
 from miner.mining.plan import BlockPlan
-from miner.probing.examples import hash_uniform
 from miner.run.folder import FILES, RunFolder
 
 SCORES_FILE = "scores.npy"
