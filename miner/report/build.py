@@ -24,6 +24,7 @@ import duckdb
 from miner import __version__
 from miner.errors import InputError
 from miner.outputs import check_output_folder
+from miner.report.causal.queries import model_causal, unit_causal
 from miner.report.probing.queries import concept_probing, unit_probe_ranks
 from miner.report.records import (
     ActivationInfo,
@@ -253,7 +254,7 @@ def unit_report(run_dir: Path | str, unit: str | int, n_sentences: int = 20, wit
             directions=[_direction(con, ref.unit_id, d, n_sentences, meta) for d in directions],
             placement=_placement(con, views, ref), activations=ActivationInfo(computed=False),
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"), code_version=__version__,
-            probes=unit_probe_ranks(con, views, ref.unit_id))
+            probes=unit_probe_ranks(con, views, ref.unit_id), causal=unit_causal(con, views, ref.unit_id))
     finally:
         con.close()
     if with_activations:
@@ -327,6 +328,7 @@ def model_report(run_dir: Path | str) -> ModelReport:
         convergence = _convergence(con, views)
         plots, missing = overview_plots(run_dir, con, views, listed)
         probing = concept_probing(con, views)
+        causal = model_causal(con, views)
     finally:
         con.close()
     for concept in probing or []:
@@ -339,7 +341,7 @@ def model_report(run_dir: Path | str) -> ModelReport:
     return ModelReport(run=_run_info(run_dir, manifest), analysis=analysis or None, missing=missing, plots=plots,
                        layers=layers, units=index, convergence=convergence, timings=timings,
                        generated_at=datetime.now(UTC).isoformat(timespec="seconds"), code_version=__version__,
-                       probing=probing)
+                       probing=probing, causal=causal)
 
 
 def _render(report: UnitReport | ModelReport, out_dir: Path, formats: tuple[str, ...] | list[str],

@@ -129,4 +129,14 @@ def overview_plots(run_dir: Path, con: duckdb.DuckDBPyConnection, views: set[str
             missing.append(f"{title.lower()}: needs matplotlib (pip install matplotlib)")
             continue
         plots += [Plot(name, drawn_title, caption, "report", svg) for name, drawn_title, svg in drawn]
+    plots += ablation_plots(run_dir)
     return plots, missing
+
+
+def ablation_plots(run_dir: Path) -> list[Plot]:
+    """The ablation curves `miner ablate` wrote (RUN/plots/ablation_curve_<metric>.svg), in name order."""
+    caption = ("Effect versus the number of ablated units: the top, a seeded random and the bottom units of the "
+               "curve's ranking (dashed: the clean model); table ablation_effects, set_name = 'curve'.")
+    return [Plot(_slug(p.stem), f"Ablation curve: {p.stem.removeprefix('ablation_curve_').replace('_', ' ')}",
+                 caption, "ablate", p.read_text(encoding="utf-8"))
+            for p in sorted((Path(run_dir) / "plots").glob("ablation_curve_*.svg"))]

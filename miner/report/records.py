@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from miner.report.causal.records import ModelCausal, UnitCausal
 from miner.report.figure import Plot
 from miner.report.probing.records import (
     ConceptProbing,
@@ -287,11 +288,15 @@ class UnitReport:
     code_version: str
     probes: list[UnitProbeRank] | None = None
     """Ranks in every all-layer probe's rankings; None when the run has no probe tables (no section, no key)."""
+    causal: UnitCausal | None = None
+    """Redundancy cluster, matches in other runs, output tokens, ablations; None without any of their tables."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {"kind": "unit", **asdict(self), "label": self.unit.label}
         if self.probes is None:
             del out["probes"]
+        if self.causal is None:
+            del out["causal"]
         return out
 
 
@@ -351,6 +356,8 @@ class ModelReport:
     code_version: str
     probing: list[ConceptProbing] | None = None
     """One entry per probed concept; None when the run has no probe tables (no section, no key)."""
+    causal: ModelCausal | None = None
+    """Per-layer redundancy, matches with other runs, ablation effects; None without any of their tables."""
 
     def all_plots(self) -> list[Plot]:
         """The overview's plots and every concept's probing plots."""
@@ -360,6 +367,8 @@ class ModelReport:
         out = {"kind": "model", **asdict(self)}
         if self.probing is None:
             del out["probing"]
+        if self.causal is None:
+            del out["causal"]
         for plot in out["plots"] + [p for c in out.get("probing") or [] for p in c["plots"]]:
             del plot["svg"]
         return out

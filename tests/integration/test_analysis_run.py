@@ -124,3 +124,38 @@ def test_compare_runs(analysed: tuple[Path, dict], tmp_path: Path) -> None:
     for path in out["files"]:
         assert ET.parse(path).getroot().tag.endswith("svg")
     assert compare_runs([run, run], FAST)["runs"][1]["label"] == "run (2)"
+
+
+def test_redundancy_and_matches_reach_the_reports(analysed: tuple[Path, dict], tmp_path: Path) -> None:
+    """`miner analyze`'s redundancy clusters and `miner match` (a run against an identical copy) land in the
+    catalog and on the unit page and overview: every unit matches itself with r = 1."""
+    from miner.cli.main import main
+    from miner.report.build import model_report, unit_report
+    from miner.report.render import render_html, render_markdown
+
+    src, _ = analysed
+    run = tmp_path / "run"
+    shutil.copytree(src, run, ignore=shutil.ignore_patterns("checkpoint", "catalog.duckdb"))
+    other = tmp_path / "twin"
+    shutil.copytree(src, other, ignore=shutil.ignore_patterns("checkpoint", "catalog.duckdb"))
+    assert main(["analyze", str(run), "--n-init", "2", "--chance-permutations", "20", "--tsne-iterations", "250"]) == 0
+    assert main(["match", str(run), str(other)]) == 0
+    with open_catalog(run) as con:
+        shares = con.execute("SELECT count(*), min(redundant_share), max(redundant_share) FROM layer_redundancy"
+                             ).fetchall()[0]
+        self_matched = con.execute("""SELECT count(*) FILTER (m.best_unit = m.unit_id AND abs(m.corr - 1) < 1e-3),
+                                             count(*) FROM unit_matches m JOIN units u USING (unit_id)
+                                      WHERE m.corr IS NOT NULL""").fetchall()[0]
+    assert shares[0] == 6 and 0.0 <= shares[1] <= shares[2] <= 1.0
+    assert self_matched[1] > 0 and self_matched[0] >= 0.95 * self_matched[1]
+    unit = unit_report(run, "3:17", n_sentences=2, with_activations=False)
+    assert unit.causal is not None and unit.causal.redundancy is not None and unit.causal.matches
+    match = unit.causal.matches[0]
+    assert match.other_run == "tiny" and match.best_label == "3:17" and match.corr == pytest.approx(1.0, abs=1e-3)
+    html = render_html(unit, tmp_path / "pages").read_text()
+    assert "Best match in other runs" in html and "Redundancy" in html
+    overview = model_report(run)
+    assert overview.causal is not None and overview.causal.redundancy and len(overview.causal.redundancy) == 6
+    assert overview.causal.matches and {m.unmatched for m in overview.causal.matches} == {0}
+    md = render_markdown(overview, tmp_path / "md").read_text()
+    assert "Redundancy, other models, ablations" in md

@@ -1,0 +1,1 @@
+"""The causal and cross-model sections of the reports: redundancy, matches in other runs, output tokens, ablation."""
