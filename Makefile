@@ -10,7 +10,7 @@ DEMO_CORPUS ?= data/default
 DEMO_JOB    ?= jobs/demo.yaml
 DEMO_RANDOM_JOB ?= jobs/demo-random.yaml
 
-.PHONY: venv demo test test-fast lint corpus bench clean schema browser
+.PHONY: venv demo demo-compare test test-fast lint corpus bench clean schema browser
 
 venv: $(STAMP)
 
@@ -33,6 +33,22 @@ demo: corpus
 	@echo "Model overview: $(CURDIR)/reports/demo/model.html   (pre-trained vs random-init: reports/compare/comparison.json)"
 	@echo "Try:  $(BIN)/miner sql runs/demo \"SELECT value AS domain, count(*) AS units FROM unit_metadata WHERE field = 'domain' AND direction = 'top' AND share >= 0.5 GROUP BY 1 ORDER BY 2 DESC\""
 
+# Pre-trained, random-init and fine-tuned MiniLM side by side (Oba et al. 2021, figures 3-5); not part of `make demo`.
+# The fine-tuned model (binary tweet sentiment, a few minutes of CPU) is built once: a folder with
+# miner_finetune.json is complete. `miner run` skips the stages a run has finished.
+FINETUNED ?= models/minilm-sentiment
+DEMO_FINETUNED_JOB ?= jobs/demo-finetuned.yaml
+
+demo-compare: corpus
+	test -f $(FINETUNED)/miner_finetune.json || \
+	  $(BIN)/python examples/finetune_sentiment.py --corpus $(DEMO_CORPUS) --source tweets --out $(FINETUNED) --force
+	$(BIN)/miner run $(DEMO_JOB)
+	$(BIN)/miner run $(DEMO_RANDOM_JOB)
+	$(BIN)/miner run $(DEMO_FINETUNED_JOB)
+	$(BIN)/miner compare runs/demo runs/demo-random runs/demo-finetuned --out reports/compare3 --force
+	@echo
+	@echo "Pre-trained vs random-init vs fine-tuned: $(CURDIR)/reports/compare3/comparison.json"
+
 # Headless Chromium for the report rendering tests (Debian's package; the tests skip without it).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
@@ -41,9 +57,14 @@ browser:
 
 # The worked examples (>>> doctests) of the pure algorithm modules.
 DOCTESTS := miner/signatures/patterns.py miner/signatures/features.py miner/signatures/fasttext.py \
+            miner/signatures/selectivity.py \
             miner/cluster/tasks.py miner/analysis/clustering.py miner/analysis/rankings.py miner/analysis/compare.py \
             miner/analysis/plots.py miner/query miner/report/plots.py miner/probing/align.py miner/probing/examples.py \
-            miner/probing/probe.py miner/probing/rankings.py miner/probing/evaluate.py miner/probing/stage.py
+            miner/probing/probe.py miner/probing/rankings.py miner/probing/evaluate.py miner/probing/stage.py \
+            miner/mining/moments.py miner/mining/sample.py miner/correlate/correlation.py miner/correlate/redundancy.py \
+            miner/intervene/steering.py miner/intervene/effects.py miner/intervene/units.py \
+            miner/intervene/hooks.py miner/intervene/plots.py miner/intervene/views.py \
+            miner/intervene/probe_effects.py miner/model/heads.py
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules $(DOCTESTS)

@@ -139,6 +139,10 @@ def cmd_ablate(ns: argparse.Namespace) -> int:
     summary = run_ablation(job.output, job, executor=ns.executor, address=ns.address, redo=ns.redo)
     print(f"ablation: {summary['variants']} unit sets on {summary['sentences']} held-out sentences "
           f"({summary['task']}, mode {summary['mode']})")
+    for plot in summary.get("plots") or []:
+        print(f"plot: {Path(job.output) / plot}")
+    if str(summary.get("output_view", "")).startswith("skipped"):
+        print(f"output view {summary['output_view']}")
     print(f'try: miner sql {job.output} "SELECT variant, kind, units, metric, clean, ablated FROM ablation_effects"')
     return 0
 
