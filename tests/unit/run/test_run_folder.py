@@ -39,12 +39,17 @@ def _run(tmp_path: Path, manifest: object) -> Path:
 
 def test_table_names_and_files_agree() -> None:
     assert table_file(table_name(FILES.top_sentences)) == FILES.top_sentences == "top_sentences.parquet"
-    assert MINING_TABLES == ("units", "sentences", "top_sentences", "convergence")
+    assert MINING_TABLES == ("units", "sentences", "top_sentences", "convergence", "unit_moments", "sample_sentences")
     assert STEP2_TABLES == ("tokens", "background", "signatures", "unit_stats", "unit_metadata", "sentence_vectors",
                             "unit_vectors")
-    assert ANALYSIS_TABLES == ("unit_clusters", "unit_map", "layer_rankings", "layer_distribution")
+    assert ANALYSIS_TABLES == ("unit_clusters", "unit_map", "layer_rankings", "layer_distribution", "unit_redundancy",
+                               "layer_redundancy")
     assert "miner analyze" in repair_hint(Path("r") / FILES.unit_map)
     assert "miner mine" in repair_hint(Path("r") / FILES.manifest)
+    assert "miner mine" in repair_hint(Path("r") / FILES.unit_moments)
+    assert "miner analyze" in repair_hint(Path("r") / FILES.unit_redundancy)
+    assert "miner ablate" in repair_hint(Path("r") / FILES.ablation_effects)
+    assert "miner match r OTHER_RUN" in repair_hint(Path("r") / FILES.unit_matches)
 
 
 def test_update_manifest_keeps_every_other_key_byte_for_byte(tmp_path: Path) -> None:
