@@ -13,7 +13,7 @@ from torch import nn
 
 from miner.errors import ConfigError, first_line
 from miner.model.loading import (
-    _DECODERS,
+    DECODERS,
     pick_device,
     pick_dtype,
     reinitialize_except_embeddings,
@@ -52,7 +52,7 @@ def head_task(config: dict) -> str:
     archs = [str(a) for a in config.get("architectures") or []]
     if any(a.endswith("ForSequenceClassification") for a in archs):
         return "classification"
-    if config.get("model_type") in _DECODERS or any(a.endswith(("ForCausalLM", "LMHeadModel"))
+    if config.get("model_type") in DECODERS or any(a.endswith(("ForCausalLM", "LMHeadModel"))
                                                     for a in archs):
         return "causal_lm"
     if any(a.endswith("ForMaskedLM") for a in archs):
@@ -68,7 +68,7 @@ def check_task(folder: Path, config: dict, task: str) -> None:
     if task == "classification" and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise ConfigError(f"model: {folder} has no sequence-classification head (architectures: "
                           f"{', '.join(archs) or 'none'})")
-    if task == "causal_lm" and config.get("model_type") not in _DECODERS and not any(
+    if task == "causal_lm" and config.get("model_type") not in DECODERS and not any(
             a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
         raise ConfigError(f"model: {folder} is not a decoder; causal_lm needs one (architectures: "
                           f"{', '.join(archs) or 'none'})")
@@ -129,7 +129,7 @@ def load_head_model(folder: Path, task: str, device: str = "cpu", dtype: str = "
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id  # classification heads of decoders pool the last real token
-    is_decoder = config.model_type in _DECODERS or bool(getattr(config, "is_decoder", False))
+    is_decoder = config.model_type in DECODERS or bool(getattr(config, "is_decoder", False))
     labels = None
     if task == "classification":
         id2label = getattr(config, "id2label", None) or {}

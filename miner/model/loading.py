@@ -19,7 +19,8 @@ from miner.errors import ConfigError, first_line
 
 log = logging.getLogger(__name__)
 
-_DECODERS = {"gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "gptj", "opt", "phi", "phi3", "gemma", "gemma2"}
+# Model types that are decoders (causal LMs): next-token loss, greedy continuations, final norm before the head.
+DECODERS = frozenset({"gpt2", "llama", "mistral", "qwen2", "qwen3", "gpt_neox", "gptj", "opt", "phi", "phi3", "gemma", "gemma2"})
 _EMBEDDING_MODULES = {"embeddings", "wte", "wpe", "embed_tokens", "embed_positions"}
 _HEADS = {"ForSequenceClassification": "sequence_classification", "ForTokenClassification": "token_classification",
           "ForMaskedLM": "masked_lm", "ForCausalLM": "causal_lm", "LMHeadModel": "causal_lm"}
@@ -242,7 +243,7 @@ def load_model(
     check_base_weights(folder, info.get("missing_keys", ()))
     if init == "random":
         reinitialize_except_embeddings(model, init_seed)
-    is_decoder = config.model_type in _DECODERS or bool(getattr(config, "is_decoder", False))
+    is_decoder = config.model_type in DECODERS or bool(getattr(config, "is_decoder", False))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.eval().to(dev)
