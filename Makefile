@@ -46,8 +46,12 @@ demo-compare: corpus
 	$(BIN)/miner run $(DEMO_RANDOM_JOB)
 	$(BIN)/miner run $(DEMO_FINETUNED_JOB)
 	$(BIN)/miner compare runs/demo runs/demo-random runs/demo-finetuned --out reports/compare3 --force
+	$(BIN)/miner match runs/demo-finetuned runs/demo runs/demo-random
+	$(BIN)/miner report runs/demo-finetuned --model --unit 6:101 --out reports/demo-finetuned --force
 	@echo
 	@echo "Pre-trained vs random-init vs fine-tuned: $(CURDIR)/reports/compare3/comparison.json"
+	@echo "Fine-tuned model overview (ablation, redundancy, matches): $(CURDIR)/reports/demo-finetuned/model.html"
+	@echo "Try:  $(BIN)/miner sql runs/demo-finetuned \"SELECT u.layer, count(*) AS no_counterpart FROM unit_matches m JOIN units u USING (unit_id) WHERE m.other_name = 'demo' AND abs(m.corr) < 0.5 GROUP BY 1 ORDER BY 1\""
 
 # Headless Chromium for the report rendering tests (Debian's package; the tests skip without it).
 browser:

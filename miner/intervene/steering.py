@@ -122,7 +122,7 @@ def greedy_continuations(model: nn.Module, tokenizer: object, prompts: Sequence[
 
 
 STEERING_EFFECTS_SCHEMA = pa.schema([
-    ("set", pa.string()),
+    ("set_name", pa.string()),
     ("multiple", pa.float32()),
     ("class_id", pa.int16()),
     ("label", pa.string()),
@@ -135,7 +135,7 @@ STEERING_EFFECTS_SCHEMA = pa.schema([
     ("flipped_out", pa.int32()),
 ])
 STEERING_TEXTS_SCHEMA = pa.schema([
-    ("set", pa.string()),
+    ("set_name", pa.string()),
     ("multiple", pa.float32()),
     ("prompt_index", pa.int32()),
     ("prompt", pa.string()),
@@ -168,7 +168,7 @@ def effects_table(set_name: str, multiple: float, labels: Sequence[str], probs_b
     count_b, count_a = np.bincount(pred_b, minlength=n_classes), np.bincount(pred_a, minlength=n_classes)
     denominator = max(n, 1)  # no sentences: shares and probabilities 0
     return pa.table({
-        "set": [set_name] * n_classes,
+        "set_name": [set_name] * n_classes,
         "multiple": [multiple] * n_classes,
         "class_id": list(classes),
         "label": [labels[c] if c < len(labels) else str(c) for c in classes],
@@ -190,7 +190,7 @@ def texts_table(set_name: str, multiple: float, prompts: Sequence[str], before: 
     [True]
     """
     return pa.table({
-        "set": [set_name] * len(prompts),
+        "set_name": [set_name] * len(prompts),
         "multiple": [multiple] * len(prompts),
         "prompt_index": list(range(len(prompts))),
         "prompt": list(prompts),

@@ -18,6 +18,8 @@ from miner.report.causal.records import (
     ModelCausal,
     OutputToken,
     Redundancy,
+    SteeredClass,
+    SteeredText,
     UnitAblation,
     UnitCausal,
 )
@@ -149,4 +151,12 @@ def model_causal(con: duckdb.DuckDBPyConnection, views: set[str]) -> ModelCausal
     if ablations:
         out.ablations = [AblationRow(r["set_name"], int(r["units"] or 0), r["metric"], r["clean"], r["value"],
                                      r["random_value"], r["bottom_value"]) for r in ablations]
+    if "steering_effects" in views:
+        rows = _rows(con, """SELECT set_name, multiple, label, share_before, share_after, flipped_in, flipped_out
+                             FROM steering_effects ORDER BY set_name, multiple, class_id""")
+        out.steered_classes = [SteeredClass(**r) for r in rows] or None
+    if "steering_texts" in views:
+        rows = _rows(con, """SELECT set_name, multiple, prompt, before, after, changed FROM steering_texts
+                             ORDER BY set_name, multiple, prompt_index""")
+        out.steered_texts = [SteeredText(**r) for r in rows] or None
     return None if out.empty else out

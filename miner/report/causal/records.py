@@ -113,6 +113,31 @@ class AblationRow:
 
 
 @dataclass
+class SteeredClass:
+    """One class of a classifier under a steering clamp (steering_effects)."""
+
+    set_name: str
+    multiple: float
+    label: str
+    share_before: float
+    share_after: float
+    flipped_in: int
+    flipped_out: int
+
+
+@dataclass
+class SteeredText:
+    """One prompt's greedy continuation without and with a steering clamp, side by side (steering_texts)."""
+
+    set_name: str
+    multiple: float
+    prompt: str
+    before: str
+    after: str
+    changed: bool
+
+
+@dataclass
 class ModelCausal:
     """The overview's causal and cross-model section; parts are None without their table."""
 
@@ -121,7 +146,10 @@ class ModelCausal:
     matches: list[LayerMatches] | None = None
     unmatched_below: float = 0.5
     ablations: list[AblationRow] | None = None
+    steered_classes: list[SteeredClass] | None = None
+    steered_texts: list[SteeredText] | None = None
 
     @property
     def empty(self) -> bool:
-        return self.redundancy is None and self.matches is None and self.ablations is None
+        return all(v is None for v in (self.redundancy, self.matches, self.ablations, self.steered_classes,
+                                       self.steered_texts))
