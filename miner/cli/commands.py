@@ -219,8 +219,9 @@ def cmd_match(ns: argparse.Namespace) -> int:
 
     summary = run_match(Path(ns.run), [Path(o) for o in ns.others], model_from_args(MatchOptions, ns))
     for other in summary["others"]:
+        med = other["median_abs_corr"]
         print(f"{other['name']} ({other['run']}): {other['shared_sentences']} shared sentences, median |r| of the "
-              f"best match {other['median_abs_corr']:.3f}")
+              f"best match {'-' if med is None else f'{med:.3f}'}")
     print(f"{summary['rows']} rows written to {Path(ns.run) / 'unit_matches.parquet'}")
     return 0
 

@@ -16,14 +16,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from miner import atomic
 from miner.config.correlate import MatchOptions, RedundancyOptions
 from miner.correlate.correlation import best_partners, redundancy_pass, standardise
 from miner.correlate.redundancy import cluster_units, layer_redundancy_table, unit_redundancy_table
 from miner.correlate.samples import RunSample, read_sample
 from miner.errors import ConfigError, InputError
-from miner.run.catalog import build_catalog
-from miner.run.folder import FILES, table_name, update_manifest
+from miner.run.catalog import build_catalog, check_run_tables
+from miner.run.folder import FILES, RunFolder, table_name
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +52,12 @@ def run_redundancy(run_dir: Path, options: RedundancyOptions | None = None) -> d
     redundant = per_unit["redundant"].to_numpy(zero_copy_only=False)
     per_layer = layer_redundancy_table(np.asarray(sample.units["site"].to_pylist()),
                                        sample.units["layer"].to_numpy(), redundant, options.threshold)
-    atomic.write_table(run_dir / FILES.unit_redundancy, per_unit)
-    atomic.write_table(run_dir / FILES.layer_redundancy, per_layer)
     summary = {"threshold": options.threshold, "linkage": options.linkage, "units": n,
                "constant_units": int(const.sum()), "sample_rows": int(len(sample.sentence_ids)),
                "redundant_units": int(redundant.sum()), "redundant_share": float(redundant.mean()) if n else 0.0,
                "clusters": int(clusters.max(initial=-1)) + 1, "seconds": round(time.monotonic() - t0, 3),
                "tables": [table_name(FILES.unit_redundancy), table_name(FILES.layer_redundancy)]}
-    update_manifest(run_dir, REDUNDANCY_KEY, summary)
-    build_catalog(run_dir)
+    _write(run_dir, REDUNDANCY_KEY, {FILES.unit_redundancy: per_unit, FILES.layer_redundancy: per_layer}, summary)
     log.info("%s: %d of %d units redundant at |r| >= %g", run_dir, summary["redundant_units"], n, options.threshold)
     return summary
 
@@ -123,10 +119,24 @@ def run_match(run_dir: Path, others: list[Path], options: MatchOptions | None = 
         corr = np.abs(table["corr"].to_numpy(zero_copy_only=False))
         summaries.append({"run": str(other.run_dir.resolve()), "name": other.name,
                           "shared_sentences": int(table["shared_sentences"][0].as_py()) if len(table) else 0,
-                          "median_abs_corr": float(np.nanmedian(corr)) if len(corr) else None})
-    atomic.write_table(run_dir / FILES.unit_matches, pa.concat_tables(parts))
+                          "median_abs_corr": float(np.nanmedian(corr)) if np.isfinite(corr).any() else None})
     summary = {"others": summaries, "rows": sum(len(p) for p in parts), "seconds": round(time.monotonic() - t0, 3),
                "tables": [table_name(FILES.unit_matches)]}
-    update_manifest(run_dir, MATCH_KEY, summary)
-    build_catalog(run_dir)
+    _write(run_dir, MATCH_KEY, {FILES.unit_matches: pa.concat_tables(parts)}, summary)
     return summary
+
+
+def _write(run_dir: Path, key: str, tables: dict[str, pa.Table], summary: dict[str, Any]) -> None:
+    """Write a stage's tables under the run's lock: the manifest says "writing" while they are replaced (a kill
+    in between never leaves new tables under an old record), then the summary; then the catalog."""
+    check_run_tables(run_dir, rewritten=tuple(table_name(f) for f in tables))
+    run = RunFolder(run_dir)
+    run.lock(wait_seconds=0)
+    try:
+        run.update_manifest(key, {"status": "writing"})
+        for file, table in tables.items():
+            run.write_table(run.file(file), table)
+        run.update_manifest(key, {"status": "complete", **summary})
+    finally:
+        run.release()
+    build_catalog(run_dir)

@@ -140,6 +140,11 @@ def unit_values(run_dir: Path, options: AblateOptions, ids: np.ndarray) -> dict[
     if options.mode == "clamp":
         assert options.value is not None
         return {int(u): float(options.value) for u in ids}
+    aggregation = (read_manifest_json(run_dir).get("job") or {}).get("aggregation", "mean")
+    if aggregation != "mean":
+        raise ConfigError(f"ablate.mode: mean sets a unit to its mean activation, which unit_moments holds only for "
+                          f"runs scored by the mean over tokens; this run used aggregation {aggregation} (use zero "
+                          "or clamp)")
     path = run_dir / FILES.unit_moments
     if not path.exists():
         raise ConfigError(f"ablate.mode: mean needs the table unit_moments, which this run lacks ({path.name}); "

@@ -123,19 +123,27 @@ def resolve_set(spec: UnitSetSpec, layout: UnitLayout, run_dir: Path, seed: int,
 
 def control_sets(ids: np.ndarray, layout: UnitLayout, order: np.ndarray | None, seed: int, name: str,
                  ) -> dict[str, np.ndarray]:
-    """The controls of a set of k units: k seeded random units of the same tensors' units (any other layer's
-    units would change what is measured), and the k bottom-ranked units of `order` (when a ranking is given).
+    """The controls of a set of k units: k seeded random units matched tensor by tensor (as many from each mined
+    tensor as the set has there, other units first: any other layer's units would change what is measured), and
+    the k bottom-ranked units of `order` (when a ranking is given).
 
     >>> layout = UnitLayout(("hidden",), (("hidden", 1, 4), ("hidden", 2, 4)))
     >>> c = control_sets(np.array([0, 1]), layout, np.arange(8)[::-1], 0, "s")
-    >>> sorted(c), len(c["random"]), bool(np.isin(c["random"], np.arange(4)).all()), c["bottom"].tolist()
-    (['bottom', 'random'], 2, True, [0, 1])
+    >>> sorted(c), c["random"].tolist(), c["bottom"].tolist()
+    (['bottom', 'random'], [2, 3], [0, 1])
+    >>> sorted(int(u) // 4 for u in control_sets(np.array([0, 1, 5]), layout, None, 0, "s")["random"])
+    [0, 0, 1]
     """
-    pool = np.concatenate([np.arange(s.lo, s.hi) for s in layout.slices()
-                           if ((ids >= s.lo) & (ids < s.hi)).any()]).astype(np.int64)
-    rest = np.setdiff1d(pool, ids)
-    out = {"random": np.sort(seeded_sample(rest if len(rest) >= len(ids) else pool, len(ids), seed,
-                                           f"control:{name}"))}
+    picks = []
+    for s in layout.slices():
+        mine = ids[(ids >= s.lo) & (ids < s.hi)]
+        if len(mine) == 0:
+            continue
+        pool = np.arange(s.lo, s.hi, dtype=np.int64)
+        rest = np.setdiff1d(pool, mine)
+        picks.append(seeded_sample(rest if len(rest) >= len(mine) else pool, len(mine), seed,
+                                   f"control:{name}:{s.site}:{s.layer}"))
+    out = {"random": np.sort(np.concatenate(picks)) if picks else np.zeros(0, np.int64)}
     if order is not None:
         out["bottom"] = np.sort(order[len(order) - min(len(ids), len(order)):])
     return out

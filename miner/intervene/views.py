@@ -125,7 +125,7 @@ def run_views(loaded: HeadModel | None, options: AblateOptions, layout: UnitLayo
         assert loaded is not None
         effects, prompts = [], []
         before_probs = None
-        before_texts: dict[tuple[str, ...], list[str]] = {}
+        before_texts: dict[tuple[tuple[str, ...], int], list[str]] = {}
         for i, spec in enumerate(options.steering):
             edits = edits_for_units(layout, np.array(sorted(steer_values[i]), np.int64), steer_values[i])
             if loaded.task == "classification":
@@ -138,7 +138,7 @@ def run_views(loaded: HeadModel | None, options: AblateOptions, layout: UnitLayo
                 n = max(len(texts), 1)
                 out.flip_share[f"{spec.set}@{spec.multiple:g}"] = sum(t["flipped_out"].to_pylist()) / n
             else:
-                key = tuple(spec.prompts)
+                key = (tuple(spec.prompts), spec.max_new_tokens)
                 if key not in before_texts:
                     before_texts[key] = greedy_continuations(loaded.model, loaded.tokenizer, spec.prompts, [],
                                                              spec.max_new_tokens, max_length)

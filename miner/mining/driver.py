@@ -292,6 +292,12 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
     t_sample = time.monotonic()
     manifest["sample"] = sample.finish_sample(run, merged, ctx.layout.n_units, job.sample)
     manifest["sample"]["finish_seconds"] = round(time.monotonic() - t_sample, 3)
+    planned = int(sum(len(v) for v in sampled.values()))
+    manifest["sample"]["planned_rows"] = planned
+    if manifest["sample"]["rows"] < planned:
+        log.warning("score sample: %d of its %d planned sentences were mined (early stop or skipped shards): the "
+                    "sample covers the mined prefix only, and runs stopped elsewhere share fewer sentences",
+                    manifest["sample"]["rows"], planned)
     if manifest["sample"]["file"] is not None:
         manifest["tables"].append(table_name(FILES.sample_sentences))
     manifest.update({
@@ -317,5 +323,6 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
         "run_dir": str(run.path.resolve()),
     })
     run.write_json(run.manifest, manifest)
+    sample.remove_shards(run)
     shutil.rmtree(run.checkpoint_old, ignore_errors=True)
     return manifest

@@ -90,7 +90,8 @@ def write_shard(run: RunFolder, block: int, ids: np.ndarray, scores: np.ndarray)
 
 def finish_sample(run: RunFolder, blocks: list[int], n_units: int, options: SampleOptions) -> dict:
     """Join the shards of `blocks` (the merged blocks that have sampled sentences) into scores.npy and the
-    `sample_sentences` table, remove every shard; returns the manifest's "sample" record."""
+    `sample_sentences` table; returns the manifest's "sample" record. The shards stay until the manifest says
+    complete (`remove_shards`), so a session killed in between finishes the same way when it resumes."""
     record = {"sentences": options.sentences, "seed": options.seed, "rows": 0, "units": n_units,
               "dtype": np.dtype(SAMPLE_DTYPE).name, "file": None}
     if options.sentences == 0:
@@ -118,10 +119,14 @@ def finish_sample(run: RunFolder, blocks: list[int], n_units: int, options: Samp
     table = pa.table({"row": pa.array(np.arange(len(ids), dtype=np.int32)),
                       "sentence_id": pa.array(ids[order].astype(np.int64))})
     run.write_table(run.file(FILES.sample_sentences), table)
-    for shard in out.glob("block-*.npz"):
-        shard.unlink()
     record.update({"rows": int(len(ids)), "file": f"{FILES.sample}/{SCORES_FILE}"})
     return record
+
+
+def remove_shards(run: RunFolder) -> None:
+    """Remove the per-block shards once scores.npy and the complete manifest are written."""
+    for shard in folder(run).glob("block-*.npz"):
+        shard.unlink()
 
 
 def clear_shards(run: RunFolder) -> None:

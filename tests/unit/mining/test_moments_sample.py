@@ -73,7 +73,7 @@ def test_moments_and_sample_equal_brute_force(tmp_path: Path, corpus: Path, mode
     assert manifest["sample"].pop("finish_seconds") >= 0
     assert manifest["timings"]["sample_seconds"] > 0 and manifest["timings"]["moments_seconds"] > 0
     assert manifest["sample"] == {"sentences": 37, "seed": 5, "rows": 37, "units": scores.shape[1],
-                                  "dtype": "float16", "file": "sample/scores.npy"}
+                                  "dtype": "float16", "file": "sample/scores.npy", "planned_rows": 37}
     assert {"unit_moments", "sample_sentences"} <= set(manifest["tables"])
 
 
