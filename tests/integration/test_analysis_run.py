@@ -28,12 +28,17 @@ FAST = AnalysisOptions(n_init=2, chance_permutations=20, tsne_iterations=250)
 
 @pytest.fixture(scope="module")
 def analysed(tiny_run: Path, tiny_fasttext: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """A copy of the tiny run with step 2 and the analysis stage done, and the stage's summary."""
+    """A copy of the tiny run with step 2 and the analysis stage done (`miner analyze`'s clustering, map,
+    rankings and redundancy), and the analysis summary."""
+    from miner.correlate.stage import run_redundancy
+
     run = tmp_path_factory.mktemp("analysis") / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("checkpoint", "catalog.duckdb"))
     run_abstract(run, AnnotateOptions(background_size=1500), vectors=VectorOptions(model=tiny_fasttext),
                  executor="inline")
-    return run, run_analysis(run, FAST)
+    summary = run_analysis(run, FAST)
+    run_redundancy(run)
+    return run, summary
 
 
 def documented_columns(text: str) -> dict[str, set[str]]:
