@@ -102,7 +102,9 @@ def test_corrupt_shard_is_named_then_skipped_and_recorded(tmp_path: Path) -> Non
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     corpus = make_corpus(tmp_path / "corpus", n=300, shard_size=100)
     model = tiny_model(tmp_path / "m", "bert")
-    common = {"model": str(model), "corpus": str(corpus), "top_n": 5, "block_size": 50, "checkpoint_seconds": 0}
+    # no score sample: its per-block shard would be the first file to hit the limit (test_disk_full_on_a_sample_shard)
+    common = {"model": str(model), "corpus": str(corpus), "top_n": 5, "block_size": 50, "checkpoint_seconds": 0,
+              "sample": {"sentences": 0}}
     ref = run_mining(*load_job(write_job(tmp_path / "ref.yaml", name="ref", output="ref", **common)),
                      executor="inline")
     job_path = write_job(tmp_path / "job.yaml", name="full", output="run", **common)
@@ -122,6 +124,26 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path: P
     assert again.returncode == 0, again.stderr
     for table in ("top_sentences", "sentences", "units", "convergence"):
         assert pq.read_table(run / f"{table}.parquet").equals(pq.read_table(Path(ref["run_dir"]) / f"{table}.parquet"))
+
+
+def test_disk_full_on_a_sample_shard_keeps_the_run_resumable(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path / "corpus", n=300, shard_size=100)
+    model = tiny_model(tmp_path / "m", "bert")
+    common = {"model": str(model), "corpus": str(corpus), "top_n": 5, "block_size": 50, "checkpoint_seconds": 0}
+    ref = run_mining(*load_job(write_job(tmp_path / "ref.yaml", name="ref", output="ref", **common)),
+                     executor="inline")
+    job_path = write_job(tmp_path / "job.yaml", name="full", output="run", **common)
+    assert miner("mine", str(job_path), "--executor", "inline", "--stop-after-blocks", "2").returncode == 0
+    run = tmp_path / "run"
+    before = digest(run)
+    full = miner("mine", str(job_path), "--executor", "inline", file_size_limit=1024)
+    line = one_error(full)
+    assert full.returncode == 1 and str(run / "sample") in line and "too large" in line.lower()
+    assert digest(run) == before  # the shard is written atomically, before the checkpoint that covers its block
+    assert miner("mine", str(job_path), "--executor", "inline").returncode == 0
+    for table in ("top_sentences", "unit_moments", "sample_sentences"):
+        assert pq.read_table(run / f"{table}.parquet").equals(pq.read_table(Path(ref["run_dir"]) / f"{table}.parquet"))
+    assert (run / "sample" / "scores.npy").read_bytes() == (Path(ref["run_dir"]) / "sample" / "scores.npy").read_bytes()
 
 
 def test_disk_full_in_step2_leaves_mining_output_intact(tmp_path: Path) -> None:
