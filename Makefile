@@ -68,7 +68,8 @@ DOCTESTS := miner/signatures/patterns.py miner/signatures/features.py miner/sign
             miner/mining/moments.py miner/mining/sample.py miner/correlate/correlation.py miner/correlate/redundancy.py \
             miner/intervene/steering.py miner/intervene/effects.py miner/intervene/units.py \
             miner/intervene/hooks.py miner/intervene/plots.py miner/intervene/views.py \
-            miner/intervene/probe_effects.py miner/model/heads.py
+            miner/intervene/probe_effects.py miner/model/heads.py miner/model/loading.py miner/hashing.py \
+            miner/report/causal/queries.py miner/intervene/logits.py
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules $(DOCTESTS)
