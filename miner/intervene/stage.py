@@ -78,6 +78,30 @@ def _mined_job(manifest: dict, job: JobSpec, run_dir: Path) -> JobSpec:
         "workers", "threads_per_worker", "gpus_per_worker", "device", "dtype", "batch_size")}})
 
 
+FINETUNE_RECORD = "miner_finetune.json"
+"""What examples/finetune_sentiment.py records beside a fine-tuned checkpoint (its split among others)."""
+
+
+def check_finetune_split(model_folder: Path, options: AblateOptions) -> None:
+    """A checkpoint fine-tuned by the example script records its train/dev/test split: labelled held-out
+    sentences must use the same split (else training sentences would be measured as held out)."""
+    ho = options.held_out
+    path = model_folder / FINETUNE_RECORD
+    if not ho.label_field or not path.exists():
+        return
+    try:
+        split = json.loads(path.read_text()).get("split") or {}
+    except (OSError, ValueError, AttributeError):
+        raise ConfigError(f"{path}: not a valid fine-tuning record (JSON); fine-tune again or remove it") from None
+    ours = {"seed": ho.split_seed, "dev_share": ho.dev_share, "test_share": ho.test_share}
+    theirs = {k: split.get(k) for k in ours}
+    if any(theirs[k] is not None and theirs[k] != v for k, v in ours.items()):
+        raise ConfigError(f"ablate.held_out: split_seed/dev_share/test_share {ours['seed']}/{ours['dev_share']}/"
+                          f"{ours['test_share']} differ from the split the model was fine-tuned with "
+                          f"({theirs['seed']}/{theirs['dev_share']}/{theirs['test_share']}, {path}): its training "
+                          "sentences would be measured as held out")
+
+
 def held_out_sentences(run_dir: Path, options: AblateOptions, mined: int, labels: list[str] | None) -> HeldOut:
     """The sentences effects are measured on: the first `held_out.sentences` labelled TEST-split sentences of
     `held_out.label_field` (of its `labels` and `sources` when given), or the first `held_out.sentences` corpus
@@ -232,6 +256,7 @@ def run_ablation(run_dir: Path, job: JobSpec, executor: str = "ray", address: st
     if task == "classification":
         id2label = getattr(config, "id2label", None) or {}
         labels = [str(id2label[k]) for k in sorted(id2label)]
+    check_finetune_split(model_folder, options)
     held = held_out_sentences(run_dir, options, mined, labels)
     edits = [edits_for_units(layout, v.units, values) for v in variants]
     max_length = min(worker_job.max_length, model_max_length(config))
