@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from miner.errors import ConfigError
-from miner.model.layout import down_projection, transformer_blocks
+from miner.model.layout import down_projection, get_path, transformer_blocks
 
 _FINAL_NORMS = ("ln_f", "norm", "final_layer_norm", "final_layernorm", "decoder.final_layer_norm")
 _MASKED_HEADS = ("cls.predictions", "lm_head")
@@ -93,13 +93,6 @@ class OutputHead:
         return self.head(x).float()
 
 
-def _get(obj: object, dotted: str) -> object | None:
-    for part in dotted.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
-            return None
-    return obj
-
 
 def output_head(model: nn.Module) -> OutputHead:
     """Find the final norm and unembedding of a model with an LM head (the rules are in the module docstring)."""
@@ -108,12 +101,12 @@ def output_head(model: nn.Module) -> OutputHead:
     if name.endswith(("ForCausalLM", "LMHeadModel")):
         getter = getattr(model, "get_output_embeddings", None)
         head = getter() if callable(getter) else None
-        norm = next((m for p in _FINAL_NORMS if isinstance(m := _get(base, p), nn.Module)), None)
+        norm = next((m for p in _FINAL_NORMS if isinstance(m := get_path(base, p), nn.Module)), None)
         if not isinstance(head, nn.Module) or norm is None:
             raise ConfigError(f"model: {name}: cannot find its lm_head and final norm ({', '.join(_FINAL_NORMS)})"
                               " for the output view")
     elif name.endswith("ForMaskedLM"):
-        found = next((m for p in _MASKED_HEADS if isinstance(m := _get(model, p), nn.Module)), None)
+        found = next((m for p in _MASKED_HEADS if isinstance(m := get_path(model, p), nn.Module)), None)
         if found is None:
             raise ConfigError(f"model: {name}: cannot find its prediction head ({', '.join(_MASKED_HEADS)})"
                               " for the output view")

@@ -17,7 +17,8 @@ _BLOCKS = ("encoder.layer", "h", "layers", "transformer.layer", "decoder.layers"
 _PADDING_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "longformer", "data2vec-text"}
 
 
-def _get(obj: object, dotted: str) -> object | None:
+def get_path(obj: object, dotted: str) -> object | None:
+    """The attribute at a dotted path (e.g. "encoder.layer"), or None where any part is missing."""
     for part in dotted.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -28,7 +29,7 @@ def _get(obj: object, dotted: str) -> object | None:
 def transformer_blocks(model: nn.Module) -> nn.ModuleList:
     """The model's list of transformer blocks (encoder layers / decoder blocks)."""
     for path in _BLOCKS:
-        blocks = _get(model, path)
+        blocks = get_path(model, path)
         if isinstance(blocks, nn.ModuleList) and len(blocks) > 0:
             return blocks
     raise ConfigError(f"model: cannot find the transformer blocks of {type(model).__name__}")
@@ -51,7 +52,7 @@ def truncate_blocks(model: nn.Module, deepest_layer: int) -> int:
 def down_projection(block: nn.Module) -> nn.Module:
     """The FFN down-projection of one block; its input is the block's mlp units."""
     for path in _DOWN_PROJ:
-        mod = _get(block, path)
+        mod = get_path(block, path)
         if isinstance(mod, nn.Module):
             return mod
     raise ConfigError(f"model: cannot find the FFN down-projection in {type(block).__name__} (site mlp unsupported)")
