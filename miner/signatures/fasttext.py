@@ -100,23 +100,45 @@ def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions,
                 n_tokens += len(tokens)
                 if tokens:
                     fh.write(" ".join(tokens) + "\n")
-        try:
-            model = fasttext.train_unsupervised(
-                str(train_file), model="skipgram", dim=options.dim, epoch=options.epoch,
-                minCount=options.min_count, minn=options.minn, maxn=options.maxn, bucket=options.bucket,
-                ws=options.ws, lr=options.lr, thread=options.thread, verbose=0)
-        except (RuntimeError, ValueError) as exc:
-            raise InputError(f"{corpus_dir}: fastText training failed ({str(exc).strip()}); "
-                             "the corpus may be too small for min_count") from None
+        threads = training_threads(options.thread, n_tokens)
+        model = None
+        while model is None:
+            try:
+                model = fasttext.train_unsupervised(
+                    str(train_file), model="skipgram", dim=options.dim, epoch=options.epoch,
+                    minCount=options.min_count, minn=options.minn, maxn=options.maxn, bucket=options.bucket,
+                    ws=options.ws, lr=options.lr, thread=threads, verbose=0)
+            except (RuntimeError, ValueError) as exc:
+                if threads > 1 and "NaN" in str(exc):
+                    # Hogwild threads can overshoot the token count, drive the decayed learning rate
+                    # negative and diverge; one thread cannot, so the retry is the sequential schedule.
+                    log.warning("fastText diverged with %d threads; retrying with one", threads)
+                    threads = 1
+                    continue
+                raise InputError(f"{corpus_dir}: fastText training failed ({str(exc).strip()}); "
+                                 "the corpus may be too small for min_count") from None
         tmp_model = Path(tmp) / "model.bin"
         model.save_model(str(tmp_model))
         os.replace(tmp_model, out_path)
     info = {"corpus_fingerprint": fingerprint, "options": _training_options(options), "sentences": len(texts),
             "skipped_shards": sorted(skip),
-            "tokens": n_tokens, "seconds": round(time.monotonic() - started, 2)}
+            "tokens": n_tokens, "threads": threads, "seconds": round(time.monotonic() - started, 2)}
     atomic.write_json(Path(str(out_path) + ".json"), info)
     log.info("fastText: %d sentences, %d tokens, %.1f s -> %s", len(texts), n_tokens, info["seconds"], out_path)
     return out_path
+
+
+TOKENS_PER_THREAD = 250_000
+"""Training tokens each extra fastText thread needs: below it the threads' shared progress counter overshoots."""
+
+
+def training_threads(requested: int, tokens: int) -> int:
+    """Threads to train fastText with: one per TOKENS_PER_THREAD training tokens, at least 1, at most requested.
+
+    >>> training_threads(2, 10_000), training_threads(2, 600_000), training_threads(8, 600_000)
+    (1, 2, 2)
+    """
+    return max(1, min(requested, tokens // TOKENS_PER_THREAD))
 
 
 def _training_options(options: VectorOptions) -> dict:
