@@ -2,37 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from miner import __version__
 from miner.config import CorpusManifest, JobSpec, resolve_job_paths
 from miner.corpus.prepare import load_corpus
 from miner.corpus.store import CorpusReader, DamagedShardError
-from miner.errors import ConfigError, InputError
+from miner.errors import ConfigError, InputError, MinerError
 from miner.mining import sample
-from miner.mining.block_miner import BlockResult
-from miner.mining.checkpoint import MiningState, load_checkpoint, save_checkpoint
-from miner.mining.executors import Executor, InlineExecutor, MineRequest, RayExecutor, WorkerConfig, mine_task
+from miner.mining.checkpoint import LaneFiles, MiningState, checkpoint_folder, load_checkpoint, save_checkpoint
+from miner.mining.executors import (
+    LANE_DEPTH,
+    MAX_RESTARTS,
+    Executor,
+    InlineExecutor,
+    RayExecutor,
+    WorkerConfig,
+)
+from miner.mining.lanes import LaneBlock, LaneReport, LaneRestore, LaneSave, merge_lane_files
 from miner.mining.outputs import run_stats, write_outputs
 from miner.mining.plan import BlockPlan, plan_blocks
-from miner.mining.topn import Candidates
 from miner.model.layout import LayerSlice, UnitLayout, unit_layout
 from miner.model.loading import model_head_info, resolve_model_path, validate_model_folder, weights_sha256
 from miner.run.folder import FILES, RunFolder, table_name
 
-# Blocks are fixed, contiguous slices of corpus shards (miner.mining.plan), so the merged queues are identical
-# for any number of workers and after any interruption: the driver merges block k only after blocks 0..k-1.
+# Blocks are fixed, contiguous slices of corpus shards (miner.mining.plan). Each worker's lane keeps its own
+# queues (miner.mining.lanes); the final queues are the merge of the lanes' queues, identical for any number of
+# workers and after any interruption. The driver accounts for blocks strictly in block order.
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +89,23 @@ def job_fingerprint(job: JobSpec, corpus_fp: str, weights: str) -> str:
 
 
 def convergence_rows(block: BlockPlan, seen: int, gains: dict[str, torch.Tensor], layers: list[LayerSlice],
-                     n: int) -> list[dict]:
-    """Per direction: entries the block changed, overall (site 'all', layer -1) and per (site, layer)."""
+                     n: int, lane: int = 0, lanes: int = 1) -> list[dict]:
+    """Per direction: entries the block changed in its lane's queues, overall (site 'all', layer -1) and per
+    (site, layer). With one lane (one worker) those are the run's queues; with W lanes, block k's lane k mod W
+    holds the queues of that lane's blocks up to k (about 1/W of the sentences seen), so rates at equal
+    sentences_seen are higher than with one worker and an early stop comes later, never earlier."""
     rows = []
     for d, gain in gains.items():
         total = int(gain.sum())
         rows.append({"block": block.index, "first_sentence_id": block.first_id, "sentences": block.rows,
                      "sentences_seen": seen, "direction": d, "site": "all", "layer": -1, "updates": total,
-                     "entries": int(gain.numel()) * n, "update_rate": total / (gain.numel() * n)})
+                     "entries": int(gain.numel()) * n, "update_rate": total / (gain.numel() * n),
+                     "lane": lane, "lanes": lanes})
         for site, layer, lo, hi in layers:
             upd = int(gain[lo:hi].sum())
             rows.append({"block": block.index, "first_sentence_id": block.first_id, "sentences": block.rows,
                          "sentences_seen": seen, "direction": d, "site": site, "layer": layer, "updates": upd,
-                         "entries": (hi - lo) * n, "update_rate": upd / ((hi - lo) * n)})
+                         "entries": (hi - lo) * n, "update_rate": upd / ((hi - lo) * n), "lane": lane, "lanes": lanes})
     return rows
 
 
@@ -159,14 +172,17 @@ def _mine(ctx: MiningContext) -> dict:
         log.info("resuming %s at block %d/%d", ctx.run.path, state.next_block, len(plans))
     else:
         state = MiningState.fresh(ctx.layout.n_units, job.top_n, ("top", "bottom") if job.bottom else ("top",))
+        state.queues = {}  # the queues live in the lanes until _finish merges them
         sample.clear_shards(ctx.run)  # shards of an attempt that never checkpointed are rewritten anyway
+    for stale in ctx.run.path.glob(".checkpoint.tmp-*"):  # a checkpoint a killed session left half-written
+        shutil.rmtree(stale, ignore_errors=True)
     sampled = sample.plan_sample(plans, job.sample)
     threads = job.threads_per_worker or max(1, (os.cpu_count() or 1) // job.workers)
     cfg = WorkerConfig(str(ctx.model_folder), job, threads)
     pool: Executor = InlineExecutor(cfg) if ctx.executor == "inline" else RayExecutor(cfg, job.workers, ctx.address)
     nodes = getattr(pool, "nodes", [])
     try:
-        _BlockLoop(ctx, state, plans, pool, sampled).run()
+        _LaneLoop(ctx, state, plans, pool, sampled).run()
     finally:
         pool.close()
     if state.next_block < len(plans) and not state.stopped_early:
@@ -174,8 +190,44 @@ def _mine(ctx: MiningContext) -> dict:
     return _finish(ctx, state, plans, nodes, sampled)
 
 
-class _BlockLoop:
-    """Dispatch blocks while workers have room, merge results strictly in block order, checkpoint, stop early."""
+@dataclass
+class _Lane:
+    """The driver's view of one lane: where its queues restart from, and what it was sent since then."""
+
+    epoch: int = 0
+    next_seq: int = 0
+    base_seq: int = 0
+    """Sequence number of the first task after the lane's checkpoint files (`base_files`)."""
+    base_files: list[str] = field(default_factory=list)
+    sent: list[Any] = field(default_factory=list)
+    """Requests sent since the checkpoint (resent in order, under a new epoch, if the lane is lost)."""
+    blocks_in_flight: int = 0
+    restoring: bool = False
+    instance: str | None = None
+    """The actor process that answered this epoch's requests: a report from another one means the actor
+    restarted after the restore (its queues lack the blocks mined before), so the lane is restored again."""
+
+
+@dataclass
+class _Cut:
+    """A checkpoint being written: every block below `cut`, each lane's file in `folder`."""
+
+    cut: int
+    folder: Path
+    saved: dict[int, int] = field(default_factory=dict)
+    """Lane -> sequence number of its save task, once the lane reported the file written."""
+    seqs: dict[int, int] = field(default_factory=dict)
+    """Lane -> sequence number of its save task."""
+
+
+class _LaneLoop:
+    """Send block k to lane k mod W, take the lanes' reports in any order, account for them strictly in block
+    order (counters, moment sums, convergence, early stop, sample shards), checkpoint through the lanes.
+
+    Lookahead: block j is sent only while j <= (blocks accounted for) + `lookahead`, so when the early stop is
+    decided at block k, exactly the blocks up to k + lookahead have been or will be mined (they are already in
+    the lanes' queues): the mined set depends on the data and the lane count only, never on timing.
+    """
 
     def __init__(self, ctx: MiningContext, state: MiningState, plans: list[BlockPlan], pool: Executor,
                  sampled: dict[int, Any]) -> None:
@@ -184,60 +236,167 @@ class _BlockLoop:
         """Block index -> ids of its sentences in the score sample (see miner.mining.sample)."""
         self.reader = CorpusReader(ctx.corpus_dir, ctx.corpus)
         self.layers = ctx.layout.slices()
-        self.pending: dict[int, BlockResult | None] = {}  # None: a block of a skipped (corrupt) shard
+        self.directions = tuple(state.queues) if state.queues else (("top", "bottom") if ctx.job.bottom else ("top",))
+        self.n_lanes = pool.lanes
+        self.lookahead = LANE_DEPTH * self.n_lanes - 1
+        self.reports: dict[int, LaneReport | None] = {}  # None: a block of a skipped (corrupt) shard
         self.next_dispatch = state.next_block
         stop = ctx.stop_after_blocks
         self.end_block = len(plans) if stop is None else min(len(plans), state.next_block + stop)
         self.total = sum(p.rows for p in plans)
         self.mined = 0  # sentences mined in this session
         self.t_loop = self.last_ckpt = time.monotonic()
+        self.cut: _Cut | None = None
+        self.failure: BaseException | None = None
+        """A damaged shard met when sending a block: raised once the blocks before it are checkpointed."""
+        self.deaths = 0
+        self.lanes = self._start_lanes(state.lanes)
+
+    def _start_lanes(self, saved: LaneFiles | None) -> dict[int, _Lane]:
+        """Each lane restarts from its checkpoint files; with another lane count, lane 0 takes them all."""
+        lanes = {k: _Lane() for k in range(self.n_lanes)}
+        if saved is not None and saved.count == self.n_lanes:
+            for k, lane in lanes.items():
+                lane.base_files = list(saved.files.get(k, []))
+                lane.base_seq = lane.next_seq = saved.seq.get(k, 0)
+        elif saved is not None:
+            lanes[0].base_files = [f for k in sorted(saved.files) for f in saved.files[k]]
+            log.info("resuming with %d lane(s) where %d mined: lane 0 starts from all their queues (the tables "
+                     "are the same; convergence counts differ from an uninterrupted run)", self.n_lanes, saved.count)
+        for k, lane in lanes.items():
+            self._restore(k, lane)
+        return lanes
+
+    def _restore(self, k: int, lane: _Lane) -> None:
+        lane.restoring = True
+        self.pool.submit_lane(LaneRestore(k, lane.epoch, lane.base_seq, lane.base_files))
+
+    def lane_of(self, block: int) -> int:
+        return block % self.n_lanes
 
     def run(self) -> None:
+        try:
+            self._run()
+            if self.failure is not None:
+                raise self.failure
+        except BaseException:
+            if self.cut is not None:  # a checkpoint half-written: the previous one stays
+                shutil.rmtree(self.cut.folder, ignore_errors=True)
+            raise
+
+    def _run(self) -> None:
         state = self.state
-        while state.next_block < self.end_block and not state.stopped_early:
-            while self.next_dispatch < self.end_block and self.pool.in_flight() < self.pool.capacity:
-                self._dispatch(self.plans[self.next_dispatch])
-                self.next_dispatch += 1
-            if state.next_block not in self.pending:
-                result = self.pool.next_result()
-                self.pending[result.block] = result
-            while state.next_block in self.pending:
-                if self._merge(self.pending.pop(state.next_block)):
-                    break
+        while state.next_block < self.end_block or self.cut is not None:
+            self._dispatch_ready()
+            if state.next_block < self.end_block and state.next_block in self.reports:
+                pass
+            elif self.pool.in_flight():
+                self._receive(self.pool.next_result())
+            elif self.cut is None or state.next_block < min(self.cut.cut, self.end_block):
+                raise AssertionError("mining loop: nothing in flight and nothing to account for")
+            while state.next_block < self.end_block and state.next_block in self.reports:
+                self._account(self.reports.pop(state.next_block))
+            self._maybe_checkpoint()
+        if self.reports:  # blocks past an early stop that were mined but need no accounting: none by design
+            raise AssertionError(f"unaccounted blocks {sorted(self.reports)}")
+
+    def _dispatch_ready(self) -> None:
+        while (self.next_dispatch < self.end_block and self.next_dispatch <= self.state.next_block + self.lookahead
+               and self.lanes[self.lane_of(self.next_dispatch)].blocks_in_flight < LANE_DEPTH):
+            self._dispatch(self.plans[self.next_dispatch])
+            self.next_dispatch += 1
 
     def _dispatch(self, plan: BlockPlan) -> None:
-        """Send one block to a worker (with the queues' current thresholds), or mark it skipped."""
+        """Send one block to its lane, or mark it skipped (a corrupt shard, with skip_corrupt_shards)."""
         state = self.state
         if plan.shard not in state.skipped_shards:
             try:
                 ids, texts = self.reader.block(plan)
             except DamagedShardError as exc:
                 if not self.job.skip_corrupt_shards:
-                    raise
-                if any(p.shard == plan.shard for p in self.plans[: state.next_block]):
-                    raise InputError(f"{exc.reason}; part of this shard was already mined, so it cannot be "
-                                     "skipped: restore it or delete the run folder") from None
+                    self._fail_at(plan, exc)
+                    return
+                if any(p.shard == plan.shard for p in self.plans[: plan.index]):
+                    self._fail_at(plan, InputError(f"{exc.reason}; part of this shard was already mined, so it "
+                                                   "cannot be skipped: restore it or delete the run folder"))
+                    return
                 log.warning("skipping %s (skip_corrupt_shards): %s", plan.shard, exc)
                 state.skipped_shards[plan.shard] = exc.reason
         if plan.shard in state.skipped_shards:
-            self.pending[plan.index] = None
-        else:
-            floors = {d: q.threshold().numpy() for d, q in state.queues.items()}
-            request = MineRequest(plan.index, ids, texts, floors, self.sampled.get(plan.index))
-            self.pool.submit_task(mine_task, plan.index, request)
+            self.reports[plan.index] = None
+            return
+        k = self.lane_of(plan.index)
+        lane = self.lanes[k]
+        request = LaneBlock(k, lane.epoch, lane.next_seq, plan.index, ids, texts, self.sampled.get(plan.index))
+        self._send(k, lane, request)
+        lane.blocks_in_flight += 1
 
-    def _merge(self, res: BlockResult | None) -> bool:
-        """Merge the next block in order; True when the queues converged (stop early)."""
+    def _fail_at(self, plan: BlockPlan, exc: BaseException) -> None:
+        """Mine and checkpoint the blocks before `plan`, then stop with `exc`."""
+        self.failure = exc
+        self.end_block = min(self.end_block, plan.index)
+
+    def _send(self, k: int, lane: _Lane, request: Any) -> None:
+        lane.next_seq += 1
+        lane.sent.append(request)
+        self.pool.submit_lane(request)
+
+    def _receive(self, report: LaneReport) -> None:
+        lane = self.lanes[report.lane]
+        if report.epoch != lane.epoch:
+            return  # sent before the lane was restored: it was sent again
+        if lane.instance is None:
+            lane.instance = report.instance
+        if report.stale or report.instance != lane.instance:  # the actor restarted: its queues are gone
+            self._recover(report.lane, lane)
+            return
+        if report.block is None and report.saved is None:  # the restore
+            lane.restoring = False
+            return
+        if report.saved is not None:
+            if self.cut is not None and report.saved.startswith(str(self.cut.folder.resolve())):
+                self.cut.saved[report.lane] = report.seq
+            return
+        assert report.block is not None
+        lane.blocks_in_flight = max(0, lane.blocks_in_flight - 1)
+        if report.block >= self.state.next_block and report.block not in self.reports:
+            self.reports[report.block] = report
+
+    def _recover(self, k: int, lane: _Lane) -> None:
+        """Restore a lost lane from its checkpoint files and send its later requests again (same order, new
+        epoch); blocks already accounted for are mined again only to rebuild the lane's queues."""
+        self.deaths += 1
+        if self.deaths > MAX_RESTARTS * self.n_lanes:
+            raise MinerError("mining actors lost their state more often than Ray restarts them (out of memory? see "
+                             "the Ray logs); completed blocks are checkpointed: re-run to resume")
+        log.warning("lane %d lost its queues (its actor restarted); restoring it from its checkpoint and mining "
+                    "its %d later block(s) again", k, sum(isinstance(r, LaneBlock) for r in lane.sent))
+        lane.epoch += 1
+        lane.instance = None
+        self._restore(k, lane)
+        sent, lane.sent, lane.next_seq = lane.sent, [], lane.base_seq
+        lane.blocks_in_flight = 0
+        if self.cut is not None:
+            self.cut.saved.pop(k, None)
+        for req in sent:
+            again = dataclasses.replace(req, epoch=lane.epoch, seq=lane.next_seq)
+            self._send(k, lane, again)
+            if isinstance(again, LaneBlock):
+                lane.blocks_in_flight += 1
+            elif self.cut is not None and again.path.startswith(str(self.cut.folder.resolve())):
+                self.cut.seqs[k] = again.seq
+
+    def _account(self, report: LaneReport | None) -> None:
+        """Account for the next block in order: counters, moments, sample shard, convergence, early stop."""
         state, job = self.state, self.job
         plan = self.plans[state.next_block]
-        if res is None:  # nothing merged, no convergence row, early stop unaffected
-            state.next_block += 1
+        state.next_block += 1
+        if report is None:  # nothing mined, no convergence row, early stop unaffected
             state.counters["skipped_sentences"] = state.counters.get("skipped_sentences", 0) + plan.rows
-            if state.next_block == self.end_block:
-                save_checkpoint(self.ctx.run, state, self.ctx.fingerprint)
-            return False
-        gains = {d: state.queues[d].merge(Candidates.from_numpy(res.directions[d])) for d in state.queues}
-        assert state.moments is not None and res.moments is not None
+            return
+        res = report.result
+        assert res is not None and report.gains is not None and res.moments is not None
+        assert state.moments is not None
         state.moments.add(res.moments)
         if plan.index in self.sampled:  # written before the checkpoint that covers this block
             assert res.sample is not None
@@ -249,35 +408,68 @@ class _BlockLoop:
         s = res.stats
         for k in _BLOCK_COUNTERS:
             state.counters[k] = state.counters.get(k, 0) + getattr(s, k)
-        state.counters["forward_seconds"] += s.forward_seconds
+        for k in ("forward_seconds", "tokenize_seconds"):
+            state.counters[k] = state.counters.get(k, 0.0) + getattr(s, k)
         state.counters["worker_seconds"] += s.seconds
-        state.next_block += 1
         self.mined += plan.rows
-        rows = convergence_rows(plan, int(state.counters["sentences"]), gains, self.layers, job.top_n)
+        n_units = self.ctx.layout.n_units
+        gains = {d: torch.from_numpy(np.array(report.gains[i * n_units : (i + 1) * n_units])) for i, d in enumerate(self.directions)}
+        rows = convergence_rows(plan, int(state.counters["sentences"]), gains, self.layers, job.top_n,
+                                report.lane, self.n_lanes)
         state.convergence.extend(rows)
         overall = [r for r in rows if r["site"] == "all"]
         rate = sum(r["updates"] for r in overall) / sum(r["entries"] for r in overall)
-        if job.early_stop is not None:
+        if job.early_stop is not None and not state.stopped_early:
             calm = rate < job.early_stop.max_update_rate
             state.calm_blocks = state.calm_blocks + 1 if calm else 0
             if (state.calm_blocks >= job.early_stop.patience
                     and state.counters["sentences"] >= job.early_stop.min_sentences):
                 state.stopped_early = True
+                # the blocks this loop may already have sent (see the class) are mined and accounted for too
+                self.end_block = min(self.end_block, plan.index + 1 + self.lookahead)
+                log.info("queues converged (update rate < %.3g for %d blocks) at block %d; stopping after block %d",
+                         job.early_stop.max_update_rate, job.early_stop.patience, plan.index, self.end_block - 1)
         elapsed = time.monotonic() - self.t_loop
         speed = self.mined / elapsed if elapsed > 0 else 0.0
         left = self.total - state.counters["sentences"] - state.counters.get("skipped_sentences", 0)
         log.info("block %d/%d  %s sentences  %.0f sent/s  ETA %s  update rate %.2f%%",
                  state.next_block, len(self.plans), f"{int(state.counters['sentences']):,}", speed,
                  _format_eta(left / speed if speed else 0), 100 * rate)
-        if (time.monotonic() - self.last_ckpt >= job.checkpoint_seconds or state.next_block == self.end_block
-                or state.stopped_early):
-            save_checkpoint(self.ctx.run, state, self.ctx.fingerprint)
-            self.last_ckpt = time.monotonic()
-        if state.stopped_early:
-            assert job.early_stop is not None
-            log.info("queues converged (update rate < %.3g for %d blocks); stopping early",
-                     job.early_stop.max_update_rate, job.early_stop.patience)
-        return state.stopped_early
+
+    def _maybe_checkpoint(self) -> None:
+        """Start a checkpoint when due (every lane saves its queues after the blocks sent so far), write it when
+        every block below its cut is accounted for and every lane's file is written."""
+        state = self.state
+        done = state.next_block >= self.end_block
+        if self.cut is None:
+            due = time.monotonic() - self.last_ckpt >= self.job.checkpoint_seconds
+            if not (done or due) or any(lane.restoring for lane in self.lanes.values()):
+                return
+            if not done and self.next_dispatch == state.next_block:
+                return  # nothing new since the last checkpoint
+            self.cut = _Cut(self.next_dispatch, checkpoint_folder(self.ctx.run, self.next_dispatch))
+            for k, lane in self.lanes.items():
+                self.cut.seqs[k] = lane.next_seq
+                self._send(k, lane, LaneSave(k, lane.epoch, lane.next_seq, str(self.cut.folder.resolve() / _lane_name(k)),
+                                             str(self.ctx.run.checkpoint)))
+        cut = self.cut
+        if state.next_block < min(cut.cut, self.end_block) or len(cut.saved) < len(self.lanes):
+            return
+        if any(cut.saved[k] != cut.seqs[k] for k in cut.saved):  # a lane was restored meanwhile: it saves again
+            return
+        files = LaneFiles(self.n_lanes, {k: [_lane_name(k)] for k in self.lanes}, {k: cut.seqs[k] + 1 for k in self.lanes})
+        save_checkpoint(self.ctx.run, state, self.ctx.fingerprint, cut.folder, files)
+        for k, lane in self.lanes.items():
+            lane.base_files = [str(self.ctx.run.checkpoint.resolve() / _lane_name(k))]
+            lane.base_seq = cut.seqs[k] + 1
+            lane.sent = [r for r in lane.sent if r.seq > cut.seqs[k]]
+        state.lanes = files
+        self.cut = None
+        self.last_ckpt = time.monotonic()
+
+
+def _lane_name(k: int) -> str:
+    return f"lane-{k:03d}"
 
 
 def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], nodes: list,
@@ -286,6 +478,12 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
     from transformers import AutoTokenizer
 
     job, run, config = ctx.job, ctx.run, ctx.model_config
+    directions = ("top", "bottom") if job.bottom else ("top",)
+    t_merge = time.monotonic()
+    lanes = state.lanes if state.lanes is not None else LaneFiles(1, {}, {})
+    files = [Path(f) if Path(f).is_absolute() else run.checkpoint / f for v in lanes.files.values() for f in v]
+    state.queues = merge_lane_files(files, directions, ctx.layout.n_units, job.top_n)
+    state.counters["lane_merge_seconds"] = time.monotonic() - t_merge
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_folder, trust_remote_code=job.trust_remote_code)
     manifest = write_outputs(run, job, ctx.layout, state, ctx.corpus_dir, ctx.corpus, tokenizer, config)
     merged = [p.index for p in plans[: state.next_block] if p.index in sampled and p.shard not in state.skipped_shards]

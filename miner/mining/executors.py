@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,12 +17,16 @@ from miner.config import JobSpec
 from miner.errors import MinerError
 from miner.mining.block_miner import BlockMiner, BlockResult
 from miner.mining.extract import ExtractRequest, ExtractResult, extract_block
+from miner.mining.lanes import LaneMiner, LaneReport, lane_task
 from miner.model.layout import truncate_blocks, unit_layout
 from miner.model.loading import load_model
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS = 4  # a mining actor whose process dies is restarted by Ray this many times
 PLACEMENT_TIMEOUT_S = 900  # mining actors that cannot be placed (too few CPUs/GPUs) fail the run after this
+LANE_DEPTH = 2
+"""Blocks a mining lane may hold at once (one on the device, one being tokenised); the actor runs this many
+plus a save and a restore concurrently, so a lane's tasks never wait for a thread."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,8 @@ class Executor(Protocol):
     """
 
     capacity: int
+    lanes: int
+    """Mining lanes (one per worker): `submit_lane` sends a lane's requests to the worker that holds it."""
 
     def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None:
         """Queue a block to mine (its result is a BlockResult)."""
@@ -108,6 +115,11 @@ class Executor(Protocol):
 
     def submit_task(self, task: Callable[[Any, Any], Any], block: int, request: Any) -> None:
         """Queue `task(worker_state, request)`; `block` names it in logs and when it is resubmitted."""
+        ...
+
+    def submit_lane(self, request: Any) -> None:
+        """Queue a lane request (miner.mining.lanes) for the worker holding lane `request.lane`; its result is a
+        LaneReport (stale when the worker lost the lane's state: its process died and was restarted)."""
         ...
 
     def next_result(self) -> Any: ...
@@ -123,6 +135,8 @@ class InlineExecutor:
     def __init__(self, cfg: WorkerConfig) -> None:
         self.miner = build_worker(cfg)
         self.capacity = 1
+        self.lanes = 1
+        self._lane: LaneMiner | None = None
         self._queue: deque[tuple[Callable[[Any, Any], Any], Any]] = deque()
 
     def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None:
@@ -134,9 +148,14 @@ class InlineExecutor:
     def submit_task(self, task: Callable[[Any, Any], Any], block: int, request: Any) -> None:
         self._queue.append((task, request))
 
+    def submit_lane(self, request: Any) -> None:
+        if self._lane is None:
+            self._lane = LaneMiner(self.miner)
+        self._queue.append((lane_task, request))
+
     def next_result(self) -> Any:
         task, request = self._queue.popleft()
-        return task(self.miner, request)
+        return task(self._lane if task is lane_task else self.miner, request)
 
     def in_flight(self) -> int:
         return len(self._queue)
@@ -152,6 +171,10 @@ class MiningActorImpl:
         # A user error while loading (a damaged model, an unsupported site) is kept and raised by node(): an
         # actor whose constructor raises dies, and Ray would restart it and print a traceback each time.
         self.error: MinerError | None = None
+        self.device_lock = threading.Lock()
+        """Held by every task while it computes: the actor is threaded (a lane tokenises its next block while
+        the current one runs), but one task at a time uses the model."""
+        self.lane: LaneMiner | None = None
         try:
             self.miner = build_worker(cfg)
         except MinerError as exc:
@@ -166,7 +189,13 @@ class MiningActorImpl:
                 "device": worker_device(self.miner)}
 
     def run(self, task: Callable[[Any, Any], Any], request: Any) -> Any:
-        return task(self.miner, request)
+        with self.device_lock:
+            return task(self.miner, request)
+
+    def run_lane(self, request: Any) -> LaneReport:
+        if self.lane is None:
+            self.lane = LaneMiner(self.miner, self.device_lock)
+        return lane_task(self.lane, request)
 
 
 class RayExecutor:
@@ -187,9 +216,11 @@ class RayExecutor:
         else:  # the private local cluster: share the machine, leaving room for the driver
             cpus = min(1.0, max(0.25, (ray.cluster_resources().get("CPU", 1) - 0.5) / workers))
         actor_cls: Any = ray.remote(MiningActorImpl).options(num_cpus=cpus, num_gpus=gpus, max_restarts=MAX_RESTARTS,
-                                                        max_task_retries=MAX_RESTARTS, max_concurrency=1)
+                                                        max_task_retries=MAX_RESTARTS,
+                                                        max_concurrency=LANE_DEPTH + 2)
         self.actors: list[Any] = [actor_cls.remote(cfg) for _ in range(workers)]
-        self.capacity = 2 * workers
+        self.capacity = LANE_DEPTH * workers
+        self.lanes = workers
         self._refs: dict = {}
         self._load: list[int] = [0] * workers
         self._deaths: list[int] = [0] * workers
@@ -220,13 +251,32 @@ class RayExecutor:
     def submit_task(self, task: Callable[[Any, Any], Any], block: int, request: Any) -> None:
         self._call("run", block, (task, request))
 
-    def _call(self, method: str, block: int, args: tuple) -> None:
+    def submit_lane(self, request: Any) -> None:
+        self._call("run_lane", getattr(request, "block", -1), (request,), actor=request.lane)
+
+    def _lane_lost(self, k: int, request: Any) -> LaneReport:
+        """The answer for a lane task whose actor died: wait until Ray has restarted the actor (so what is sent
+        next reaches the new process), then report the lane's queues lost."""
+        ray = self._ray
+        try:
+            ray.get(self.actors[k].node.options(max_task_retries=-1).remote())
+        except ray.exceptions.RayActorError:
+            self._dead.add(k)
+            raise MinerError(f"mining actor {k} died more often than Ray restarts it (out of memory? see the Ray "
+                             "logs); completed blocks are checkpointed: re-run to resume") from None
+        return LaneReport(request.lane, request.epoch, request.seq, block=getattr(request, "block", None),
+                          stale=True)
+
+    def _call(self, method: str, block: int, args: tuple, actor: int | None = None) -> None:
         alive = [i for i in range(len(self.actors)) if i not in self._dead]
-        if not alive:
+        if not alive or (actor is not None and actor in self._dead):
             raise MinerError("every mining actor died more often than Ray restarts them (out of memory? see the Ray "
                              "logs); completed blocks are checkpointed: re-run to resume")
-        k = min(alive, key=lambda i: self._load[i])
-        ref = getattr(self.actors[k], method).remote(*args)
+        k = min(alive, key=lambda i: self._load[i]) if actor is None else actor
+        remote = getattr(self.actors[k], method)
+        if method == "run_lane":  # never retried by Ray: a restarted actor has lost the lane (see _lane_lost)
+            remote = remote.options(max_task_retries=0)
+        ref = remote.remote(*args)
         self._refs[ref] = (k, method, block, args)
         self._load[k] += 1
 
@@ -243,11 +293,13 @@ class RayExecutor:
                 self._deaths[k] += 1
                 if self._deaths[k] > MAX_RESTARTS:  # Ray will not restart it again
                     self._dead.add(k)
+                if method == "run_lane":
+                    return self._lane_lost(k, args[0])
                 log.warning("mining actor %d died on block %d; resubmitting", k, block)
                 self._call(method, block, args)
             except ray.exceptions.RayTaskError as exc:
                 cause = exc.cause if hasattr(exc, "cause") else exc
-                if isinstance(cause, MinerError):
+                if isinstance(cause, (MinerError, OSError)):
                     raise cause from None
                 raise
 

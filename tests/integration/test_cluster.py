@@ -30,7 +30,10 @@ from tests.support.builders import make_corpus, tiny_model, write_job
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
-TABLES = ("top_sentences", "sentences", "units", "convergence")
+TABLES = ("top_sentences", "sentences", "units")
+# convergence counts per lane (one per worker): its layout is the same for any worker count, its counts are
+# checked against a brute-force twin in tests/integration/test_mining_ray.py
+LANE_FREE = ["block", "first_sentence_id", "sentences", "sentences_seen", "direction", "site", "layer", "entries"]
 
 
 def free_port() -> int:
@@ -168,9 +171,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("corpus"), n=600, shard_size=200)
 
 
-def same_tables(a: Path, b: Path) -> None:
+def same_tables(a: Path, b: Path, lanes: int = 2) -> None:
     for table in TABLES:
         assert pq.read_table(a / f"{table}.parquet").equals(pq.read_table(b / f"{table}.parquet")), table
+    ca, cb = (pq.read_table(p / "convergence.parquet") for p in (a, b))
+    assert ca.select(LANE_FREE).equals(cb.select(LANE_FREE))
+    assert set(cb["lanes"].to_pylist()) == {lanes}
 
 
 def test_submitted_job_mines_on_both_nodes_and_equals_one_process(tmp_path: Path, corpus: Path,

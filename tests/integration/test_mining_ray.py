@@ -17,10 +17,11 @@ from miner.config import load_job
 from miner.mining.driver import run_mining
 from miner.mining.processes import mining_actor_pids
 from tests.support.builders import make_corpus, tiny_model, write_job
-from tests.support.mining_oracle import all_scores, expected_queues
+from tests.support.mining_oracle import all_scores, expected_queues, lane_updates
 
 pytestmark = pytest.mark.integration
-TABLES = ("top_sentences", "sentences", "units", "convergence", "unit_moments", "sample_sentences")
+TABLES = ("top_sentences", "sentences", "units", "unit_moments", "sample_sentences")
+"""Identical for any number of workers; convergence too for the same number (it counts per lane)."""
 SAMPLE = {"sentences": 97, "seed": 3}  # a part of the corpus, spread over the blocks
 
 
@@ -43,8 +44,8 @@ def actor_pids() -> list[int]:
     return mining_actor_pids(os.getpid())
 
 
-def same_tables(a: Path, b: Path) -> None:
-    for table in TABLES:
+def same_tables(a: Path, b: Path, convergence: bool = True) -> None:
+    for table in TABLES + (("convergence",) if convergence else ()):
         assert pq.read_table(a / f"{table}.parquet").equals(pq.read_table(b / f"{table}.parquet")), table
     assert (a / "sample" / "scores.npy").read_bytes() == (b / "sample" / "scores.npy").read_bytes()
     assert pq.read_table(b / "sample_sentences.parquet").num_rows == SAMPLE["sentences"]
@@ -61,7 +62,22 @@ def test_one_and_two_ray_workers_equal_inline(tmp_path: Path, corpus: Path, ray_
     two = run_mining(*load_job(write_job(tmp_path / "b.yaml", name="b", output="b", workers=2, **common)))
     assert len({n["pid"] for n in two["workers"]["nodes"]}) == 2
     same_tables(Path(inline["run_dir"]), Path(one["run_dir"]))
-    same_tables(Path(inline["run_dir"]), Path(two["run_dir"]))
+    same_tables(Path(inline["run_dir"]), Path(two["run_dir"]), convergence=False)
+    job, base = load_job(tmp_path / "b.yaml")
+    for run, lanes in ((inline, 1), (two, 2)):  # each block's count: what it brought into its lane's queues
+        check_convergence(job, base, Path(run["run_dir"]), lanes)
+
+
+def check_convergence(job, base: Path, run_dir: Path, lanes: int) -> None:
+    """The run's overall convergence counts equal the brute-force count of `lane_updates`."""
+    conv = pq.read_table(run_dir / "convergence.parquet").to_pandas()
+    overall = conv[conv.site == "all"].sort_values(["direction", "block"])
+    assert set(overall.lane) == set(range(lanes)) and set(overall.lanes) == {lanes}
+    ids, scores, _, _ = all_scores(job, base)
+    first_ids = overall[overall.direction == "top"].first_sentence_id.tolist()
+    for direction in ("top", "bottom"):
+        got = overall[overall.direction == direction].updates.tolist()
+        assert got == lane_updates(ids, scores, first_ids, lanes, job.top_n, direction), direction
 
 
 def test_killed_actor_is_replaced_and_result_identical(tmp_path: Path, corpus: Path, ray_local) -> None:
@@ -93,7 +109,8 @@ def test_killed_actor_is_replaced_and_result_identical(tmp_path: Path, corpus: P
         finished.set()
         t.join()
     assert killed, "no actor was killed (run finished too fast?)"
-    same_tables(Path(ref["run_dir"]), Path(out["run_dir"]))
+    same_tables(Path(ref["run_dir"]), Path(out["run_dir"]), convergence=False)
+    check_convergence(job, base, Path(out["run_dir"]), 2)  # the restored lane counted as if never lost
 
 
 def test_killed_driver_resumes_identically(tmp_path: Path, corpus: Path) -> None:
