@@ -214,6 +214,8 @@ class _Cut:
 
     cut: int
     folder: Path
+    started: float = 0.0
+    """time.monotonic() when the lanes were asked to save."""
     saved: dict[int, int] = field(default_factory=dict)
     """Lane -> sequence number of its save task, once the lane reported the file written."""
     seqs: dict[int, int] = field(default_factory=dict)
@@ -447,7 +449,7 @@ class _LaneLoop:
                 return
             if not done and self.next_dispatch == state.next_block:
                 return  # nothing new since the last checkpoint
-            self.cut = _Cut(self.next_dispatch, checkpoint_folder(self.ctx.run, self.next_dispatch))
+            self.cut = _Cut(self.next_dispatch, checkpoint_folder(self.ctx.run, self.next_dispatch), time.monotonic())
             for k, lane in self.lanes.items():
                 self.cut.seqs[k] = lane.next_seq
                 self._send(k, lane, LaneSave(k, lane.epoch, lane.next_seq, str(self.cut.folder.resolve() / _lane_name(k)),
@@ -458,6 +460,11 @@ class _LaneLoop:
         if any(cut.saved[k] != cut.seqs[k] for k in cut.saved):  # a lane was restored meanwhile: it saves again
             return
         files = LaneFiles(self.n_lanes, {k: [_lane_name(k)] for k in self.lanes}, {k: cut.seqs[k] + 1 for k in self.lanes})
+        size = sum(p.stat().st_size for p in cut.folder.iterdir() if p.is_file())
+        c = state.counters  # the checkpoints' cost: lanes save in parallel, the wait is for the slowest
+        c["checkpoints"] = c.get("checkpoints", 0) + 1
+        c["checkpoint_seconds"] = c.get("checkpoint_seconds", 0.0) + time.monotonic() - cut.started
+        c["checkpoint_bytes"] = size
         save_checkpoint(self.ctx.run, state, self.ctx.fingerprint, cut.folder, files)
         for k, lane in self.lanes.items():
             lane.base_files = [str(self.ctx.run.checkpoint.resolve() / _lane_name(k))]
@@ -509,14 +516,24 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
                    "shards": [{"file": s.file, "sha256": s.sha256} for s in ctx.corpus.shards]},
         "blocks": {"planned": len(plans), "merged": state.next_block, "stopped_early": state.stopped_early},
         "skipped_shards": [{"file": f, "reason": r} for f, r in sorted(state.skipped_shards.items())],
-        "workers": {"count": job.workers, "executor": ctx.executor, "nodes": nodes},
+        "workers": {"count": job.workers, "executor": ctx.executor, "nodes": nodes,
+                    "lanes": lanes.count,
+                    "lane_blocks": {str(k): sum(1 for p in plans[: state.next_block] if p.index % lanes.count == k)
+                                    for k in range(lanes.count)}},
         "stats": run_stats(state.counters),
         "timings": {"last_session_seconds": round(time.monotonic() - ctx.started, 3),
                     "forward_seconds": round(state.counters["forward_seconds"], 3),
                     "worker_seconds": round(state.counters["worker_seconds"], 3),
                     # of these: the unit moments' sums and the score sample (gathering on the workers, shards)
                     "moments_seconds": round(state.counters.get("moments_seconds", 0.0), 3),
-                    "sample_seconds": round(state.counters.get("sample_seconds", 0.0), 3)},
+                    "sample_seconds": round(state.counters.get("sample_seconds", 0.0), 3),
+                    "tokenize_seconds": round(state.counters.get("tokenize_seconds", 0.0), 3),
+                    # checkpoints: from asking the lanes to save to the swap (includes waiting for blocks in
+                    # flight before the cut), their count and the size of the last one
+                    "checkpoints": int(state.counters.get("checkpoints", 0)),
+                    "checkpoint_seconds": round(state.counters.get("checkpoint_seconds", 0.0), 3),
+                    "checkpoint_bytes": int(state.counters.get("checkpoint_bytes", 0)),
+                    "lane_merge_seconds": round(state.counters.get("lane_merge_seconds", 0.0), 3)},
         "completed": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_dir": str(run.path.resolve()),
     })

@@ -130,13 +130,14 @@ class Executor(Protocol):
 
 
 class InlineExecutor:
-    """Runs blocks one at a time in the calling process."""
+    """Runs blocks one at a time in the calling process; its `lanes` (default: the job's workers) share the
+    model, so a run gives the same tables and convergence counts as on that many Ray actors."""
 
-    def __init__(self, cfg: WorkerConfig) -> None:
+    def __init__(self, cfg: WorkerConfig, lanes: int | None = None) -> None:
         self.miner = build_worker(cfg)
         self.capacity = 1
-        self.lanes = 1
-        self._lane: LaneMiner | None = None
+        self.lanes = lanes or cfg.job.workers
+        self._lanes: dict[int, LaneMiner] = {}
         self._queue: deque[tuple[Callable[[Any, Any], Any], Any]] = deque()
 
     def submit(self, block: int, ids: np.ndarray, texts: list[str], floors: dict[str, np.ndarray]) -> None:
@@ -149,13 +150,16 @@ class InlineExecutor:
         self._queue.append((task, request))
 
     def submit_lane(self, request: Any) -> None:
-        if self._lane is None:
-            self._lane = LaneMiner(self.miner)
         self._queue.append((lane_task, request))
 
     def next_result(self) -> Any:
         task, request = self._queue.popleft()
-        return task(self._lane if task is lane_task else self.miner, request)
+        if task is lane_task:
+            lane = self._lanes.get(request.lane)
+            if lane is None:
+                lane = self._lanes[request.lane] = LaneMiner(self.miner)
+            return task(lane, request)
+        return task(self.miner, request)
 
     def in_flight(self) -> int:
         return len(self._queue)
