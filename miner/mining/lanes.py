@@ -189,7 +189,7 @@ def save_lane(path: Path, state: dict[str, np.ndarray], meta: dict[str, Any]) ->
             with tmp.open("wb") as fh:  # the .npy header, then the buffer through Python's writer (which
                 # raises the OS's error on a short write, e.g. a full disk; numpy's tofile reports only counts)
                 np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(arr))
-                fh.write(memoryview(arr).cast("B"))
+                fh.write(arr.data.cast("B"))
             os.replace(tmp, final)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
