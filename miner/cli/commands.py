@@ -57,7 +57,8 @@ def cmd_mine(ns: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(ns).items() if k in ("workers", "batch_size", "max_sentences") and v is not None}
     if overrides:
         job = validate_model(type(job), {**job.model_dump(), **overrides}, "option")
-    manifest = run_mining(job, base, address=ns.address, executor=ns.executor, stop_after_blocks=ns.stop_after_blocks)
+    manifest = run_mining(job, base, address=ns.address, executor=ns.executor, stop_after_blocks=ns.stop_after_blocks,
+                          allow_other_hardware=ns.allow_other_hardware)
     if manifest.get("status") != "complete":
         print(f"stopped after block {manifest['next_block']}/{manifest['blocks']}; re-run to resume")
         return 0
@@ -84,7 +85,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
     job, base = load_job(Path(ns.job))
     vectors = resolve_job_paths(job, base, Path.cwd()).vectors  # before mining: a Ray job's cwd may go away
-    manifest = run_mining(job, base, address=ns.address, executor=ns.executor)
+    manifest = run_mining(job, base, address=ns.address, executor=ns.executor,
+                          allow_other_hardware=ns.allow_other_hardware)
     if manifest.get("status") != "complete":
         print(f"stopped after block {manifest['next_block']}/{manifest['blocks']}; re-run to resume")
         return 0

@@ -49,6 +49,13 @@ def add_model_options(parser: argparse.ArgumentParser, model: type[BaseModel], s
             group.add_argument(_flag(name), type=str, metavar=name.upper(), **kwargs)
 
 
+def add_hardware_options(parser: argparse.ArgumentParser) -> None:
+    """--allow-other-hardware, declared once for the commands that mine (`miner mine`, `miner run`)."""
+    parser.add_argument("--allow-other-hardware", action="store_true",
+                        help="Resume a run whose checkpoint was mined on another GPU model or torch/CUDA version "
+                             "(refused by default: scores may differ in the last bits, and the queues would mix both).")
+
+
 def model_from_args(model: type[M], ns: argparse.Namespace) -> M:
     """Build and validate a model from the options the user set; a bad value is one clear line."""
     values = {k: v for k, v in vars(ns).items() if k in model.model_fields}

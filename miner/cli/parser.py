@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 import miner.cli.commands as commands
-from miner.cli.options import REPORT_FORMATS, ArgumentParser, add_model_options
+from miner.cli.options import REPORT_FORMATS, ArgumentParser, add_hardware_options, add_model_options
 from miner.config import PrepareOptions, RunOptions
 
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     mine.add_argument("--batch-size", type=int, default=None, help="Override the job's batch size.")
     mine.add_argument("--max-sentences", type=int, default=None, help="Override: mine only the first N sentences.")
     mine.add_argument("--stop-after-blocks", type=int, default=None, help=argparse.SUPPRESS)
+    add_hardware_options(mine)
     mine.set_defaults(func=commands.cmd_mine)
 
     address_help = "Ray dashboard address of the cluster, e.g. http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS)."
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", default=None, help="Join an existing Ray cluster.")
     run.add_argument("--executor", choices=["ray", "inline"], default="ray", help="inline runs without Ray.")
     run.add_argument("--redo-signatures", action="store_true", help="Recompute step 2 even if it is complete.")
+    add_hardware_options(run)
     run.set_defaults(func=commands.cmd_run)
 
     probe = sub.add_parser("probe", help="Top-down: probe the job's concepts (ElasticNet probes, neuron rankings, "

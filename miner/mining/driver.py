@@ -32,6 +32,7 @@ from miner.mining.executors import (
     RayExecutor,
     WorkerConfig,
 )
+from miner.mining.hardware import HardwareIdentity, check_same_hardware, check_workers_agree
 from miner.mining.lanes import LaneBlock, LaneReport, LaneRestore, LaneSave, merge_lane_files
 from miner.mining.outputs import run_stats, write_outputs
 from miner.mining.plan import BlockPlan, plan_blocks
@@ -76,6 +77,7 @@ class MiningContext:
     """Ray cluster address (None: the local or current cluster)."""
     executor: str = "ray"
     stop_after_blocks: int | None = None
+    allow_other_hardware: bool = False
     started: float = 0.0
     """time.monotonic() when the session started."""
 
@@ -115,10 +117,12 @@ def _format_eta(seconds: float) -> str:
 
 
 def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: str = "ray",
-               stop_after_blocks: int | None = None) -> dict:
+               stop_after_blocks: int | None = None, allow_other_hardware: bool = False) -> dict:
     """Mine a job to completion (resuming from a checkpoint when one matches); returns the run manifest.
 
     `stop_after_blocks` ends the run early after merging that many blocks (for tests of resume).
+    A resume on other hardware (device type, dtype, GPU, torch or CUDA version) is refused unless
+    `allow_other_hardware`.
     """
     started = time.monotonic()
     paths = resolve_job_paths(job, base, Path.cwd())  # the job as given is what the manifest records
@@ -144,7 +148,8 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
     run.claim(fingerprint, job)
     ctx = MiningContext(job=job, run=run, fingerprint=fingerprint, corpus_dir=corpus_dir, corpus=corpus, layout=layout,
                         model_folder=model_folder, model_config=config, config_dict=config_dict, weights=weights,
-                        address=address, executor=executor, stop_after_blocks=stop_after_blocks, started=started)
+                        address=address, executor=executor, stop_after_blocks=stop_after_blocks, started=started,
+                        allow_other_hardware=allow_other_hardware)
     try:
         return _mine(ctx)
     except BaseException:
@@ -182,6 +187,10 @@ def _mine(ctx: MiningContext) -> dict:
     pool: Executor = InlineExecutor(cfg) if ctx.executor == "inline" else RayExecutor(cfg, job.workers, ctx.address)
     nodes = getattr(pool, "nodes", [])
     try:
+        found = [n.get("hardware") for n in nodes] if nodes else [getattr(pool, "hardware", None)]
+        hardware = check_workers_agree([HardwareIdentity.from_dict(h) for h in found if h is not None])
+        check_same_hardware(state.hardware, hardware, ctx.run.path, ctx.allow_other_hardware)
+        state.hardware = hardware.as_dict()
         _LaneLoop(ctx, state, plans, pool, sampled).run()
     finally:
         pool.close()
@@ -516,6 +525,7 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
                    "shards": [{"file": s.file, "sha256": s.sha256} for s in ctx.corpus.shards]},
         "blocks": {"planned": len(plans), "merged": state.next_block, "stopped_early": state.stopped_early},
         "skipped_shards": [{"file": f, "reason": r} for f, r in sorted(state.skipped_shards.items())],
+        "hardware": state.hardware,
         "workers": {"count": job.workers, "executor": ctx.executor, "nodes": nodes,
                     "lanes": lanes.count,
                     "lane_blocks": {str(k): sum(1 for p in plans[: state.next_block] if p.index % lanes.count == k)

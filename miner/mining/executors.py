@@ -17,6 +17,7 @@ from miner.config import JobSpec
 from miner.errors import MinerError
 from miner.mining.block_miner import BlockMiner, BlockResult
 from miner.mining.extract import ExtractRequest, ExtractResult, extract_block
+from miner.mining.hardware import disable_tf32, fit_window, identity_of
 from miner.mining.lanes import LaneMiner, LaneReport, lane_task
 from miner.model.layout import truncate_blocks, unit_layout
 from miner.model.loading import load_model
@@ -55,6 +56,12 @@ def worker_device(state: Any) -> str:
     return str(getattr(loaded, "device", None) or getattr(state, "device", "cpu"))
 
 
+def worker_hardware(state: Any) -> dict | None:
+    """The hardware identity (miner.mining.hardware) of a worker state with a loaded model, else None."""
+    loaded = getattr(state, "loaded", None)
+    return identity_of(loaded).as_dict() if loaded is not None else None
+
+
 def mine_task(miner: BlockMiner, request: MineRequest) -> BlockResult:
     """Task: mine one block."""
     sample = None if request.sample_ids is None else np.array(request.sample_ids, copy=True)
@@ -90,7 +97,13 @@ def build_block_miner(cfg: WorkerConfig) -> BlockMiner:
                         job.trust_remote_code)
     layout = unit_layout(loaded.config, list(job.sites), job.layers)
     truncate_blocks(loaded.model, max(layer for _, layer, _ in layout.layers))  # deeper blocks are never computed
-    return BlockMiner(loaded, layout, job.top_n, job.bottom, job.aggregation, job.max_length, job.batch_size)
+    disable_tf32()  # fp32 scores are exact float32 sums, never TF32 products
+    miner = BlockMiner(loaded, layout, job.top_n, job.bottom, job.aggregation, job.max_length, job.batch_size)
+    # on CUDA: refuse (one line, with the numbers) or shrink the window when the queues will not fit the device
+    miner.window = fit_window(layout.n_units, job.top_n, len(miner.directions), miner.window, job.batch_size,
+                              miner.max_length, [w for _, _, w in layout.layers], loaded.dtype.itemsize,
+                              loaded.device, share=min(1.0, job.gpus_per_worker or 1.0))
+    return miner
 
 
 class Executor(Protocol):
@@ -137,6 +150,7 @@ class InlineExecutor:
         self.miner = build_worker(cfg)
         self.capacity = 1
         self.lanes = lanes or cfg.job.workers
+        self.hardware = worker_hardware(self.miner)
         self._lanes: dict[int, LaneMiner] = {}
         self._queue: deque[tuple[Callable[[Any, Any], Any], Any]] = deque()
 
@@ -190,7 +204,7 @@ class MiningActorImpl:
         if self.error is not None:
             raise self.error
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-                "device": worker_device(self.miner)}
+                "device": worker_device(self.miner), "hardware": worker_hardware(self.miner)}
 
     def run(self, task: Callable[[Any, Any], Any], request: Any) -> Any:
         with self.device_lock:
