@@ -72,7 +72,7 @@ class JobSpec(StrictModel):
     )
     threads_per_worker: int = Field(0, ge=0, description="CPU threads per actor (0 = cores / workers).")
     gpus_per_worker: float = Field(0, ge=0, description="GPUs per actor (0 = 1 when the cluster has GPUs, else none).")
-    checkpoint_seconds: float = Field(60, ge=0, description="Checkpoint the merged queues at most this often (0 = every block).")
+    checkpoint_seconds: float = Field(60, ge=0, description="Checkpoint the lanes' queues at most this often (0 = as often as the blocks in flight allow).")
     early_stop: EarlyStop | None = Field(None, description="Optional early stop when the queues have converged.")
     skip_corrupt_shards: bool = Field(
         False, description="Skip corpus shards that are unreadable or fail their manifest SHA-256 (each skip is "

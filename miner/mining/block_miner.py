@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +20,10 @@ from miner.mining.peaks import (
     candidate_peaks,
     candidate_slab,
     candidate_superset,
+    dense_peak_pair,
     dense_peaks,
+    real_span,
+    signed_rows,
     sparse_candidates,
 )
 from miner.mining.topn import Candidates, WindowedQueues
@@ -40,12 +47,36 @@ class BlockStats:
     """Batches whose scores and peaks came from the compiled kernel (`miner.mining.native`); the others from torch."""
     seconds: float = 0.0
     forward_seconds: float = 0.0
+    """The forward passes: GPU time (CUDA events) in the sync-free loop on CUDA, else wall time."""
     tokenize_seconds: float = 0.0
     merge_seconds: float = 0.0
     moments_seconds: float = 0.0
-    """Of `seconds`: accumulating the moment sums (on a GPU, only the time to queue the operations)."""
+    """Of `seconds`: accumulating the moment sums (on a GPU outside the sync-free loop, only the time to queue
+    the operations)."""
     sample_seconds: float = 0.0
     """Of `seconds`: gathering the sample sentences' scores."""
+    scores_seconds: float = 0.0
+    """Computing the scores from the activations (with the compiled kernel: its peaks too)."""
+    window_seconds: float = 0.0
+    """Candidates: keys, peaks and the window writes (in the exact loop: the window's top-k passes too)."""
+    flush_seconds: float = 0.0
+    """The window's top-k passes in the sync-free loop (in the exact loop they are part of `window_seconds`).
+    Stage times are GPU times (CUDA events read once per block) in the sync-free loop on CUDA, else wall times."""
+    sync_free_batches: int = 0
+    """Batches mined by the sync-free loop (0 for a block it mined again with the exact loop, see `BlockMiner`)."""
+
+
+@dataclass
+class PreparedBlock:
+    """A block tokenised and cut into batches, ready for the forward passes (`BlockMiner.prepare`)."""
+
+    ids: np.ndarray
+    """int64 [n] the block's sentence ids."""
+    batches: list[Batch]
+    truncated: int
+    """Sentences cut to max_length."""
+    seconds: float
+    """Time spent tokenising and building the batches."""
 
 
 @dataclass
@@ -72,6 +103,7 @@ class _BatchSums:
         self.low = torch.full((n_units,), float("inf"), dtype=torch.float32, device=device)  # exact in float32
         self.high = torch.full((n_units,), float("-inf"), dtype=torch.float32, device=device)
         self.positive = torch.zeros(n_units, dtype=torch.float64, device=device)  # counts: exact below 2**53
+        self._ones: dict[int, torch.Tensor] = {}
 
     def add(self, scores: torch.Tensor) -> None:
         """Add a batch of float32 [B, U] scores.
@@ -81,14 +113,21 @@ class _BatchSums:
         """
         x = scores.to(torch.float64)
         b = int(x.shape[0])
-        ones = torch.ones((1, b), dtype=torch.float64, device=x.device)
+        ones = self._ones.get(b)
+        if ones is None:  # made once per batch size (most batches of a block have the same)
+            ones = self._ones[b] = torch.ones((1, b), dtype=torch.float64, device=x.device)
         self.count += b
         self.total += (ones @ x)[0]
         self.squares += (ones @ (x * x))[0]
         low, high = torch.aminmax(scores, dim=0)  # NaN propagates, as in MomentSums.add
-        self.low = torch.minimum(self.low, low)
-        self.high = torch.maximum(self.high, high)
+        torch.minimum(self.low, low, out=self.low)
+        torch.maximum(self.high, high, out=self.high)
         self.positive += (ones @ (x > 0).to(torch.float64))[0]  # a batch's counts (< 2**53) are exact in float64
+
+    def finite(self) -> bool:
+        """Whether every score added was finite (one device read): float64 sums of finite float32 scores never
+        overflow, and a NaN or infinite score makes its unit's sum NaN or infinite."""
+        return bool(torch.isfinite(self.total).all())
 
     def result(self) -> MomentSums:
         return MomentSums(self.count, self.total.cpu().numpy(), self.squares.cpu().numpy(),
@@ -97,30 +136,166 @@ class _BatchSums:
 
 
 class _SampleRows:
-    """The scores of a block's sampled sentences, gathered batch by batch and returned in request order."""
+    """The scores of a block's sampled sentences, gathered batch by batch (on the scores' device, read once at
+    `result`) and returned in request order."""
 
     def __init__(self, ids: np.ndarray) -> None:
         self.ids = np.asarray(ids, np.int64)
         self.wanted = np.sort(self.ids)
         self.found_ids: list[np.ndarray] = []
-        self.found: list[np.ndarray] = []
+        self.found: list[torch.Tensor] = []
+
+    def rows(self, batch_ids: np.ndarray) -> np.ndarray:
+        """int64: the rows of a batch (its sentence ids) holding sampled sentences.
+
+        >>> _SampleRows(np.array([9, 4])).rows(np.array([4, 5, 9])).tolist()
+        [0, 2]
+        """
+        return np.flatnonzero(np.isin(batch_ids, self.wanted))
 
     def add(self, batch_ids: torch.Tensor, scores: torch.Tensor) -> None:
+        """Gather a batch's sampled rows (CPU `batch_ids`; the row indices go to the scores' device)."""
         ids = batch_ids.numpy()
-        rows = np.flatnonzero(np.isin(ids, self.wanted))
+        rows = self.rows(ids)
         if len(rows):
-            self.found_ids.append(ids[rows])
-            self.found.append(scores[torch.from_numpy(rows).to(scores.device)].cpu().numpy())
+            self.add_rows(ids[rows], scores.index_select(0, torch.from_numpy(rows).to(scores.device)))
+
+    def add_rows(self, ids: np.ndarray, rows: torch.Tensor) -> None:
+        """Add sampled sentences' ids and their score rows (float32 [k, U], on any device)."""
+        self.found_ids.append(ids)
+        self.found.append(rows)
 
     def result(self, n_units: int) -> np.ndarray:
         if not self.found:
             got_ids, got = np.zeros(0, np.int64), np.zeros((0, n_units), np.float32)
         else:
-            got_ids, got = np.concatenate(self.found_ids), np.concatenate(self.found)
+            got_ids, got = np.concatenate(self.found_ids), torch.cat(self.found).cpu().numpy()
         order = np.argsort(got_ids)
         if not np.array_equal(got_ids[order], self.wanted):  # the driver only asks for ids of the block
             raise ValueError("sample ids that are not in the block were requested")
         return np.ascontiguousarray(got[order[np.searchsorted(got_ids[order], self.ids)]], dtype=np.float32)
+
+
+@dataclass
+class _StagedBatch:
+    """One batch's inputs on the device, as views of its block's staged buffer (`_stage_block`)."""
+
+    batch: Batch
+    """ids, input_ids, attention and real on the device; the token counts of the CPU batch."""
+    tokens: RealTokens
+    """Where the real tokens lie (device views; span bounds known on the host)."""
+    weights: torch.Tensor
+    """float32 token weights of the scores (`BlockMiner.score_weights`), on the device."""
+    sample_ids: np.ndarray
+    """int64 the ids of the batch's sampled sentences, in batch order (host)."""
+    sample_rows: torch.Tensor
+    """int64 [k] their rows in the batch, on the device."""
+
+
+def _stage_block(batches: list[Batch], weights: Callable[[torch.Tensor], torch.Tensor],
+                 sample: _SampleRows | None, device: torch.device) -> list[_StagedBatch]:
+    """Every input of a block's batch loop, worked out on the host from the CPU batches, in one host buffer
+    (pinned when the device is CUDA) copied to the device with one non-blocking copy: the loop then reads views
+    of it, and nothing in it waits for the host.
+
+    Per batch: token ids, attention mask, sentence ids, the rows and positions of the tokens that are not real
+    (`RealTokens.holes`), the rows of the sampled sentences (int64); the score weights (float32); the real-token
+    mask (bool). On the CPU the views are of the host buffer itself (no copy).
+    Example: 2 batches of [4, 6] tokens with 3 holes each, no sample -> 2 * (24 + 24 + 4 + 6) int64, 2 * 24
+    float32 and 2 * 24 bool cells, 1,168 bytes, one copy.
+    """
+    specs: list[tuple[torch.Tensor, torch.dtype]] = []  # (flat CPU tensor, its dtype), placed below
+
+    def part(t: torch.Tensor) -> int:
+        specs.append((t.reshape(-1), t.dtype))
+        return len(specs) - 1
+
+    host_parts = []
+    for batch in batches:
+        rows, cols = (~batch.real).nonzero(as_tuple=True)
+        lo, hi = real_span(batch.real)
+        ids = batch.ids.numpy()
+        hit = sample.rows(ids) if sample is not None else np.zeros(0, np.int64)
+        w = weights(batch.real)
+        host_parts.append((lo, hi, ids[hit], w.shape,
+                           [part(batch.input_ids), part(batch.attention), part(batch.ids), part(rows), part(cols),
+                            part(torch.from_numpy(hit.astype(np.int64))), part(w.contiguous()), part(batch.real)]))
+    order = sorted(range(len(specs)), key=lambda k: -specs[k][0].element_size())  # int64, then float32, bool
+    starts = [0] * len(specs)
+    total = 0
+    for k in order:
+        starts[k] = total
+        total += specs[k][0].numel() * specs[k][0].element_size()
+    host = torch.empty(total, dtype=torch.uint8, pin_memory=device.type == "cuda")
+    for (flat, dtype), at in zip(specs, starts):
+        host[at : at + flat.numel() * flat.element_size()].view(dtype).copy_(flat)
+    dev = host.to(device, non_blocking=True)
+
+    def view(k: int, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+        flat, dtype = specs[k]
+        return dev[starts[k] : starts[k] + flat.numel() * flat.element_size()].view(dtype).view(shape)
+
+    staged = []
+    for batch, (lo, hi, sample_ids, w_shape, ks) in zip(batches, host_parts):
+        shape = tuple(batch.input_ids.shape)
+        real = view(ks[7], shape)
+        holes = (view(ks[3], (-1,)), view(ks[4], (-1,)))
+        staged.append(_StagedBatch(
+            Batch(view(ks[2], (-1,)), view(ks[0], shape), view(ks[1], shape), real, batch.real_tokens,
+                  batch.attended_tokens),
+            RealTokens(real, real[:, lo:hi], lo, hi - lo, holes), view(ks[6], w_shape), sample_ids,
+            view(ks[5], (-1,))))
+    return staged
+
+
+class _StageClock:
+    """Stage times of a batch loop: CUDA events recorded per batch and read once per block on a GPU (GPU times,
+    read without a sync inside the loop), wall-clock marks elsewhere."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.spans: list[tuple[str, Any, Any]] = []
+        self.totals: dict[str, float] = defaultdict(float)
+
+    def mark(self) -> Any:
+        """A point in the stream of work (an event recorded on the current CUDA stream, or a wall time)."""
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def span(self, stage: str, start: Any) -> Any:
+        """Close a span of `stage` begun at mark `start`; returns its end (the next span's start)."""
+        end = self.mark()
+        if self.cuda:
+            self.spans.append((stage, start, end))
+        else:
+            self.totals[stage] += end - start
+        return end
+
+    def read(self) -> dict[str, float]:
+        """Seconds per stage (on CUDA: waits for the last span's end)."""
+        if self.spans:
+            self.spans[-1][2].synchronize()
+            for stage, start, end in self.spans:
+                self.totals[stage] += start.elapsed_time(end) / 1000.0
+            self.spans.clear()
+        return dict(self.totals)
+
+
+@contextmanager
+def _sync_debug(mode: str | None, device: torch.device) -> Iterator[None]:
+    """Run a block under torch.cuda.set_sync_debug_mode(mode) ('warn', 'error') on CUDA; nothing otherwise."""
+    if mode is None or device.type != "cuda":
+        yield
+        return
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode(mode)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
 
 
 class BlockMiner:
@@ -130,11 +305,16 @@ class BlockMiner:
     (less padding), runs one forward pass per batch that feeds every selected layer and site, scores every unit
     (mean over real tokens; padding and special tokens excluded) and keeps, per unit, the block's candidates that
     beat the dispatched global threshold, with their peak token.
+
+    Two batch loops give the same blocks (entries, moments, sample, counters): the exact loop (`_add_batch`:
+    sparse candidates when few cells qualify, the compiled kernel on the CPU, NaN/inf handled per batch) and the
+    sync-free loop (`sync_free`, the default on CUDA: `_add_staged`), which never waits for the device inside
+    the loop and mines a block again with the exact loop if some score of it was not finite.
     """
 
     def __init__(self, loaded: LoadedModel, layout: UnitLayout, top_n: int, bottom: bool = True,
                  aggregation: str = "mean", max_length: int = 128, batch_size: int = 64, window: int | None = None,
-                 use_native: bool = True) -> None:
+                 use_native: bool = True, sync_free: bool | None = None) -> None:
         self.loaded = loaded
         self.layout = layout
         self.top_n = top_n
@@ -152,6 +332,12 @@ class BlockMiner:
         candidates (the dense reduction is then cheaper than gathering the candidates' token rows)."""
         self.use_native = use_native and loaded.device.type == "cpu" and native.available()
         """Scores and peaks of CPU float32 batches come from the compiled one-pass kernel (`miner.mining.native`)."""
+        self.sync_free = loaded.device.type == "cuda" if sync_free is None else sync_free
+        """Blocks are mined by the sync-free loop (`mine_prepared`): on by default on CUDA; on the CPU the exact
+        loop (compiled kernel, sparse candidates) is faster, and True there runs the same code for tests."""
+        self.sync_debug: str | None = None
+        """On CUDA, run the sync-free batch loop under torch.cuda.set_sync_debug_mode(this): 'warn' or 'error'
+        reports any host sync inside it (the block's last steps, after the loop, read the device once)."""
         self._queue: WindowedQueues | None = None
         self._captured: dict[int, torch.Tensor] = {}
         self._hooks = []
@@ -202,17 +388,32 @@ class BlockMiner:
         return cells if cells.finite else None
 
     def torch_scores(self, tensors: list[torch.Tensor], real: torch.Tensor) -> torch.Tensor:
-        """`scores` with torch operations (any device and dtype)."""
-        b = real.shape[0]
-        out = torch.empty((b, self.layout.n_units), dtype=torch.float32, device=real.device)
+        """`scores` with torch operations (any device and dtype; `real` is moved to the activations' device)."""
+        dev = tensors[0].device if tensors else real.device
+        return self.weighted_scores(tensors, self.score_weights(real.to(dev)))
+
+    def score_weights(self, real: torch.Tensor) -> torch.Tensor:
+        """float32 token weights of `weighted_scores`, on `real`'s device: [B, 1, T] real / count (mean), or
+        [B, T, 1] 0 at real tokens, -inf elsewhere (max). Worked out on the host for the sync-free loop (IEEE
+        division and the constants are the same bits on any device).
+
+        Example: mean, real [[0, 1, 1, 0]] -> [[[0.0, 0.5, 0.5, 0.0]]].
+        """
         if self.aggregation == "mean":
-            weights = (real.to(torch.float32) / real.sum(1, keepdim=True).to(torch.float32))[:, None, :]
-            for x, off in zip(tensors, self.offsets):  # [B, 1, T] @ [B, T, W]: the weighted mean as one bmm
+            return (real.to(torch.float32) / real.sum(1, keepdim=True).to(torch.float32))[:, None, :]
+        return torch.where(real, 0.0, float("-inf")).to(torch.float32)[:, :, None]
+
+    def weighted_scores(self, tensors: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+        """float32 [B, U] scores from activations and `score_weights`: per layer, the weighted mean as one bmm
+        ([B, 1, T] @ [B, T, W]), or the max of the activations plus 0 / -inf."""
+        b = weights.shape[0]
+        out = torch.empty((b, self.layout.n_units), dtype=torch.float32, device=weights.device)
+        if self.aggregation == "mean":
+            for x, off in zip(tensors, self.offsets):
                 out[:, off : off + x.shape[2]] = torch.bmm(weights, x.to(torch.float32))[:, 0]
         else:
-            neg = torch.where(real, 0.0, float("-inf")).to(torch.float32)[:, :, None]
             for x, off in zip(tensors, self.offsets):
-                out[:, off : off + x.shape[2]] = (x.to(torch.float32) + neg).amax(1)
+                out[:, off : off + x.shape[2]] = (x.to(torch.float32) + weights).amax(1)
         return out
 
     def extremes(self, tensors: list[torch.Tensor], real: torch.Tensor, largest: bool) -> torch.Tensor:
@@ -233,54 +434,156 @@ class BlockMiner:
             return dense_peaks(tensors, self.offsets, self.layout.n_units, tokens, largest, restore)[cols, units]
         return candidate_peaks(tensors, self.offsets, tokens, units, cols, largest)
 
+    def prepare(self, ids: np.ndarray, texts: list[str]) -> PreparedBlock:
+        """Tokenise a block and cut it into padded, length-sorted batches (CPU only: runs ahead of the forward
+        passes, e.g. in another thread while the previous block is mined)."""
+        t0 = time.perf_counter()
+        ids = np.asarray(ids, dtype=np.int64)
+        if not texts:
+            return PreparedBlock(ids, [], 0, 0.0)
+        batches, truncated = make_batches(self.loaded.tokenizer, ids, texts, self.max_length, self.batch_size)
+        return PreparedBlock(ids, batches, truncated, time.perf_counter() - t0)
+
     def mine_block(self, block: int, ids: np.ndarray, texts: list[str],
                    floors: dict[str, np.ndarray] | None = None, sample_ids: np.ndarray | None = None) -> BlockResult:
-        """Mine one block; candidates are the block's local top-N entries that beat `floors` (per direction).
+        """Mine one block; candidates are the block's local top-N entries that beat `floors` (per direction),
+        returned as numpy arrays per direction (`BlockResult.directions`). See `mine_prepared`."""
+        floor = None
+        if floors is not None:
+            floor = torch.from_numpy(np.concatenate([np.asarray(floors[d], dtype=np.int64) for d in self.directions]))
+        found, result = self.mine_prepared(block, self.prepare(ids, texts), floor, sample_ids)
+        t0 = time.perf_counter()
+        result.directions = self.split_directions(found)
+        result.stats.seconds += time.perf_counter() - t0
+        result.stats.merge_seconds += time.perf_counter() - t0
+        return result
+
+    def mine_prepared(self, block: int, prepared: PreparedBlock, floor: torch.Tensor | None = None,
+                      sample_ids: np.ndarray | None = None) -> tuple[Candidates, BlockResult]:
+        """Mine one prepared block: (its candidates on the device, rows direction by direction (row d * U + u:
+        direction d, unit u), the block's local best N per row above `floor` (int64 [D * U] keys, None: no
+        floor); its result without `directions`).
 
         Every batch's scores also feed the block's moment sums (`BlockResult.moments`), and the scores of the
         sentences in `sample_ids` (ids of this block) are returned in that order (`BlockResult.sample`).
 
-        Both directions live in one windowed queue of D x U rows (row d * U + u: direction d, unit u; the
-        bottom rows hold the keys of the negated scores). Per batch only the scores are dense over all
-        (sentence, unit) cells: candidates are the cells whose score reaches their row's threshold score
-        (`candidate_superset`, `sparse_candidates`), and only they get keys, peak tokens (see `peaks`) and a
-        place in the window; a batch where most cells qualify is handled densely (`candidate_slab`).
-        On CPU the scores and both directions' peaks of every cell come from one compiled pass
-        (`miner.mining.native`); with the torch operations, the top direction's peaks come first (a dense peak search
-        overwrites non-real cells, after the scores).
+        Both directions live in one windowed queue of D x U rows (the bottom rows hold the keys of the negated
+        scores). The exact loop (`_add_batch`) makes dense only the scores of a batch: candidates are the cells
+        whose score reaches their row's threshold score (`candidate_superset`, `sparse_candidates`), and only
+        they get keys, peak tokens (see `peaks`) and a place in the window; a batch where most cells qualify is
+        handled densely (`candidate_slab`). On CPU the scores and both directions' peaks of every cell come from
+        one compiled pass (`miner.mining.native`); with the torch operations, the top direction's peaks come
+        first (a dense peak search overwrites non-real cells, after the scores). The sync-free loop
+        (`_mine_sync_free`) handles every batch densely and reads the device only after its last batch; a block
+        with a non-finite score is mined again by the exact loop, so NaN/inf semantics are the exact loop's.
         """
         t0 = time.perf_counter()
-        stats = BlockStats(sentences=len(texts))
-        dev = self.loaded.device
-        n_units = self.layout.n_units
-        sample = _SampleRows(sample_ids) if sample_ids is not None else None
-        if not texts:
-            empty = {"units": np.zeros(0, np.int64), "keys": np.zeros(0, np.int64), "payload": np.zeros(0, np.int64)}
-            return BlockResult(block=block, directions={d: dict(empty) for d in self.directions}, stats=stats,
-                               moments=MomentSums.empty(n_units),
-                               sample=sample.result(n_units) if sample is not None else None)
-        batches, stats.truncated = make_batches(self.loaded.tokenizer, np.asarray(ids), texts, self.max_length,
-                                                self.batch_size)
-        stats.tokenize_seconds = time.perf_counter() - t0
-        sums = _BatchSums(n_units, dev)
-        floor = None
-        if floors is not None:
-            floor = torch.from_numpy(np.concatenate([np.asarray(floors[d], dtype=np.int64) for d in self.directions]))
+        mined = None
+        if self.sync_free and prepared.batches:
+            stats = self._new_stats(prepared)
+            mined = self._mine_sync_free(prepared, floor, sample_ids, stats)
+        if mined is None:  # sync-free off, or a NaN/inf score in the block: the exact loop (torch semantics)
+            stats = self._new_stats(prepared)
+            mined = self._mine_exact(prepared, floor, sample_ids, stats)
+        found, sums, sample = mined
+        result = BlockResult(block=block, stats=stats, moments=sums.result(),
+                             sample=sample.result(self.layout.n_units) if sample is not None else None)
+        stats.seconds = time.perf_counter() - t0 + prepared.seconds
+        stats.merge_seconds = stats.seconds - stats.forward_seconds - stats.tokenize_seconds
+        return found, result
+
+    @staticmethod
+    def _new_stats(prepared: PreparedBlock) -> BlockStats:
+        return BlockStats(sentences=len(prepared.ids), truncated=prepared.truncated,
+                          tokenize_seconds=prepared.seconds)
+
+    def _window_queue(self, floor: torch.Tensor | None) -> WindowedQueues:
+        """The block's window, emptied and floored (its buffers are reused from block to block)."""
         if self._queue is None:
-            self._queue = WindowedQueues(len(self.directions) * n_units, self.top_n,
-                                         max(self.window, self.batch_size), floor, dev)
-        queue = self._queue
-        queue.reset(floor)
+            self._queue = WindowedQueues(len(self.directions) * self.layout.n_units, self.top_n,
+                                         max(self.window, self.batch_size), floor, self.loaded.device)
+        self._queue.reset(floor)
+        return self._queue
+
+    def _mine_exact(self, prepared: PreparedBlock, floor: torch.Tensor | None, sample_ids: np.ndarray | None,
+                    stats: BlockStats) -> tuple[Candidates, _BatchSums, _SampleRows | None]:
+        """The exact loop over a block's batches (`_add_batch`): (candidates, moment sums, sample rows)."""
+        sample = _SampleRows(sample_ids) if sample_ids is not None else None
+        sums = _BatchSums(self.layout.n_units, self.loaded.device)
+        queue = self._window_queue(floor)
         with torch.inference_mode():
-            for batch in batches:
+            for batch in prepared.batches:
                 self._add_batch(queue, batch, stats, sums, sample)
             found = queue.finish()
-        result = BlockResult(block=block, stats=stats, moments=sums.result(),
-                             sample=sample.result(n_units) if sample is not None else None)
-        result.directions = self._split_directions(found)
-        stats.seconds = time.perf_counter() - t0
-        stats.merge_seconds = stats.seconds - stats.forward_seconds - stats.tokenize_seconds
-        return result
+        return found, sums, sample
+
+    def _mine_sync_free(self, prepared: PreparedBlock, floor: torch.Tensor | None, sample_ids: np.ndarray | None,
+                        stats: BlockStats) -> tuple[Candidates, _BatchSums, _SampleRows | None] | None:
+        """The sync-free loop over a block's batches (`_add_staged`), or None if some score was not finite.
+
+        The block's inputs are staged once (`_stage_block`: one pinned buffer, one non-blocking copy); per batch
+        nothing is read from the device (counts and the window's fill level are known on the host, thresholds
+        rise on the device, finiteness is the moment sums' and the sample rows stay on the device). After the
+        loop the device is read for the candidates (`WindowedQueues.finish`), the finiteness and the stage
+        times, and at `BlockResult` for the sums and sample rows.
+        """
+        dev = self.loaded.device
+        sample = _SampleRows(sample_ids) if sample_ids is not None else None
+        staged = _stage_block(prepared.batches, self.score_weights, sample, dev)
+        sums = _BatchSums(self.layout.n_units, dev)
+        queue = self._window_queue(floor)
+        clock = _StageClock(dev)
+        with torch.inference_mode():
+            with _sync_debug(self.sync_debug, dev):
+                for sb in staged:
+                    self._add_staged(queue, sb, stats, sums, sample, clock)
+            found = queue.finish()
+        finite = sums.finite()
+        times = clock.read()
+        if not finite:
+            return None
+        stats.forward_seconds += times.get("forward", 0.0)
+        stats.scores_seconds += times.get("scores", 0.0)
+        stats.moments_seconds += times.get("moments", 0.0)
+        stats.sample_seconds += times.get("sample", 0.0)
+        stats.window_seconds += times.get("window", 0.0)
+        stats.flush_seconds += times.get("flush", 0.0)
+        stats.sync_free_batches = len(staged)
+        return found, sums, sample
+
+    def _add_staged(self, queue: WindowedQueues, sb: _StagedBatch, stats: BlockStats, sums: _BatchSums,
+                    sample: _SampleRows | None, clock: _StageClock) -> None:
+        """One batch of the sync-free loop: forward pass, scores into the sums and the sample, then every cell
+        into the window densely (keys where they beat the threshold, SENTINEL elsewhere; both directions' peaks,
+        `dense_peak_pair`); the window's top-k pass when it is full. Nothing is read from the device."""
+        batch = sb.batch
+        t = clock.mark()
+        tensors = self.forward(batch)
+        t = clock.span("forward", t)
+        stats.batches += 1
+        stats.real_tokens += batch.real_tokens
+        stats.attended_tokens += batch.attended_tokens
+        stats.computed_tokens += batch.input_ids.numel()
+        scores = self.weighted_scores(tensors, sb.weights)
+        t = clock.span("scores", t)
+        sums.add(scores)
+        t = clock.span("moments", t)
+        if sample is not None and len(sb.sample_ids):
+            sample.add_rows(sb.sample_ids, scores.index_select(0, sb.sample_rows))
+            t = clock.span("sample", t)
+        b = scores.shape[0]
+        if queue.needs_flush(b):
+            queue.flush()
+            t = clock.span("flush", t)
+        keys, payload = queue.open_slab(b)
+        candidate_slab(signed_rows(scores, queue.n_units), batch.ids, queue.thresh, out=keys)
+        n_units = self.layout.n_units
+        top, bottom = dense_peak_pair(tensors, self.offsets, n_units, sb.tokens, len(self.directions) == 2)
+        payload[:n_units] = top.T
+        if bottom is not None:
+            payload[n_units:] = bottom.T
+        queue.close_slab(b)
+        clock.span("window", t)
 
     def _add_batch(self, queue: WindowedQueues, batch: Batch, stats: BlockStats, sums: _BatchSums,
                    sample: _SampleRows | None) -> None:
@@ -289,7 +592,8 @@ class BlockMiner:
         dev = self.loaded.device
         tf = time.perf_counter()
         tensors = self.forward(batch)
-        stats.forward_seconds += time.perf_counter() - tf
+        tc = time.perf_counter()
+        stats.forward_seconds += tc - tf
         stats.batches += 1
         stats.real_tokens += batch.real_tokens
         stats.attended_tokens += batch.attended_tokens
@@ -305,12 +609,22 @@ class BlockMiner:
             # the sum of the scores is finite only if every score is (else NaN/inf activations, or an overflow)
             finite = bool(torch.isfinite(scores.sum()))
         tm = time.perf_counter()
+        stats.scores_seconds += tm - tc
         sums.add(scores)
         ts = time.perf_counter()
         stats.moments_seconds += ts - tm
         if sample is not None:
             sample.add(batch.ids, scores)
             stats.sample_seconds += time.perf_counter() - ts
+        tw = time.perf_counter()
+        self._add_candidates(queue, batch, tensors, scores, cells, tokens, finite)
+        stats.window_seconds += time.perf_counter() - tw
+
+    def _add_candidates(self, queue: WindowedQueues, batch: Batch, tensors: list[torch.Tensor],
+                        scores: torch.Tensor, cells: native.TokenStats | None, tokens: RealTokens | None,
+                        finite: bool) -> None:
+        """A batch's candidates into the window, sparse or dense (see `mine_prepared`)."""
+        dev = self.loaded.device
         # a batch with non-finite scores takes per-candidate peaks, which are right for any input
         signed, superset = candidate_superset(scores, queue.thresh_scores, finite)
         found = int(torch.count_nonzero(superset))
@@ -355,7 +669,7 @@ class BlockMiner:
             payload = torch.cat([payload, bottom])
         return payload
 
-    def _split_directions(self, found: Candidates) -> dict[str, dict[str, np.ndarray]]:
+    def split_directions(self, found: Candidates) -> dict[str, dict[str, np.ndarray]]:
         """The block's entries (rows direction by direction) as numpy arrays per direction, unit ids from 0."""
         n_units = self.layout.n_units
         entries = found.to_numpy()

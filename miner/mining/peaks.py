@@ -10,6 +10,15 @@ import torch.nn.functional as F
 from miner.mining.topn import SENTINEL, encode_keys, pack_payload
 
 
+def signed_rows(scores: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """float32 [R, B]: a batch's scores [B, U] per queue row: the top rows (R = U), then, when R = 2U, the bottom
+    rows (the negated scores, whose keys rank the lowest scores first).
+
+    Example: scores [[1.0, -2.0]] (B=1, U=2), R=4 -> [[1.0], [-2.0], [-1.0], [2.0]].
+    """
+    return scores.T if n_rows == scores.shape[1] else torch.cat([scores.T, -scores.T])
+
+
 def candidate_superset(scores: torch.Tensor, floor: torch.Tensor, finite: bool = False,
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """(signed [R, B], superset [R, B]): the scores per queue row (negated for bottom rows, when `floor` has
@@ -20,7 +29,7 @@ def candidate_superset(scores: torch.Tensor, floor: torch.Tensor, finite: bool =
     of the candidates, and keys are built only where needed. `finite`: the caller knows every score is
     finite (one comparison instead of two).
     """
-    signed = scores.T if floor.shape[0] == scores.shape[1] else torch.cat([scores.T, -scores.T])
+    signed = signed_rows(scores, floor.shape[0])
     if finite:
         return signed, signed >= floor[:, None]
     return signed, torch.logical_not(signed < floor[:, None])
@@ -42,11 +51,19 @@ def sparse_candidates(signed: torch.Tensor, superset: torch.Tensor, ids: torch.T
     return rows, cols, keys
 
 
-def candidate_slab(signed: torch.Tensor, ids: torch.Tensor, thresh: torch.Tensor) -> torch.Tensor:
+def candidate_slab(signed: torch.Tensor, ids: torch.Tensor, thresh: torch.Tensor, out: torch.Tensor | None = None,
+                   ) -> torch.Tensor:
     """int64 [R, B]: every cell's key where it beats its row's threshold, SENTINEL elsewhere (for batches
-    where most cells are candidates, one dense pass beats gathering them)."""
+    where most cells are candidates, one dense pass beats gathering them); written into `out` (an [R, B] view,
+    e.g. a queue window's next columns) when given.
+
+    Example: signed [[0.5, 0.2]], ids [7, 9], thresh [key(0.3, id 1)] -> [[key(0.5, 7), SENTINEL]].
+    """
     keys = encode_keys(signed, ids[None, :])
-    return keys.masked_fill_(keys <= thresh[:, None], SENTINEL)
+    if out is None:
+        return keys.masked_fill_(keys <= thresh[:, None], SENTINEL)
+    sentinel = torch.full((), SENTINEL, dtype=torch.int64, device=keys.device)
+    return torch.where(keys > thresh[:, None], keys, sentinel, out=out)
 
 
 @dataclass
@@ -114,6 +131,51 @@ def dense_peaks(tensors: list[torch.Tensor], offsets: list[int], n_units: int, t
         vals[:, off : off + x.shape[2]] = v[:, :, 0, 0]
         idx[:, off : off + x.shape[2]] = i[:, :, 0, 0]
     return pack_payload(vals if largest else vals.neg_(), idx)
+
+
+@torch.inference_mode()
+def dense_peak_pair(tensors: list[torch.Tensor], offsets: list[int], n_units: int, tokens: RealTokens,
+                    bottom: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(maxima, minima or None) int64 [B, U]: `dense_peaks` of both directions in a fixed number of operations.
+
+    The layers' activations are copied once into one [B, T, U] buffer (their common dtype, float32 if they
+    differ), so each direction is one fill of the non-real cells, one max-pool and one packing, whatever the
+    number of layers (`dense_peaks` runs per layer: on a GPU each is a kernel launch). Maxima and minima are
+    exact, so the payloads are `dense_peaks`'s bit for bit for finite activations; the tensors are only read.
+    Costs one extra activation-sized buffer.
+    Example: a unit's row [8, 2, 7, 7, 9] with real [0 1 1 1 0] -> maximum 7 at 2, minimum 2 at 1.
+    """
+    b, t = tokens.real.shape
+    dev = tokens.real.device
+    if tokens.width == 0 or not tensors:
+        empty = torch.empty((b, n_units), dtype=torch.int64, device=dev)
+        return empty, (empty.clone() if bottom else None)
+    dtype = tensors[0].dtype if all(x.dtype == tensors[0].dtype for x in tensors) else torch.float32
+    widths = [x.shape[2] for x in tensors]
+    if list(offsets[: len(tensors)]) == [sum(widths[:k]) for k in range(len(tensors))] and sum(widths) == n_units:
+        x = torch.cat([y.to(dtype) for y in tensors], dim=2) if len(tensors) > 1 else tensors[0].to(dtype, copy=True)
+    else:  # units not numbered layer after layer (not a layout's order): copy each layer to its columns
+        x = torch.empty((b, t, n_units), dtype=dtype, device=dev)
+        for y, off in zip(tensors, offsets):
+            x[:, :, off : off + y.shape[2]] = y
+    holes = tokens.holes
+    fill = torch.full((), float("-inf"), dtype=dtype, device=dev)
+    pooled = channels_last(x)
+
+    def pool() -> tuple[torch.Tensor, torch.Tensor]:
+        v, i = F.max_pool2d(pooled, (t, 1), return_indices=True)
+        return v[:, :, 0, 0], i[:, :, 0, 0]
+
+    if holes[0].numel():
+        x.index_put_(holes, fill)
+    top = pack_payload(*pool())
+    if not bottom:
+        return top, None
+    if holes[0].numel():  # +inf, so that the negation below makes them -inf
+        x.index_put_(holes, fill.neg())
+    x.neg_()
+    vals, idx = pool()
+    return top, pack_payload(vals.neg(), idx)
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:

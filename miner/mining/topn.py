@@ -320,6 +320,11 @@ class WindowedQueues(TopNQueues):
     Batches append only their candidates (keys above the threshold), so a batch with few candidates costs a
     few writes; the top-k runs when some row would overflow, over the rows holding more than N. The buffers
     are reused from block to block (`reset`).
+
+    A batch added densely (`add_slab`, or `open_slab` + `close_slab`) leaves every row with the same count, which
+    the host then knows (`level`): while only dense batches come, `flush` and `needs_flush` read nothing from
+    the device (the sync-free loop of `BlockMiner`). Example (N=2, window 4): slabs of 3 columns, 3 more (6 > 2 +
+    4: flush first, every row cut to its 2 best, the threshold raised on the device), ... -> level 2, 5, 2, 5.
     """
 
     def __init__(self, n_units: int, n: int, window: int, floor: torch.Tensor | None = None,
@@ -334,12 +339,23 @@ class WindowedQueues(TopNQueues):
             self._keys[:, : self._used] = SENTINEL
         self.count.zero_()
         self._used = 0
+        self.level: int | None = 0
+        """The count every row holds, when the host knows it is the same for all (None: unknown, rows differ)."""
         dev = self._keys.device
         self.floor = floor.to(dev) if floor is not None else torch.full((self.n_units,), SENTINEL, device=dev)
         self.thresh = self.floor.clone()
         """int64 [units]: the key a candidate must beat (the floor, or the row's N-th best once it has N)."""
         self.thresh_scores = threshold_scores(self.thresh)
         """float32 [units]: the scores of `thresh` (-inf where empty): a candidate's score is at least this."""
+
+    def append(self, units: torch.Tensor, keys: torch.Tensor, payload: torch.Tensor,
+               added: torch.Tensor | None = None) -> torch.Tensor:
+        self.level = None
+        return super().append(units, keys, payload, added)
+
+    def settle(self, before: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        self.level = None
+        return super().settle(before)
 
     def add(self, units: torch.Tensor, keys: torch.Tensor, payload: torch.Tensor) -> None:
         """Add one batch's candidates (units ascending, keys above `thresh`) with their payloads."""
@@ -350,29 +366,63 @@ class WindowedQueues(TopNQueues):
             self.flush()
         self.append(units, keys, payload, added)
 
+    def needs_flush(self, b: int) -> bool:
+        """Whether `b` more columns after the longest row overflow the buffers (known on the host)."""
+        return self._used + b > self._keys.shape[1]
+
+    def open_slab(self, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views (keys, payload) [units, b] of the `b` columns after the longest row, flushing first if they do
+        not fit: write a dense batch into them, then `close_slab(b)` (every column must be written: SENTINEL
+        keys where a cell is no candidate)."""
+        if self.needs_flush(b):
+            self.flush()
+        at = self._used
+        return self._keys[:, at : at + b], self._payload[:, at : at + b]
+
+    def close_slab(self, b: int) -> None:
+        """Count the `b` columns of `open_slab` as every row's entries."""
+        self._used += b
+        self.count.fill_(self._used)
+        self.level = self._used
+
     def add_slab(self, keys: torch.Tensor, *payload: torch.Tensor) -> None:
         """Add one batch densely: keys [units, B] (SENTINEL where a cell is no candidate) and payloads [units, B]
         (or consecutive row blocks of them, written in place) go to the same B columns of every row, after the
         longest row; the SENTINEL slots left in rows are empty slots (a top-k ranks them last, `entries` skips
         them)."""
         b = keys.shape[1]
-        if self._used + b > self._keys.shape[1]:
-            self.flush()
-        at = self._used
-        self._keys[:, at : at + b] = keys
+        slab_keys, slab_payload = self.open_slab(b)
+        slab_keys.copy_(keys)
         row = 0
         for part in payload:
-            self._payload[row : row + part.shape[0], at : at + b] = part
+            slab_payload[row : row + part.shape[0]] = part
             row += part.shape[0]
-        self.count.fill_(at + b)
-        self._used = at + b
+        self.close_slab(b)
 
     def flush(self) -> None:
         """Cut full rows back to N entries and raise their thresholds to their N-th best key."""
+        if self.level is not None:  # every row holds `level` entries: all are cut, or none, no device read
+            if self.level > self.n:
+                self._cut_every_row()
+            return
         rows, _ = self.settle()
         if rows is not None:
             self.thresh[rows] = torch.maximum(self.floor[rows], self._keys[rows, : self.n].min(dim=1).values)
             self.thresh_scores = threshold_scores(self.thresh)
+
+    def _cut_every_row(self) -> None:
+        """`settle` + the threshold update of `flush` when every row holds the same count (> N): one top-k over
+        all rows, with no device read (the same operations as `settle`'s all-rows case)."""
+        width = self._used
+        top = torch.topk(self._keys[:, :width], self.n, dim=1, sorted=False)
+        moved = torch.gather(self._payload[:, :width], 1, top.indices)
+        self._keys[:, : self.n] = top.values
+        self._payload[:, : self.n] = moved
+        self._keys[:, self.n : width] = SENTINEL
+        self.count.fill_(self.n)
+        self._used = self.level = self.n
+        self.thresh = torch.maximum(self.floor, top.values.min(dim=1).values)
+        self.thresh_scores = threshold_scores(self.thresh)
 
     def finish(self) -> Candidates:
         """The block's entries (each row's best, at most N, all above the floor), copied out of the buffers:

@@ -21,31 +21,12 @@ from miner.mining.driver import run_mining
 from miner.mining.plan import plan_blocks
 from miner.model.loading import load_model, reinitialize_except_embeddings
 from tests.support.builders import make_corpus, tiny_model, write_job
-from tests.support.mining_oracle import all_scores, expected_queues
+from tests.support.mining_oracle import all_scores, check_against_oracle
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("corpus"), n=260, shard_size=100)
-
-
-def check_against_oracle(job_path: Path) -> dict:
-    job, base = load_job(job_path)
-    manifest = run_mining(job, base, executor="inline")
-    run = Path(manifest["run_dir"])
-    top = pq.read_table(run / "top_sentences.parquet").to_pandas()
-    ids, scores, _, _ = all_scores(job, base)
-    assert len(ids) == manifest["stats"]["sentences"]
-    for direction in ("top", "bottom") if job.bottom else ("top",):
-        expected = expected_queues(ids, scores, job.top_n, direction)
-        got = top[top.direction == direction]
-        for unit in range(scores.shape[1]):
-            rows = got[got.unit_id == unit].sort_values("rank")
-            assert rows.sentence_id.tolist() == expected[unit].tolist(), (direction, unit)
-            pos = {int(s): i for i, s in enumerate(ids)}
-            want = np.array([scores[pos[int(s)], unit] for s in rows.sentence_id], dtype=np.float32)
-            assert np.array_equal(rows.score.to_numpy(), want)
-    return manifest
 
 
 @pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "gpt2", "llama"])

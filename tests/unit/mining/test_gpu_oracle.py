@@ -1,0 +1,66 @@
+"""Mining on CUDA equals its brute-force twin computed on CUDA in the same dtype (float32 and bfloat16).
+
+Run with `pytest --device cuda tests/unit/mining/test_gpu_oracle.py`; skipped with a reason elsewhere. The
+oracle (tests/support/mining_oracle.py) scores every sentence with the same batches on the same device and
+sorts everything; the miner's queues (ids, order, bit-exact scores) and peak tokens must match it. bfloat16
+activations tie often, so the peaks also check the first-position-on-ties rule of the CUDA reductions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from miner.config import load_job
+from miner.mining.hardware import disable_tf32
+from tests.support.builders import make_corpus, tiny_model, write_job
+from tests.support.mining_oracle import all_scores, check_against_oracle
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("corpus"), n=260, shard_size=100)
+
+
+@pytest.fixture
+def cuda(device: str) -> str:
+    """The CUDA device the tests mine on; skipped unless pytest runs with --device cuda."""
+    if device != "cuda":
+        pytest.skip("GPU oracle tests run with --device cuda")
+    disable_tf32()  # as the mining actors do
+    return device
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_cuda_queues_equal_cuda_oracle(tmp_path: Path, corpus: Path, cuda: str, arch: str, dtype: str) -> None:
+    model = tiny_model(tmp_path / arch, arch)
+    job = write_job(tmp_path / "job.yaml", name=f"gpu-{arch}-{dtype}", model=str(model), corpus=str(corpus),
+                    output="run", sites=["hidden", "mlp"], top_n=7, block_size=64, batch_size=8,
+                    checkpoint_seconds=0, device=cuda, dtype=dtype)
+    manifest = check_against_oracle(job, cuda, dtype)
+    assert manifest["stats"]["kernel_batches"] == 0  # the compiled kernel is CPU-only: the torch path ran
+
+
+@pytest.mark.parametrize("top_n", [5, 60])  # few candidates per batch (per-candidate peaks) and many (dense)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_peaks_are_the_first_extreme_real_token(tmp_path: Path, corpus: Path, cuda: str, dtype: str,
+                                                     top_n: int) -> None:
+    model = tiny_model(tmp_path / "m", "bert")
+    job_path = write_job(tmp_path / "job.yaml", name="gpu-peaks", model=str(model), corpus=str(corpus),
+                         output="run", top_n=top_n, block_size=100, batch_size=16, device=cuda, dtype=dtype)
+    job, base = load_job(job_path)
+    manifest = check_against_oracle(job_path, cuda, dtype)
+    ids, _, pmax, pmin = all_scores(job, base, cuda, dtype)
+    (peak_max, pos_max), (peak_min, pos_min) = ([np.concatenate(v) for v in zip(*p)] for p in (pmax, pmin))
+    row = {int(s): i for i, s in enumerate(ids)}
+    top = pq.read_table(Path(manifest["run_dir"]) / "top_sentences.parquet").to_pandas()
+    for r in top.itertuples():
+        ref, pos = (peak_max, pos_max) if r.direction == "top" else (peak_min, pos_min)
+        assert r.peak_score == ref[row[r.sentence_id], r.unit_id], (r.direction, r.unit_id, r.sentence_id)
+        assert r.peak_position == pos[row[r.sentence_id], r.unit_id], (r.direction, r.unit_id, r.sentence_id)
