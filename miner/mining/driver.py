@@ -286,8 +286,11 @@ class _LaneLoop:
         return block % self.n_lanes
 
     def run(self) -> None:
+        t_run = time.perf_counter()
         try:
             self._run()
+            c = self.state.counters
+            c["loop_seconds"] = c.get("loop_seconds", 0.0) + time.perf_counter() - t_run
             if self.failure is not None:
                 raise self.failure
         except BaseException:
@@ -297,12 +300,17 @@ class _LaneLoop:
 
     def _run(self) -> None:
         state = self.state
+        c = state.counters
         while state.next_block < self.end_block or self.cut is not None:
             self._dispatch_ready()
             if state.next_block < self.end_block and state.next_block in self.reports:
                 pass
             elif self.pool.in_flight():
-                self._receive(self.pool.next_result())
+                t_wait = time.perf_counter()
+                result = self.pool.next_result()
+                # the driver's idle time: waiting for the lanes (inline, the lanes' work itself)
+                c["driver_wait_seconds"] = c.get("driver_wait_seconds", 0.0) + time.perf_counter() - t_wait
+                self._receive(result)
             elif self.cut is None or state.next_block < min(self.cut.cut, self.end_block):
                 raise AssertionError("mining loop: nothing in flight and nothing to account for")
             while state.next_block < self.end_block and state.next_block in self.reports:
@@ -543,7 +551,10 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
                     "checkpoints": int(state.counters.get("checkpoints", 0)),
                     "checkpoint_seconds": round(state.counters.get("checkpoint_seconds", 0.0), 3),
                     "checkpoint_bytes": int(state.counters.get("checkpoint_bytes", 0)),
-                    "lane_merge_seconds": round(state.counters.get("lane_merge_seconds", 0.0), 3)},
+                    "lane_merge_seconds": round(state.counters.get("lane_merge_seconds", 0.0), 3),
+                    # the block loop (actors started), and of it the time the driver waited for the lanes
+                    "loop_seconds": round(state.counters.get("loop_seconds", 0.0), 3),
+                    "driver_wait_seconds": round(state.counters.get("driver_wait_seconds", 0.0), 3)},
         "completed": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_dir": str(run.path.resolve()),
     })
