@@ -303,7 +303,8 @@ class _LaneLoop:
         c = state.counters
         while state.next_block < self.end_block or self.cut is not None:
             self._dispatch_ready()
-            if state.next_block < self.end_block and state.next_block in self.reports:
+            if (state.next_block < self.end_block and state.next_block in self.reports
+                    and (self.cut is None or state.next_block < self.cut.cut)):
                 pass
             elif self.pool.in_flight():
                 t_wait = time.perf_counter()
@@ -313,7 +314,10 @@ class _LaneLoop:
                 self._receive(result)
             elif self.cut is None or state.next_block < min(self.cut.cut, self.end_block):
                 raise AssertionError("mining loop: nothing in flight and nothing to account for")
-            while state.next_block < self.end_block and state.next_block in self.reports:
+            # while a checkpoint is pending, blocks from its cut on wait: the checkpoint's state (counters,
+            # moments, convergence) must cover exactly the blocks its lane files hold
+            while (state.next_block < self.end_block and state.next_block in self.reports
+                   and (self.cut is None or state.next_block < self.cut.cut)):
                 self._account(self.reports.pop(state.next_block))
             self._maybe_checkpoint()
         if self.reports:  # blocks past an early stop that were mined but need no accounting: none by design
