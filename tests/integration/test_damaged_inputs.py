@@ -95,7 +95,7 @@ def test_a_run_folder_that_existed_keeps_its_other_files(setup: dict[str, Path],
     assert list((tmp_path / "out").iterdir()) == []  # no manifest, no lock: a fixed model can mine here
 
 
-@pytest.mark.parametrize("name", ["queues-top.npz", "state.json"])
+@pytest.mark.parametrize("name", ["lane-000.keys.npy", "lane-000.json", "moments.npz", "state.json"])
 def test_damaged_checkpoint_is_named_and_kept(setup: dict[str, Path], tmp_path: Path, name: str) -> None:
     job = _job(setup, tmp_path, checkpoint_seconds=0)
     assert main(["mine", str(job), "--executor", "inline", "--stop-after-blocks", "1"]) == 0
