@@ -258,6 +258,8 @@ class _LaneLoop:
         self.mined = 0  # sentences mined in this session
         self.t_loop = self.last_ckpt = time.monotonic()
         self.cut: _Cut | None = None
+        self.saved_cut = -1
+        """The cut of the last checkpoint this session wrote."""
         self.failure: BaseException | None = None
         """A damaged shard met when sending a block: raised once the blocks before it are checkpointed."""
         self.deaths = 0
@@ -468,7 +470,7 @@ class _LaneLoop:
             due = time.monotonic() - self.last_ckpt >= self.job.checkpoint_seconds
             if not (done or due) or any(lane.restoring for lane in self.lanes.values()):
                 return
-            if not done and self.next_dispatch == state.next_block:
+            if self.next_dispatch == state.next_block and (not done or self.saved_cut == state.next_block):
                 return  # nothing new since the last checkpoint
             self.cut = _Cut(self.next_dispatch, checkpoint_folder(self.ctx.run, self.next_dispatch), time.monotonic())
             for k, lane in self.lanes.items():
@@ -492,6 +494,7 @@ class _LaneLoop:
             lane.base_seq = cut.seqs[k] + 1
             lane.sent = [r for r in lane.sent if r.seq > cut.seqs[k]]
         state.lanes = files
+        self.saved_cut = cut.cut
         self.cut = None
         self.last_ckpt = time.monotonic()
 
