@@ -60,7 +60,12 @@ class JobSpec(StrictModel):
         "mean", description="Sentence score of a unit: mean over real tokens (the paper) or the maximum."
     )
     max_length: int = Field(128, gt=1, description="Truncate sentences to this many model tokens (counted in the manifest).")
-    batch_size: int = Field(64, gt=0, description="Sentences per forward pass (per worker).")
+    batch_size: int = Field(64, gt=0, description="Sentences per forward pass (per worker; at most, with batch_tokens).")
+    batch_tokens: int | None = Field(
+        None, gt=0, description="Padded tokens per forward pass (sentences x the longest one): batches of length-sorted "
+        "sentences are cut at this budget, at most batch_size sentences each (default: batch_size sentences per batch). "
+        "On a GPU, e.g. batch_size 1024 with batch_tokens 65536."
+    )
     block_size: int | None = Field(
         None, gt=0, description="Sentences per work block (the unit of scheduling, checkpoints and convergence; default: auto)."
     )

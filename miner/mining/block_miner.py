@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -314,7 +315,7 @@ class BlockMiner:
 
     def __init__(self, loaded: LoadedModel, layout: UnitLayout, top_n: int, bottom: bool = True,
                  aggregation: str = "mean", max_length: int = 128, batch_size: int = 64, window: int | None = None,
-                 use_native: bool = True, sync_free: bool | None = None) -> None:
+                 use_native: bool = True, sync_free: bool | None = None, batch_tokens: int | None = None) -> None:
         self.loaded = loaded
         self.layout = layout
         self.top_n = top_n
@@ -322,6 +323,8 @@ class BlockMiner:
         self.aggregation = aggregation
         self.max_length = min(max_length, model_max_length(loaded.config))
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
+        """Padded tokens per batch at most (`miner.mining.batches.batch_bounds`); None: batch_size sentences."""
         self.window = window or max(batch_size, 16 * batch_size)
         self.offsets = layout.offsets()
         self.dense_window_fraction = 0.15
@@ -332,7 +335,10 @@ class BlockMiner:
         candidates (the dense reduction is then cheaper than gathering the candidates' token rows)."""
         self.use_native = use_native and loaded.device.type == "cpu" and native.available()
         """Scores and peaks of CPU float32 batches come from the compiled one-pass kernel (`miner.mining.native`)."""
-        self.sync_free = loaded.device.type == "cuda" if sync_free is None else sync_free
+        if sync_free is None:  # MINER_SYNC_FREE=1 (0) switches it on (off) on any device, e.g. to test it on a CPU
+            forced = os.environ.get("MINER_SYNC_FREE", "")
+            sync_free = forced == "1" if forced in ("0", "1") else loaded.device.type == "cuda"
+        self.sync_free = sync_free
         """Blocks are mined by the sync-free loop (`mine_prepared`): on by default on CUDA; on the CPU the exact
         loop (compiled kernel, sparse candidates) is faster, and True there runs the same code for tests."""
         self.sync_debug: str | None = None
@@ -441,7 +447,8 @@ class BlockMiner:
         ids = np.asarray(ids, dtype=np.int64)
         if not texts:
             return PreparedBlock(ids, [], 0, 0.0)
-        batches, truncated = make_batches(self.loaded.tokenizer, ids, texts, self.max_length, self.batch_size)
+        batches, truncated = make_batches(self.loaded.tokenizer, ids, texts, self.max_length, self.batch_size,
+                                          self.batch_tokens)
         return PreparedBlock(ids, batches, truncated, time.perf_counter() - t0)
 
     def mine_block(self, block: int, ids: np.ndarray, texts: list[str],

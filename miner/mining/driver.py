@@ -52,7 +52,7 @@ _EXECUTION_FIELDS = {"workers", "threads_per_worker", "gpus_per_worker", "checkp
                      "annotate", "signatures", "vectors", "analysis", "probe", "ablate", "skip_corrupt_shards"}
 # Per-block counters summed into the run's counters (BlockStats fields).
 _BLOCK_COUNTERS = ("sentences", "real_tokens", "attended_tokens", "computed_tokens", "truncated", "batches",
-                   "kernel_batches")
+                   "kernel_batches", "sync_free_batches")
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,8 @@ class MiningContext:
 def job_fingerprint(job: JobSpec, corpus_fp: str, weights: str) -> str:
     """Identity of a run's result: result-shaping job fields, corpus and model weights."""
     fields = job.model_dump(mode="json", exclude=_EXECUTION_FIELDS)
+    if fields.get("batch_tokens") is None:  # runs from before the field existed keep their fingerprint
+        fields.pop("batch_tokens", None)
     fields["corpus"] = corpus_fp
     fields["model"] = weights
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()

@@ -15,6 +15,7 @@ import numpy as np
 
 from miner.config import JobSpec
 from miner.errors import MinerError
+from miner.mining.batches import allow_tokenizer_threads
 from miner.mining.block_miner import BlockMiner, BlockResult
 from miner.mining.extract import ExtractRequest, ExtractResult, extract_block
 from miner.mining.hardware import disable_tf32, fit_window, identity_of
@@ -98,11 +99,12 @@ def build_block_miner(cfg: WorkerConfig) -> BlockMiner:
     layout = unit_layout(loaded.config, list(job.sites), job.layers)
     truncate_blocks(loaded.model, max(layer for _, layer, _ in layout.layers))  # deeper blocks are never computed
     disable_tf32()  # fp32 scores are exact float32 sums, never TF32 products
-    miner = BlockMiner(loaded, layout, job.top_n, job.bottom, job.aggregation, job.max_length, job.batch_size)
+    miner = BlockMiner(loaded, layout, job.top_n, job.bottom, job.aggregation, job.max_length, job.batch_size,
+                       batch_tokens=job.batch_tokens)
     # on CUDA: refuse (one line, with the numbers) or shrink the window when the queues will not fit the device
     miner.window = fit_window(layout.n_units, job.top_n, len(miner.directions), miner.window, job.batch_size,
                               miner.max_length, [w for _, _, w in layout.layers], loaded.dtype.itemsize,
-                              loaded.device, share=min(1.0, job.gpus_per_worker or 1.0))
+                              loaded.device, share=min(1.0, job.gpus_per_worker or 1.0), batch_tokens=job.batch_tokens)
     return miner
 
 
@@ -193,6 +195,7 @@ class MiningActorImpl:
         """Held by every task while it computes: the actor is threaded (a lane tokenises its next block while
         the current one runs), but one task at a time uses the model."""
         self.lane: LaneMiner | None = None
+        allow_tokenizer_threads(True, cfg.threads)  # a lane tokenises its next block on the actor's CPUs
         try:
             self.miner = build_worker(cfg)
         except MinerError as exc:

@@ -243,7 +243,8 @@ class MemoryEstimate:
 
 
 def estimate_mining_memory(n_units: int, top_n: int, directions: int, window: int, batch_size: int,
-                           max_length: int, hidden_widths: list[int], dtype_bytes: int) -> MemoryEstimate:
+                           max_length: int, hidden_widths: list[int], dtype_bytes: int,
+                           batch_tokens: int | None = None) -> MemoryEstimate:
     """Device bytes one mining actor needs beyond the model weights (the model's own forward working memory, e.g.
     hidden states it computes but no unit reads, is not counted: `fit_window` keeps a headroom for it).
 
@@ -270,8 +271,11 @@ def estimate_mining_memory(n_units: int, top_n: int, directions: int, window: in
     persistent = rows * 2 * top_n * 2 * i64 + rows * i64
     width = top_n + window
     window_queue = rows * width * 2 * i64 + rows * (3 * i64 + f32)
-    tensors = batch_size * max_length * sum(hidden_widths) * dtype_bytes
-    upcast = batch_size * max_length * max(hidden_widths, default=0) * f32 if dtype_bytes != f32 else 0
+    cells = batch_size * max_length  # padded tokens of the largest batch (a token budget caps them)
+    if batch_tokens is not None:
+        cells = min(cells, max(batch_tokens, max_length))
+    tensors = cells * sum(hidden_widths) * dtype_bytes
+    upcast = cells * max(hidden_widths, default=0) * f32 if dtype_bytes != f32 else 0
     # scores [B, U] float32; per queue row and batch row: signed score (float32), candidate mask (bool), key and
     # its two int64 encoding intermediates, peak payload (int64)
     batch = batch_size * n_units * f32 + batch_size * rows * (f32 + 1 + 3 * i64 + i64)
@@ -293,7 +297,8 @@ def free_device_bytes(device: torch.device | str) -> int | None:
 
 def fit_window(n_units: int, top_n: int, directions: int, window: int, batch_size: int, max_length: int,
                hidden_widths: list[int], dtype_bytes: int, device: torch.device | str = "cpu",
-               free_bytes: int | None = None, share: float = 1.0, headroom: float = 0.1) -> int:
+               free_bytes: int | None = None, share: float = 1.0, headroom: float = 0.1,
+               batch_tokens: int | None = None) -> int:
     """The queue window one actor can afford: `window` if the layout fits the device's free memory, else the
     largest smaller multiple of batch_size that fits, with a log warning (a smaller window flushes more
     often: slower, same results); a ConfigError line with the numbers when even batch_size does not fit.
@@ -321,7 +326,7 @@ def fit_window(n_units: int, top_n: int, directions: int, window: int, batch_siz
 
     def need(w: int) -> MemoryEstimate:
         return estimate_mining_memory(n_units, top_n, directions, w, batch_size, max_length, hidden_widths,
-                                      dtype_bytes)
+                                      dtype_bytes, batch_tokens)
 
     wanted = need(window)
     if wanted.total <= usable:

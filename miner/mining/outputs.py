@@ -28,6 +28,8 @@ def run_stats(c: dict) -> dict:
             "batches": int(c.get("batches", 0)),
             # batches scored by the compiled kernel (miner.mining.native); the rest by torch (scores agree to rounding)
             "kernel_batches": int(c.get("kernel_batches", 0)),
+            # batches of the sync-free loop (the default on CUDA; BlockMiner.sync_free)
+            "sync_free_batches": int(c.get("sync_free_batches", 0)),
             "padding_efficiency": round(c["attended_tokens"] / computed, 4) if computed else None,
             "scored_token_share": round(c["real_tokens"] / computed, 4) if computed else None}
 

@@ -33,7 +33,8 @@ def all_scores(job: JobSpec, base: Path, device: str = "cpu", dtype: str = "floa
     ids, scores, peak_max, peak_min = [], [], [], []
     for plan in plan_blocks(corpus, job.block_size, job.max_sentences):
         block_ids, texts = reader.block(plan)
-        batches, _ = make_batches(loaded.tokenizer, block_ids, texts, bm.max_length, job.batch_size)
+        batches, _ = make_batches(loaded.tokenizer, block_ids, texts, bm.max_length, job.batch_size,
+                                  job.batch_tokens)
         for batch in batches:
             tensors = bm.forward(batch)
             ids.append(batch.ids.numpy())

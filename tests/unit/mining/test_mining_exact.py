@@ -52,6 +52,21 @@ def test_torch_path_queues_equal_brute_force(tmp_path: Path, corpus: Path, arch:
     assert check_against_oracle(job)["stats"]["kernel_batches"] == 0
 
 
+@pytest.mark.parametrize("arch,top_n,sites", [("bert", 7, ["hidden", "mlp"]), ("gpt2", 40, ["hidden"])])
+def test_sync_free_loop_equals_brute_force(tmp_path: Path, corpus: Path, arch: str, top_n: int, sites: list[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sync-free loop (CUDA's default), run on the CPU, against the oracle; with a token budget, so that
+    batches differ in rows, and a window that fills (a flush inside the block)."""
+    monkeypatch.setenv("MINER_NATIVE", "0")  # the oracle then scores with the torch operations the loop uses
+    monkeypatch.setenv("MINER_SYNC_FREE", "1")
+    model = tiny_model(tmp_path / arch, arch)
+    job = write_job(tmp_path / "job.yaml", name=f"t-{arch}-sync-free", model=str(model), corpus=str(corpus),
+                    output="run", sites=sites, top_n=top_n, block_size=100, batch_size=16, batch_tokens=200,
+                    checkpoint_seconds=0)
+    stats = check_against_oracle(job)["stats"]
+    assert stats["batches"] > 0 and stats["sync_free_batches"] == stats["batches"]
+
+
 def test_empty_block_gives_no_candidates(tmp_path: Path) -> None:
     from miner.mining.block_miner import BlockMiner
     from miner.model.layout import unit_layout
@@ -221,3 +236,46 @@ def test_output_holding_another_job_is_refused_and_kept(tmp_path: Path, corpus: 
     assert (Path(first["run_dir"]) / "top_sentences.parquet").read_bytes() == before
     again = run_mining(*load_job(tmp_path / "a.yaml"), executor="inline")
     assert again["completed"] == first["completed"]  # already complete: nothing redone
+
+
+def _entries(found) -> set[tuple[int, int, int]]:
+    """A block's candidates as a set of (row, key, payload), whatever their form (dense or flat)."""
+    flat = found.sparse()
+    return set(zip(flat.units.tolist(), flat.keys.tolist(), flat.payload.tolist()))
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_sync_free_blocks_equal_the_exact_loop(tmp_path: Path, corpus: Path, nan: bool,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Block by block (floors rising, a window that flushes inside the block, a sample): the sync-free loop's
+    candidates, moment sums and sample rows equal the exact loop's. A block with a NaN activation is mined
+    again by the exact loop (its semantics)."""
+    from miner.corpus.prepare import load_corpus
+    from miner.corpus.store import CorpusReader
+    from miner.mining.block_miner import BlockMiner
+    from miner.mining.plan import plan_blocks
+    from miner.mining.topn import TopNQueues
+    from miner.model.layout import unit_layout
+
+    monkeypatch.setenv("MINER_NATIVE", "0")
+    loaded = load_model(tiny_model(tmp_path / "m", "bert"))
+    if nan:
+        with torch.no_grad():
+            loaded.model.encoder.layer[1].output.dense.bias[3] = float("nan")
+    layout = unit_layout(loaded.config, ["hidden", "mlp"], None)
+    miners = {free: BlockMiner(loaded, layout, 9, window=16, batch_size=8, sync_free=free, batch_tokens=120)
+              for free in (True, False)}
+    queue = TopNQueues(2 * layout.n_units, 9, loaded.device)
+    reader = CorpusReader(corpus, load_corpus(corpus))
+    for plan in plan_blocks(load_corpus(corpus), 60, None):
+        ids, texts = reader.block(plan)
+        floor = queue.threshold()
+        sample = ids[::7].copy()
+        (free_found, free), (exact_found, exact) = (
+            miners[f].mine_prepared(plan.index, miners[f].prepare(ids, texts), floor, sample) for f in (True, False))
+        assert free.stats.sync_free_batches == (0 if nan else free.stats.batches) and free.stats.batches > 1
+        assert _entries(free_found) == _entries(exact_found)
+        for f in ("count", "total", "squares", "low", "high", "positive"):
+            assert np.array_equal(getattr(free.moments, f), getattr(exact.moments, f), equal_nan=True), f
+        assert np.array_equal(free.sample, exact.sample, equal_nan=True)
+        queue.merge(exact_found)
