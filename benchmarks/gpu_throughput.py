@@ -17,7 +17,8 @@ the caching allocator's reserve included, less what was in use before).
 reports its wall time. Without a CUDA device (for --device cuda) or without a corpus the script prints a JSON
 error and exits non-zero. CPU smoke test: `--device cpu --sentences 2000 --top-n 100` (about a minute here).
 
-Usage: python benchmarks/gpu_throughput.py [--sentences 300000] [--batch-size 1024] [--top-n 10000]
+Usage: python benchmarks/gpu_throughput.py [--sentences 300000] [--batch-size 1024] [--batch-tokens 65536]
+       [--top-n 10000]
        [--sites hidden mlp] [--workers 1] [--device cuda|cpu] [--dtype bfloat16] [--corpus data/default]
        python benchmarks/gpu_throughput.py --demo
 """
@@ -151,12 +152,14 @@ def mine(args: argparse.Namespace) -> dict[str, Any]:
     block_size = math.ceil(sentences / args.blocks)
     dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
     batch = args.batch_size or (1024 if args.device == "cuda" else 64)
+    budget = args.batch_tokens if args.batch_tokens is not None else (65_536 if args.device == "cuda" else None)
     tmp = Path(tempfile.mkdtemp(prefix="gpu-throughput-"))
     try:
         model = save_bert_base(tmp / "bert-base-random")
         job = JobSpec(name="gpu-throughput", model=str(model), corpus=corpus, output=tmp / "run",
                       sites=list(args.sites), top_n=args.top_n, bottom=True, max_sentences=sentences,
-                      block_size=block_size, batch_size=batch, max_length=args.max_length, workers=args.workers,
+                      block_size=block_size, batch_size=batch, batch_tokens=budget or None,
+                      max_length=args.max_length, workers=args.workers,
                       device=args.device, dtype=dtype, checkpoint_seconds=args.checkpoint_seconds)
         from transformers import AutoConfig
 
@@ -165,7 +168,7 @@ def mine(args: argparse.Namespace) -> dict[str, Any]:
         layout = unit_layout(AutoConfig.from_pretrained(model), list(args.sites), None)
         widths = [w for _, _, w in layout.layers]
         estimate = estimate_mining_memory(layout.n_units, args.top_n, 2, 16 * batch, batch, args.max_length, widths,
-                                          torch.empty((), dtype=getattr(torch, dtype)).element_size())
+                                          torch.empty((), dtype=getattr(torch, dtype)).element_size(), budget or None)
         ready = ActorsReady()
         miner_log = logging.getLogger("miner")
         miner_log.addHandler(ready)
@@ -179,7 +182,8 @@ def mine(args: argparse.Namespace) -> dict[str, Any]:
         mining = wall - (ready.at - t0) if ready.at is not None else None
         return {
             "benchmark": "gpu_throughput", **environment(args.device), "dtype": dtype, "sites": list(args.sites),
-            "units": layout.n_units, "top_n": args.top_n, "batch_size": batch, "max_length": args.max_length,
+            "units": layout.n_units, "top_n": args.top_n, "batch_size": batch, "batch_tokens": budget or None,
+            "max_length": args.max_length,
             "workers": args.workers, "sentences": mined, "blocks": manifest.get("blocks"), "block_size": block_size,
             "wall_seconds": round(wall, 2),
             "startup_seconds": round(ready.at - t0, 2) if ready.at is not None else None,
@@ -230,6 +234,8 @@ def main() -> None:
     ap.add_argument("--sites", nargs="+", choices=["hidden", "mlp"], default=["hidden"])
     ap.add_argument("--top-n", type=int, default=10_000)
     ap.add_argument("--batch-size", type=int, default=None, help="[1024 on CUDA, 64 on CPU]")
+    ap.add_argument("--batch-tokens", type=int, default=None,
+                    help="padded tokens per batch at most [65536 on CUDA, none on CPU]; 0: none")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--workers", type=int, default=1, help="mining actors (one per GPU)")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")

@@ -563,9 +563,15 @@ class BlockMiner:
         """One batch of the sync-free loop: forward pass, scores into the sums and the sample, then every cell
         into the window densely (keys where they beat the threshold, SENTINEL elsewhere; both directions' peaks,
         `dense_peak_pair`); the window's top-k pass when it is full. Nothing is read from the device."""
+        with torch.profiler.record_function("miner.batch"):
+            self._add_staged_batch(queue, sb, stats, sums, sample, clock)
+
+    def _add_staged_batch(self, queue: WindowedQueues, sb: _StagedBatch, stats: BlockStats, sums: _BatchSums,
+                          sample: _SampleRows | None, clock: _StageClock) -> None:
         batch = sb.batch
         t = clock.mark()
-        tensors = self.forward(batch)
+        with torch.profiler.record_function("miner.forward"):
+            tensors = self.forward(batch)
         t = clock.span("forward", t)
         stats.batches += 1
         stats.real_tokens += batch.real_tokens
@@ -596,9 +602,15 @@ class BlockMiner:
                    sample: _SampleRows | None) -> None:
         """One forward pass, the batch's scores into the block's sums and sample, and its candidates into the
         block's queue (see `mine_block`)."""
+        with torch.profiler.record_function("miner.batch"):
+            self._add_exact_batch(queue, batch, stats, sums, sample)
+
+    def _add_exact_batch(self, queue: WindowedQueues, batch: Batch, stats: BlockStats, sums: _BatchSums,
+                         sample: _SampleRows | None) -> None:
         dev = self.loaded.device
         tf = time.perf_counter()
-        tensors = self.forward(batch)
+        with torch.profiler.record_function("miner.forward"):
+            tensors = self.forward(batch)
         tc = time.perf_counter()
         stats.forward_seconds += tc - tf
         stats.batches += 1

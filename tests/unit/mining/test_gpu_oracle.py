@@ -64,3 +64,40 @@ def test_cuda_peaks_are_the_first_extreme_real_token(tmp_path: Path, corpus: Pat
         ref, pos = (peak_max, pos_max) if r.direction == "top" else (peak_min, pos_min)
         assert r.peak_score == ref[row[r.sentence_id], r.unit_id], (r.direction, r.unit_id, r.sentence_id)
         assert r.peak_position == pos[row[r.sentence_id], r.unit_id], (r.direction, r.unit_id, r.sentence_id)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_sync_free_loop_never_waits_and_equals_the_exact_loop(tmp_path: Path, corpus: Path, cuda: str,
+                                                                  dtype: str) -> None:
+    """The sync-free loop under torch.cuda.set_sync_debug_mode('error') (any host sync inside the batch loop
+    raises) gives the exact loop's candidates, moment sums and sample rows, block by block."""
+    from miner.corpus.prepare import load_corpus
+    from miner.corpus.store import CorpusReader
+    from miner.mining.block_miner import BlockMiner
+    from miner.mining.plan import plan_blocks
+    from miner.mining.topn import TopNQueues
+    from miner.model.layout import unit_layout
+    from miner.model.loading import load_model
+
+    loaded = load_model(tiny_model(tmp_path / "m", "bert"), cuda, dtype)
+    layout = unit_layout(loaded.config, ["hidden", "mlp"], None)
+    miners = {free: BlockMiner(loaded, layout, 9, window=16, batch_size=8, sync_free=free, batch_tokens=120)
+              for free in (True, False)}
+    miners[True].sync_debug = "error"
+    queue = TopNQueues(2 * layout.n_units, 9, loaded.device)
+    manifest = load_corpus(corpus)
+    reader = CorpusReader(corpus, manifest)
+    for plan in plan_blocks(manifest, 60, None):
+        ids, texts = reader.block(plan)
+        floor = queue.threshold()
+        sample = ids[::7].copy()
+        (free_found, free), (exact_found, exact) = (
+            miners[f].mine_prepared(plan.index, miners[f].prepare(ids, texts), floor, sample) for f in (True, False))
+        assert free.stats.sync_free_batches == free.stats.batches > 1
+        flat = [f.sparse() for f in (free_found, exact_found)]
+        assert [set(zip(f.units.tolist(), f.keys.tolist(), f.payload.tolist())) for f in flat][0] == \
+            set(zip(flat[1].units.tolist(), flat[1].keys.tolist(), flat[1].payload.tolist()))
+        for f in ("count", "total", "squares", "low", "high", "positive"):
+            assert np.array_equal(getattr(free.moments, f), getattr(exact.moments, f)), f
+        assert np.array_equal(free.sample, exact.sample)
+        queue.merge(exact_found)
