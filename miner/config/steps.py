@@ -34,6 +34,10 @@ class SignatureOptions(StrictModel):
     min_share: float = Field(
         0.02, ge=0, le=1, description="...and in at least this share of the unit's sentences (the larger bound wins)."
     )
+    min_rel_freq: float = Field(
+        1.0, ge=0, description="...and be over-represented against the corpus: relative frequency above this (1: more "
+        "frequent in the unit's sentences than in the corpus; 0 keeps every item)."
+    )
     top_k: int = Field(20, ge=1, description="Words / word patterns / POS patterns kept per unit, direction and kind.")
     min_len: int = Field(2, ge=2, description="Shortest word and POS pattern (items).")
     max_len: int = Field(4, ge=2, le=8, description="Longest word and POS pattern (items).")

@@ -7,7 +7,9 @@ kind, and sparse matrix products (queues x sentences) for POS ratios, lengths an
 
 Relative frequency of a word or pattern w for a queue q of n sentences, against a background of B
 sentences: ``rel_freq = (support_q(w) / n) / ((support_bg(w) + 1) / (B + 1))``, counting sentences that
-contain w (once per sentence). Only w with ``support_q(w) >= max(min_support, ceil(min_share * n))`` are
+contain w (once per sentence). Only w with ``support_q(w) >= max(min_support, ceil(min_share * n))`` (the
+minimum support grows with the queue) and ``rel_freq > min_rel_freq`` (default 1: over-represented in the
+queue; an item as common in the unit's sentences as in the corpus, like "the .", says nothing of the unit) are
 ranked. Example: w in 10 of a unit's 20 sentences and in 9 of 999 background sentences ->
 (10 / 20) / (10 / 1000) = 50.0.
 
@@ -98,6 +100,8 @@ def _pattern_table(features: SentenceFeatures, unit: np.ndarray, direction: np.n
                 continue
             sup = c[cand]
             rel = (sup / n) / ((bg_support[id(ix)][cand] + 1) / (n_bg + 1))
+            keep = rel > options.min_rel_freq  # not over-represented: not characteristic of the unit
+            cand, sup, rel = cand[keep], sup[keep], rel[keep]
             top = np.lexsort((cand, -sup, -rel))[: options.top_k]
             out["q"].append(np.full(len(top), queue))
             out["kind"].append(np.full(len(top), ki))

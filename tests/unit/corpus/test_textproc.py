@@ -29,3 +29,19 @@ def test_split_question_and_exclamation() -> None:
 def test_one_list_per_input_in_order() -> None:
     out = list(split_sentences(["Cats eat fish.", "", "Dogs eat food. Grapes have seeds."]))
     assert [[s.text for s in x] for x in out] == [["Cats eat fish."], [], ["Dogs eat food.", "Grapes have seeds."]]
+
+
+def test_meaningful_symbols_keep_their_form() -> None:
+    """URLs, e-mail addresses, numbers and emoticons are not collapsed (issue 16: `http://t.co/...` became
+    `http:/t.co` and led a social-media unit's signature); symbols elsewhere still are."""
+    cases = {
+        "read http://t.co/xYz... now!!!": "read http://t.co/xYz... now!",
+        "https://example.org//a//b?x==1 ok": "https://example.org//a//b?x==1 ok",
+        "www.example.com/path//x --- ok": "www.example.com/path//x - ok",
+        "write to first.last+tag@mail.example.co.uk !!!": "write to first.last+tag@mail.example.co.uk !",
+        "it cost 1,000.50 at 12:30 on 2024-01-02, 3/4 of it...": "it cost 1,000.50 at 12:30 on 2024-01-02, 3/4 of it.",
+        "so happy :))) <3 ^_^ :-( ;D": "so happy :))) <3 ^_^ :-( ;D",
+        "well...: (see)) ((here": "well.: (see) (here",
+    }
+    for raw, want in cases.items():
+        assert normalize(raw) == want, raw

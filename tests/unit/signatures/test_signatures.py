@@ -186,11 +186,13 @@ def random_setup(seed: int, tags: Sequence[str] = ("NN", "VB", "JJ", "DT"),
     return top, sentences, tokens, np.array(sorted(rng.sample(range(60), 30))), {"seqs": seqs, "queues": queues}
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_signatures_equal_brute_force(seed: int) -> None:
-    """Reported supports, background supports and rel_freq equal a loop recount; nothing better was left out."""
+@pytest.mark.parametrize("seed,min_rel", [(0, 1.0), (1, 1.0), (2, 1.0), (0, 0.0), (1, 1.5)])
+def test_signatures_equal_brute_force(seed: int, min_rel: float) -> None:
+    """Reported supports, background supports and rel_freq equal a loop recount; nothing better was left out;
+    only items over-represented beyond min_rel_freq are kept."""
     top, sentences, tokens, bg, info = random_setup(seed)
-    opts = SignatureOptions(min_support=2, min_share=0.1, top_k=5, max_len=3, max_gap=1)
+    opts = SignatureOptions(min_support=2, min_share=0.1, top_k=5, max_len=3, max_gap=1, min_rel_freq=min_rel)
+    dropped = 0
     out = compute_signatures(top, sentences, tokens, bg, opts)
     seqs = info["seqs"]
     for (unit, direction), ids in info["queues"].items():
@@ -210,7 +212,11 @@ def test_signatures_equal_brute_force(seed: int) -> None:
                 sup = brute_support(unit_seqs, p, 1)
                 if sup >= need:
                     b = brute_support(bg_seqs, p, 1)
-                    scored[" ".join(p)] = (sup, b, (sup / n) / ((b + 1) / (len(bg_seqs) + 1)))
+                    rel = (sup / n) / ((b + 1) / (len(bg_seqs) + 1))
+                    if rel > min_rel:
+                        scored[" ".join(p)] = (sup, b, rel)
+                    else:
+                        dropped += 1
             got = rows_of(out["signatures"], unit_id=unit, direction=direction, kind=kind)
             assert len(got) == min(5, len(scored))
             for r in got:
@@ -223,6 +229,7 @@ def test_signatures_equal_brute_force(seed: int) -> None:
                 assert set(better) <= {r["pattern"] for r in got}
                 assert [r["rank"] for r in got] == list(range(1, len(got) + 1))
                 assert all(a["rel_freq"] >= b["rel_freq"] - 1e-12 for a, b in zip(got, got[1:]))
+    assert (dropped > 0) == (min_rel > 0)  # the random setup has items at or below the bound
 
 
 @pytest.mark.parametrize("seed", range(3))
