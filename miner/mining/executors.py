@@ -195,11 +195,16 @@ class MiningActorImpl:
         """Held by every task while it computes: the actor is threaded (a lane tokenises its next block while
         the current one runs), but one task at a time uses the model."""
         self.lane: LaneMiner | None = None
+        """The actor's lane, made here, before any task runs: made lazily, two tasks arriving at once (threads)
+        could each make one, and a task waiting on the lane that was dropped would wait forever."""
         allow_tokenizer_threads(True, cfg.threads)  # a lane tokenises its next block on the actor's CPUs
         try:
             self.miner = build_worker(cfg)
         except MinerError as exc:
             self.error = exc
+            return
+        if isinstance(self.miner, BlockMiner):
+            self.lane = LaneMiner(self.miner, self.device_lock)
 
     def node(self) -> dict:
         import ray
@@ -214,8 +219,10 @@ class MiningActorImpl:
             return task(self.miner, request)
 
     def run_lane(self, request: Any) -> LaneReport:
+        if self.error is not None:
+            raise self.error
         if self.lane is None:
-            self.lane = LaneMiner(self.miner, self.device_lock)
+            raise TypeError(f"run_lane: this actor holds no block miner ({type(self.miner).__name__})")
         return lane_task(self.lane, request)
 
 

@@ -124,6 +124,43 @@ def test_lane_runs_tasks_in_sequence_whatever_the_arrival_order(tmp_path: Path, 
     assert saved.saved and not saved.stale and read_lane(tmp_path / "ck" / "lane-000")[2]["seq"] == 0
 
 
+def test_actor_tasks_arriving_together_before_the_restore_share_one_lane(tmp_path: Path, model: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Ray actor's body (in this process): its lane exists before any task runs, so tasks that arrive at
+    once on the actor's threads, the restore last, all wait on the same lane and run in sequence (a lane made
+    by the first task to arrive could be made twice, and tasks waiting on the dropped one hung)."""
+    from miner.config import JobSpec
+    from miner.mining.executors import MiningActorImpl, WorkerConfig
+
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # the actor turns it on; restored after the test
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    job = JobSpec(name="a", model=str(model), corpus=tmp_path, output=tmp_path / "o", sites=["hidden"], top_n=4,
+                  batch_size=4, threads_per_worker=1)
+    texts = [f"sentence number {i} about {'cats' if i % 3 else 'dogs'} and more" for i in range(30)]
+    blocks = [LaneBlock(0, 0, s, s, np.arange(10 * s, 10 * s + 10), texts[10 * s : 10 * s + 10]) for s in range(3)]
+    results = []
+    for _ in range(2):
+        actor = MiningActorImpl(WorkerConfig(str(model), job, 1))
+        assert actor.lane is not None
+        out: dict[int, object] = {}
+        go = threading.Barrier(3)
+
+        def arrive(b: LaneBlock, act: MiningActorImpl = actor, go: threading.Barrier = go,
+                   out: dict[int, object] = out) -> None:
+            go.wait()
+            out[b.seq] = act.run_lane(b)
+
+        threads = [threading.Thread(target=arrive, args=(b,)) for b in reversed(blocks)]
+        for t in threads:
+            t.start()
+        actor.run_lane(LaneRestore(0, 0, 0, []))
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(out) == [0, 1, 2]
+        results.append([out[i].gains.tolist() for i in range(3)])  # type: ignore[attr-defined]
+    assert results[0] == results[1]
+
+
 def _job(tmp: Path, corpus: Path, model: Path, name: str, **extra) -> Path:
     # one thread whatever the worker count: torch rounds differently at another thread count
     fields = {"model": str(model), "corpus": str(corpus), "top_n": 6, "block_size": 25, "batch_size": 8, "threads_per_worker": 1,
