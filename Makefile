@@ -69,7 +69,8 @@ DOCTESTS := miner/signatures/patterns.py miner/signatures/features.py miner/sign
             miner/intervene/steering.py miner/intervene/effects.py miner/intervene/units.py \
             miner/intervene/hooks.py miner/intervene/plots.py miner/intervene/views.py \
             miner/intervene/probe_effects.py miner/model/heads.py miner/model/loading.py miner/hashing.py \
-            miner/report/causal/queries.py miner/intervene/logits.py
+            miner/report/causal/queries.py miner/intervene/logits.py miner/mining/batches.py miner/corpus/text.py \
+            miner/explain/formulas.py
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules $(DOCTESTS)

@@ -5,7 +5,7 @@ Levels (a module may import its own package, and packages of a lower level):
     0  errors, atomic, outputs, config, config_export      (miner/__init__ too; these import each other)
     1  corpus, model, run, cluster                          (run may use corpus: the run's corpus)
     2  mining
-    3  signatures, analysis, query, probing, correlate, intervene (which uses probing, query and analysis' plot style)
+    3  signatures, analysis, query, probing, correlate, explain, intervene (which uses probing, query and analysis' plot style)
     4  report
     5  cli
 
@@ -25,7 +25,7 @@ LEVELS = {
     "errors": 0, "atomic": 0, "hashing": 0, "outputs": 0, "config": 0, "config_export": 0, "__init__": 0,
     "corpus": 1, "model": 1, "run": 1, "cluster": 1,
     "mining": 2,
-    "signatures": 3, "analysis": 3, "query": 3, "probing": 3, "correlate": 3,
+    "signatures": 3, "analysis": 3, "query": 3, "probing": 3, "correlate": 3, "explain": 3,
     "intervene": 4, "report": 4,
     "cli": 5,
 }
