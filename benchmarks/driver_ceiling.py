@@ -37,6 +37,7 @@ from miner.mining.driver import _LaneLoop
 from miner.mining.lanes import LaneBlock, LaneReport, save_lane
 from miner.mining.moments import MomentSums
 from miner.mining.plan import BlockPlan
+from miner.mining.sketch import BINS
 from miner.model.layout import UnitLayout
 from miner.run.folder import RunFolder
 
@@ -45,8 +46,10 @@ def synthetic_report(block: int, rows: int, n_units: int, top_n: int, sample_row
                      rng: np.random.Generator) -> LaneReport:
     stats = BlockStats(sentences=rows, real_tokens=rows * 25, attended_tokens=rows * 27, computed_tokens=rows * 30,
                        batches=rows // 1024 + 1, seconds=2.0, forward_seconds=1.5)
+    hist = np.zeros((n_units, BINS), np.int32)  # a block's score histogram, as a worker sends it (int32)
+    hist[:, 150:250] = rows // 100
     moments = MomentSums(rows, rng.normal(size=n_units), rng.random(n_units) * rows, rng.normal(size=n_units),
-                         rng.normal(size=n_units), rng.integers(0, rows, n_units))
+                         rng.normal(size=n_units), rng.integers(0, rows, n_units), hist)
     result = BlockResult(block=block, stats=stats, moments=moments,
                          sample=rng.normal(size=(sample_rows, n_units)).astype(np.float32))
     gains = rng.integers(0, top_n, size=2 * n_units).astype(np.int64)

@@ -27,6 +27,7 @@ from miner.mining.peaks import (
     signed_rows,
     sparse_candidates,
 )
+from miner.mining.sketch import BINS, score_bins_torch
 from miner.mining.topn import Candidates, WindowedQueues
 from miner.model.layout import UnitLayout, down_projection, model_max_length, transformer_blocks
 from miner.model.loading import LoadedModel
@@ -104,7 +105,11 @@ class _BatchSums:
         self.low = torch.full((n_units,), float("inf"), dtype=torch.float32, device=device)  # exact in float32
         self.high = torch.full((n_units,), float("-inf"), dtype=torch.float32, device=device)
         self.positive = torch.zeros(n_units, dtype=torch.float64, device=device)  # counts: exact below 2**53
+        self.hist = torch.zeros(n_units * BINS, dtype=torch.int64, device=device)
+        """Sentences per (unit, score bin), unit-major (`miner.mining.sketch`)."""
+        self._offsets = torch.arange(n_units, dtype=torch.int64, device=device) * BINS
         self._ones: dict[int, torch.Tensor] = {}
+        self._one = torch.ones(1, dtype=torch.int64, device=device)
 
     def add(self, scores: torch.Tensor) -> None:
         """Add a batch of float32 [B, U] scores.
@@ -124,6 +129,11 @@ class _BatchSums:
         torch.minimum(self.low, low, out=self.low)
         torch.maximum(self.high, high, out=self.high)
         self.positive += (ones @ (x > 0).to(torch.float64))[0]  # a batch's counts (< 2**53) are exact in float64
+        cells = (score_bins_torch(scores) + self._offsets).view(-1)
+        if cells.device.type == "cpu":
+            self.hist += torch.bincount(cells, minlength=self.hist.numel())
+        else:  # bincount reads the largest index back to size its output: a host sync; integer adds are exact
+            self.hist.index_add_(0, cells, self._one.expand(cells.numel()))
 
     def finite(self) -> bool:
         """Whether every score added was finite (one device read): float64 sums of finite float32 scores never
@@ -133,7 +143,8 @@ class _BatchSums:
     def result(self) -> MomentSums:
         return MomentSums(self.count, self.total.cpu().numpy(), self.squares.cpu().numpy(),
                           self.low.cpu().numpy().astype(np.float64), self.high.cpu().numpy().astype(np.float64),
-                          self.positive.cpu().numpy().astype(np.int64))
+                          self.positive.cpu().numpy().astype(np.int64),
+                          self.hist.view(-1, BINS).to(torch.int32).cpu().numpy())  # a block's counts fit int32
 
 
 class _SampleRows:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from miner.errors import ConfigError, MinerError
+from miner.mining.sketch import BINS as SKETCH_BINS
 from miner.model.loading import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -216,7 +217,8 @@ class MemoryEstimate:
     activations: int
     """The mined tensors of one batch [batch, max_length, width] in the model dtype (+ one float32 copy)."""
     batch: int
-    """One batch's scores, signed scores, candidate mask, keys (with their encoding's intermediates) and peaks."""
+    """One batch's scores, signed scores, candidate mask, keys (with their encoding's intermediates) and peaks,
+    and the block's score histogram with the batch's bins."""
     flush: int
     """A flush of the window: top-k values and indices and the gathered payloads [rows, N], plus copies of the
     rows being cut [rows, N + window] (keys and payloads) when not every row is, and a few [rows] counters."""
@@ -279,11 +281,13 @@ def estimate_mining_memory(n_units: int, top_n: int, directions: int, window: in
     # scores [B, U] float32; per queue row and batch row: signed score (float32), candidate mask (bool), key and
     # its two int64 encoding intermediates, peak payload (int64)
     batch = batch_size * n_units * f32 + batch_size * rows * (f32 + 1 + 3 * i64 + i64)
+    # the score histogram: its counts [U, BINS] int64, and per batch cell a bin (int32, then its int64 index)
+    sketch = n_units * SKETCH_BINS * i64 + batch_size * n_units * (4 + i64)
     counters = rows * 8 * i64  # row indices, counts and thresholds of a flush or merge: a few int64 [rows]
     flush = rows * top_n * 3 * i64 + rows * width * 2 * i64 + counters
     # the block's entries (keys, payloads), the top-k (values, indices, payloads) and its gain masks (3 bool)
     merge = rows * top_n * 2 * i64 + rows * top_n * (3 * i64 + 3) + counters
-    return MemoryEstimate(persistent, window_queue, tensors + upcast, batch, flush, merge)
+    return MemoryEstimate(persistent, window_queue, tensors + upcast, batch + sketch, flush, merge)
 
 
 def free_device_bytes(device: torch.device | str) -> int | None:

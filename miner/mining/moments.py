@@ -1,4 +1,5 @@
-"""Per-unit moments of the sentence scores over everything mined: float64 running sums, merged block by block.
+"""Per-unit moments of the sentence scores over everything mined: float64 running sums, merged block by block,
+and the scores' histogram (`miner.mining.sketch`: exact counts in fixed bins).
 
 A worker accumulates one block's sums (`MomentSums.of_batch` per batch, `add`), the driver adds the blocks in
 block order, so the sums are the same for any number of workers and after a resume (they are checkpointed).
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+
+from miner.mining.sketch import BINS, histogram
 
 _FIELDS = ("count", "total", "squares", "low", "high", "positive")
 
@@ -30,12 +33,15 @@ class MomentSums:
     """float64 [U]: largest score (-inf before the first sentence)."""
     positive: np.ndarray
     """int64 [U]: sentences whose score is > 0."""
+    hist: np.ndarray | None = None
+    """int64 (int32 from a worker) [U, sketch.BINS]: sentences per score bin; None where a run's sums began
+    before mining kept histograms (a checkpoint of an older version): its histogram stays unknown."""
 
     @staticmethod
     def empty(n_units: int) -> MomentSums:
         """The sums of no sentence."""
         return MomentSums(0, np.zeros(n_units), np.zeros(n_units), np.full(n_units, np.inf),
-                          np.full(n_units, -np.inf), np.zeros(n_units, np.int64))
+                          np.full(n_units, -np.inf), np.zeros(n_units, np.int64), np.zeros((n_units, BINS), np.int64))
 
     @staticmethod
     def of_scores(scores: np.ndarray) -> MomentSums:
@@ -48,7 +54,8 @@ class MomentSums:
         x = np.asarray(scores, np.float64)
         if len(x) == 0:
             return MomentSums.empty(x.shape[1])
-        return MomentSums(len(x), x.sum(0), (x * x).sum(0), x.min(0), x.max(0), (x > 0).sum(0).astype(np.int64))
+        return MomentSums(len(x), x.sum(0), (x * x).sum(0), x.min(0), x.max(0), (x > 0).sum(0).astype(np.int64),
+                          histogram(np.asarray(scores, np.float32)))
 
     def add(self, other: MomentSums) -> None:
         """Add another set of sentences' sums in place (the order of additions fixes the float64 result).
@@ -63,14 +70,24 @@ class MomentSums:
         self.low = np.minimum(self.low, other.low)  # a NaN score makes the unit's min and max NaN (as torch's)
         self.high = np.maximum(self.high, other.high)
         self.positive = self.positive + other.positive
+        # integer counts: the same sum in any order; unknown once either side is
+        if self.hist is not None and other.hist is not None:
+            self.hist = self.hist.astype(np.int64) + other.hist.astype(np.int64)
+        else:
+            self.hist = None
 
     def state(self) -> dict[str, np.ndarray]:
         """Arrays for a checkpoint (npz); `from_state` restores them bit for bit."""
-        return {f: np.asarray(getattr(self, f)) for f in _FIELDS}
+        out = {f: np.asarray(getattr(self, f)) for f in _FIELDS}
+        if self.hist is not None:
+            out["hist"] = np.asarray(self.hist, np.int64)
+        return out
 
     @staticmethod
     def from_state(arrays: dict[str, np.ndarray]) -> MomentSums:
-        return MomentSums(int(arrays["count"]), *(np.asarray(arrays[f]) for f in _FIELDS[1:]))
+        hist = np.asarray(arrays["hist"], np.int64) if "hist" in arrays else None
+        total, squares, low, high, positive = (np.asarray(arrays[f]) for f in _FIELDS[1:])
+        return MomentSums(int(arrays["count"]), total, squares, low, high, positive, hist)
 
     def table(self) -> pa.Table:
         """The `unit_moments` table: unit_id, sentences, mean, std (population), min, max, positive_share.

@@ -1,8 +1,9 @@
 """The tables a finished mining run writes: units, top_sentences (with peak tokens), sentences, convergence,
-unit_moments."""
+unit_moments, unit_distribution and unit_histograms."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,12 @@ from miner.config import CorpusManifest, JobSpec
 from miner.corpus.store import read_rows
 from miner.mining.batches import tokenize_sentences
 from miner.mining.checkpoint import MiningState
+from miner.mining.sketch import distribution_table, histogram_table
 from miner.mining.topn import decode_queue_keys, unpack_payload
 from miner.model.layout import UnitLayout, model_max_length
 from miner.run.folder import FILES, RunFolder, table_name
+
+log = logging.getLogger(__name__)
 
 
 def run_stats(c: dict) -> dict:
@@ -82,6 +86,17 @@ def write_outputs(run: RunFolder, job: JobSpec, layout: UnitLayout, state: Minin
     run.write_table(run.file(FILES.unit_moments), state.moments.table())
     tables = [table_name(f) for f in (FILES.units, FILES.top_sentences, FILES.sentences, FILES.convergence,
                                       FILES.unit_moments)]
+    hist = state.moments.hist
+    if hist is not None:
+        kept = {d: np.bincount(top["unit_id"].to_numpy()[top["direction"].to_numpy(zero_copy_only=False) == d],
+                               minlength=layout.n_units) for d in ("top", "bottom")}
+        run.write_table(run.file(FILES.unit_distribution),
+                        distribution_table(hist, kept["top"], kept["bottom"] if job.bottom else None))
+        run.write_table(run.file(FILES.unit_histograms), histogram_table(hist))
+        tables += [table_name(FILES.unit_distribution), table_name(FILES.unit_histograms)]
+    else:
+        log.warning("no unit_distribution: this run's first blocks were mined by a version that kept no score "
+                    "histograms; mine the run again (a new output folder) to get them")
     return {"tables": tables, "units": layout.n_units, "distinct_sentences": int(len(used))}
 
 

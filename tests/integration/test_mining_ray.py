@@ -20,7 +20,8 @@ from tests.support.builders import make_corpus, tiny_model, write_job
 from tests.support.mining_oracle import all_scores, expected_queues, lane_updates
 
 pytestmark = pytest.mark.integration
-TABLES = ("top_sentences", "sentences", "units", "unit_moments", "sample_sentences")
+TABLES = ("top_sentences", "sentences", "units", "unit_moments", "unit_distribution",
+          "unit_histograms", "sample_sentences")
 """Identical for any number of workers; convergence too for the same number (it counts per lane)."""
 SAMPLE = {"sentences": 97, "seed": 3}  # a part of the corpus, spread over the blocks
 

@@ -34,7 +34,8 @@ from miner.model.loading import load_model
 from tests.support.builders import make_corpus, tiny_model, write_job
 from tests.support.mining_oracle import all_scores, lane_updates
 
-TOP_TABLES = ("top_sentences", "sentences", "units", "unit_moments", "sample_sentences")
+TOP_TABLES = ("top_sentences", "sentences", "units", "unit_moments", "unit_distribution",
+          "unit_histograms", "sample_sentences")
 
 
 @pytest.fixture(scope="module")

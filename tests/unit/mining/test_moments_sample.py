@@ -18,6 +18,7 @@ from miner.mining.driver import run_mining
 from miner.mining.moments import MomentSums
 from miner.mining.plan import BlockPlan
 from miner.mining.sample import plan_sample, sample_ids
+from miner.mining.sketch import BINS, QUANTILES, bin_edges, histogram, score_bins
 from miner.probing.examples import hash_uniform
 from tests.support.builders import make_corpus, tiny_model, write_job
 from tests.support.mining_oracle import all_scores
@@ -46,6 +47,17 @@ def check_run(run: Path, ids: np.ndarray, scores: np.ndarray, options: SampleOpt
     for col, want in brute_moments(scores).items():
         np.testing.assert_allclose(moments[col].to_numpy(), want, rtol=1e-9, atol=1e-12, err_msg=col)
     assert np.array_equal(moments["min"].to_numpy(), scores.min(0).astype(np.float64))  # exact: no arithmetic
+    rows = pq.read_table(run / "unit_histograms.parquet").to_pandas()
+    hist = np.zeros((scores.shape[1], BINS), np.int64)
+    hist[rows.unit_id.to_numpy(), rows.bin.to_numpy()] = rows["count"].to_numpy()
+    assert np.array_equal(hist, histogram(scores))  # every score in its bin, exactly
+    dist = pq.read_table(run / "unit_distribution.parquet").to_pandas()
+    edges = bin_edges()
+    for q in QUANTILES:
+        exact = np.quantile(scores, q, axis=0, method="inverted_cdf")
+        got = dist[f"q{round(q * 1000):03d}"].to_numpy()
+        bins = score_bins(exact.astype(np.float32))
+        assert np.array_equal(got, edges[bins].mean(axis=1)), q  # the midpoint of the bin holding the quantile
     sentences = pq.read_table(run / "sample_sentences.parquet").to_pandas()
     h = hash_uniform(options.seed, "sample", ids)
     want_ids = np.sort(ids[np.lexsort((ids, h))[: options.sentences]])
@@ -74,7 +86,7 @@ def test_moments_and_sample_equal_brute_force(tmp_path: Path, corpus: Path, mode
     assert manifest["timings"]["sample_seconds"] > 0 and manifest["timings"]["moments_seconds"] > 0
     assert manifest["sample"] == {"sentences": 37, "seed": 5, "rows": 37, "units": scores.shape[1],
                                   "dtype": "float16", "file": "sample/scores.npy", "planned_rows": 37}
-    assert {"unit_moments", "sample_sentences"} <= set(manifest["tables"])
+    assert {"unit_moments", "unit_distribution", "unit_histograms", "sample_sentences"} <= set(manifest["tables"])
 
 
 def test_max_sentences_samples_among_planned(tmp_path: Path, corpus: Path, model: Path) -> None:
@@ -102,7 +114,7 @@ def test_resume_gives_identical_moments_and_sample(tmp_path: Path, corpus: Path,
     # a shard of a block past the checkpoint (written by a session killed before its checkpoint) is rewritten
     (tmp_path / "b" / "sample" / "block-000004.npz").write_bytes(b"stale")
     resumed = Path(run_mining(job, base, executor="inline")["run_dir"])
-    for table in ("unit_moments", "sample_sentences"):
+    for table in ("unit_moments", "unit_distribution", "unit_histograms", "sample_sentences"):
         assert pq.read_table(full / f"{table}.parquet").equals(pq.read_table(resumed / f"{table}.parquet")), table
     assert (full / "sample" / "scores.npy").read_bytes() == (resumed / "sample" / "scores.npy").read_bytes()
 
@@ -171,3 +183,23 @@ def test_moment_sums_merge_in_any_split() -> None:
     for col in ("min", "max", "positive_share", "sentences"):
         assert a[col].tolist() == b[col].tolist()
     assert MomentSums.empty(3).table()["mean"].null_count == 0  # NaN, not null, with nothing mined
+
+
+def test_resume_of_a_checkpoint_without_histograms_writes_no_distribution(tmp_path: Path, corpus: Path,
+                                                                          model: Path) -> None:
+    """A run checkpointed by a version that kept no histograms resumes; its moments are whole, but its
+    histogram would miss the first blocks, so no unit_distribution or unit_histograms is written (a warning
+    says to mine again)."""
+    common = {"model": str(model), "corpus": str(corpus), "top_n": 4, "block_size": 40, "checkpoint_seconds": 0}
+    full = Path(run_mining(*load_job(write_job(tmp_path / "a.yaml", name="a", output="a", **common)),
+                           executor="inline")["run_dir"])
+    job, base = load_job(write_job(tmp_path / "b.yaml", name="b", output="b", **common))
+    assert run_mining(job, base, executor="inline", stop_after_blocks=3)["status"] == "incomplete"
+    path = tmp_path / "b" / "checkpoint" / "moments.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files if k != "hist"}
+    np.savez(path, **arrays)
+    manifest = run_mining(job, base, executor="inline")
+    run = Path(manifest["run_dir"])
+    assert not (run / "unit_distribution.parquet").exists() and "unit_distribution" not in manifest["tables"]
+    assert pq.read_table(run / "unit_moments.parquet").equals(pq.read_table(full / "unit_moments.parquet"))
