@@ -98,8 +98,10 @@ class BlockResult:
 class _BatchSums:
     """A block's moment sums accumulated batch by batch on the scores' device (float64 sums of float32 scores)."""
 
-    def __init__(self, n_units: int, device: torch.device) -> None:
+    def __init__(self, n_units: int, device: torch.device, use_native: bool = False) -> None:
         self.count = 0
+        self.native = use_native and device.type == "cpu"
+        """Count the histogram with the compiled kernel (`native.score_histogram`)."""
         self.total = torch.zeros(n_units, dtype=torch.float64, device=device)
         self.squares = torch.zeros(n_units, dtype=torch.float64, device=device)
         self.low = torch.full((n_units,), float("inf"), dtype=torch.float32, device=device)  # exact in float32
@@ -129,11 +131,12 @@ class _BatchSums:
         torch.minimum(self.low, low, out=self.low)
         torch.maximum(self.high, high, out=self.high)
         self.positive += (ones @ (x > 0).to(torch.float64))[0]  # a batch's counts (< 2**53) are exact in float64
+        if self.native and native.takes([scores[None]]):  # the compiled twin of the two lines below
+            native.score_histogram(scores, self.hist)
+            return
+        # integer adds: exact in any order (bincount would read the largest index back: a host sync on CUDA)
         cells = (score_bins_torch(scores) + self._offsets).view(-1)
-        if cells.device.type == "cpu":
-            self.hist += torch.bincount(cells, minlength=self.hist.numel())
-        else:  # bincount reads the largest index back to size its output: a host sync; integer adds are exact
-            self.hist.index_add_(0, cells, self._one.expand(cells.numel()))
+        self.hist.index_add_(0, cells, self._one.expand(cells.numel()))
 
     def finite(self) -> bool:
         """Whether every score added was finite (one device read): float64 sums of finite float32 scores never
@@ -527,7 +530,7 @@ class BlockMiner:
                     stats: BlockStats) -> tuple[Candidates, _BatchSums, _SampleRows | None]:
         """The exact loop over a block's batches (`_add_batch`): (candidates, moment sums, sample rows)."""
         sample = _SampleRows(sample_ids) if sample_ids is not None else None
-        sums = _BatchSums(self.layout.n_units, self.loaded.device)
+        sums = _BatchSums(self.layout.n_units, self.loaded.device, self.use_native)
         queue = self._window_queue(floor)
         with torch.inference_mode():
             for batch in prepared.batches:
@@ -548,7 +551,7 @@ class BlockMiner:
         dev = self.loaded.device
         sample = _SampleRows(sample_ids) if sample_ids is not None else None
         staged = _stage_block(prepared.batches, self.score_weights, sample, dev)
-        sums = _BatchSums(self.layout.n_units, dev)
+        sums = _BatchSums(self.layout.n_units, dev, self.use_native)
         queue = self._window_queue(floor)
         clock = _StageClock(dev)
         with torch.inference_mode():

@@ -60,6 +60,9 @@ def _library() -> ctypes.CDLL | None:
             i64, ptr = ctypes.c_int64, ctypes.c_void_p
             fn.argtypes = [i64, ptr, ptr, ptr, i64, i64, i64, ptr, ctypes.c_int, ctypes.c_int, ptr, ptr, ptr]
             fn.restype = ctypes.c_int64
+            hist = dll.miner_score_histogram
+            hist.argtypes = [ptr, i64, i64, ctypes.c_int, ptr]
+            hist.restype = None
             return dll
     log.warning("building %s with %s failed (%s): mining uses the (slower) torch operations", SOURCE.name, compiler,
                 errors[-1])
@@ -153,4 +156,20 @@ def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, r
     return TokenStats(scores, top, low, code == 0)
 
 
-__all__ = ["TokenStats", "available", "takes", "token_stats"]
+def score_histogram(scores: torch.Tensor, hist: torch.Tensor, threads: int | None = None) -> None:
+    """Add the bins of a contiguous float32 [B, U] CPU score matrix to `hist` (int64 [U * sketch.BINS],
+    unit-major), as `miner.mining.sketch.score_bins_torch` and an index_add_ would (their compiled twin)."""
+    from miner.mining.sketch import BINS
+
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the compiled kernel is not available")
+    b, u = scores.shape
+    if not (scores.device.type == "cpu" and scores.dtype == torch.float32 and scores.is_contiguous()):
+        raise ValueError("scores: contiguous float32 on the CPU")
+    if not (hist.dtype == torch.int64 and hist.is_contiguous() and hist.numel() == u * BINS):
+        raise ValueError(f"hist: contiguous int64 [{u} * {BINS}]")
+    lib.miner_score_histogram(scores.data_ptr(), b, u, threads or torch.get_num_threads(), hist.data_ptr())
+
+
+__all__ = ["TokenStats", "available", "score_histogram", "takes", "token_stats"]

@@ -91,3 +91,23 @@ def test_histogram_table_lists_the_non_empty_bins() -> None:
     t = histogram_table(hist).to_pandas()
     assert t["count"].sum() == 6 and (t["count"] > 0).all()
     assert t[t.unit_id == 0][["low", "high", "count"]].values.tolist() == [[-2.25, -2.0, 1], [1.0, 1.125, 2]]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_histogram_equals_torch_and_numpy(threads: int) -> None:
+    from miner.mining import native
+
+    if not native.available():
+        pytest.skip("no C compiler: the compiled kernel is not built here")
+    rng = np.random.default_rng(threads)
+    x = np.concatenate([values(threads, 64 * 37).reshape(64, 37), np.tile(SPECIAL[:, None], (1, 37))])
+    x[rng.random(x.shape) < 0.01] = np.nan
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    hist = torch.zeros(37 * BINS, dtype=torch.int64)
+    native.score_histogram(t, hist, threads)
+    native.score_histogram(t, hist, threads)  # it adds
+    offsets = torch.arange(37, dtype=torch.int64) * BINS
+    twin = torch.zeros(37 * BINS, dtype=torch.int64)
+    cells = (score_bins_torch(t) + offsets).view(-1)
+    twin.index_add_(0, cells, torch.ones(cells.numel(), dtype=torch.int64))
+    assert torch.equal(hist, 2 * twin) and np.array_equal(hist.view(37, BINS).numpy(), 2 * histogram(x))
