@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from miner import __version__
 from miner.config import CorpusManifest, JobSpec, resolve_job_paths
 from miner.corpus.prepare import load_corpus
-from miner.corpus.store import CorpusReader, DamagedShardError
+from miner.corpus.store import CorpusReader, DamagedShardError, read_rows
 from miner.errors import ConfigError, InputError, MinerError
 from miner.mining import sample
 from miner.mining.checkpoint import LaneFiles, MiningState, checkpoint_folder, load_checkpoint, save_checkpoint
@@ -32,6 +34,7 @@ from miner.mining.executors import (
     RayExecutor,
     WorkerConfig,
 )
+from miner.mining.exemplars import exemplar_table
 from miner.mining.hardware import HardwareIdentity, check_same_hardware, check_workers_agree
 from miner.mining.lanes import LaneBlock, LaneReport, LaneRestore, LaneSave, merge_lane_files
 from miner.mining.outputs import run_stats, write_outputs
@@ -87,6 +90,8 @@ def job_fingerprint(job: JobSpec, corpus_fp: str, weights: str) -> str:
     fields = job.model_dump(mode="json", exclude=_EXECUTION_FIELDS)
     if fields.get("batch_tokens") is None:  # runs from before the field existed keep their fingerprint
         fields.pop("batch_tokens", None)
+    for name in ("exemplars", "exemplar_bands"):  # picked from the sample when a run finishes: not its result
+        fields.get("sample", {}).pop(name, None)
     fields["corpus"] = corpus_fp
     fields["model"] = weights
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
@@ -521,7 +526,18 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
     manifest = write_outputs(run, job, ctx.layout, state, ctx.corpus_dir, ctx.corpus, tokenizer, config)
     merged = [p.index for p in plans[: state.next_block] if p.index in sampled and p.shard not in state.skipped_shards]
     t_sample = time.monotonic()
-    manifest["sample"] = sample.finish_sample(run, merged, ctx.layout.n_units, job.sample)
+    def texts(ids: np.ndarray) -> pa.Array:
+        rows = read_rows(ctx.corpus_dir, ctx.corpus, ids)
+        assert np.array_equal(rows["sentence_id"].to_numpy(), ids)
+        return rows["text"].combine_chunks()
+
+    manifest["sample"] = sample.finish_sample(run, merged, ctx.layout.n_units, job.sample, texts)
+    if manifest["sample"]["rows"] and job.sample.exemplars:
+        ids = pq.read_table(run.file(FILES.sample_sentences), columns=["sentence_id"])["sentence_id"].to_numpy()
+        scores = np.load(run.file(FILES.sample) / sample.SCORES_FILE, mmap_mode="r")
+        run.write_table(run.file(FILES.unit_exemplars),
+                        exemplar_table(ids, scores, job.sample.exemplar_bands, job.sample.exemplars, job.sample.seed))
+        manifest["tables"].append(table_name(FILES.unit_exemplars))
     manifest["sample"]["finish_seconds"] = round(time.monotonic() - t_sample, 3)
     planned = int(sum(len(v) for v in sampled.values()))
     manifest["sample"]["planned_rows"] = planned

@@ -10,6 +10,7 @@ checkpoint that covers the block, and at the end joins the shards of the merged 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,8 @@ def write_shard(run: RunFolder, block: int, ids: np.ndarray, scores: np.ndarray)
     atomic.write_with(shard_path(run, block), write)
 
 
-def finish_sample(run: RunFolder, blocks: list[int], n_units: int, options: SampleOptions) -> dict:
+def finish_sample(run: RunFolder, blocks: list[int], n_units: int, options: SampleOptions,
+                  texts: Callable[[np.ndarray], pa.Array] | None = None) -> dict:
     """Join the shards of `blocks` (the merged blocks that have sampled sentences) into scores.npy and the
     `sample_sentences` table; returns the manifest's "sample" record. The shards stay until the manifest says
     complete (`remove_shards`), so a session killed in between finishes the same way when it resumes."""
@@ -118,6 +120,8 @@ def finish_sample(run: RunFolder, blocks: list[int], n_units: int, options: Samp
     atomic.write_with(out / SCORES_FILE, write)
     table = pa.table({"row": pa.array(np.arange(len(ids), dtype=np.int32)),
                       "sentence_id": pa.array(ids[order].astype(np.int64))})
+    if texts is not None:  # the sentences' texts, for the exemplars (unit_exemplars) shown in reports
+        table = table.append_column("text", texts(ids[order].astype(np.int64)))
     run.write_table(run.file(FILES.sample_sentences), table)
     record.update({"rows": int(len(ids)), "file": f"{FILES.sample}/{SCORES_FILE}"})
     return record

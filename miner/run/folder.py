@@ -36,6 +36,8 @@ class RunFiles:
     """Per unit: quantiles of its sentence scores (from the score histogram) and the kept share of the queues."""
     unit_histograms: str = "unit_histograms.parquet"
     """Per unit and non-empty bin: the score histogram (exact counts in fixed bins, miner.mining.sketch)."""
+    unit_exemplars: str = "unit_exemplars.parquet"
+    """Per unit and activation band (sample quantiles) a few sentences of the score sample, and random ones."""
     sample_sentences: str = "sample_sentences.parquet"
     """The seeded score sample: which sentences keep their scores for every unit (row -> sentence_id)."""
     sample: str = "sample"
@@ -99,7 +101,7 @@ def table_name(file: str) -> str:
 # Which command writes each run table, for the "what to do" of a damaged file.
 MINING_TABLES = tuple(table_name(f) for f in (FILES.units, FILES.sentences, FILES.top_sentences, FILES.convergence,
                                               FILES.unit_moments, FILES.unit_distribution, FILES.unit_histograms,
-                                              FILES.sample_sentences))
+                                              FILES.sample_sentences, FILES.unit_exemplars))
 STEP2_TABLES = tuple(table_name(f) for f in (FILES.tokens, FILES.background, FILES.signatures, FILES.unit_stats,
                                              FILES.unit_metadata, FILES.sentence_vectors, FILES.unit_vectors))
 ANALYSIS_TABLES = tuple(table_name(f) for f in (FILES.unit_clusters, FILES.unit_map, FILES.layer_rankings,

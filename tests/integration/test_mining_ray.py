@@ -21,7 +21,7 @@ from tests.support.mining_oracle import all_scores, expected_queues, lane_update
 
 pytestmark = pytest.mark.integration
 TABLES = ("top_sentences", "sentences", "units", "unit_moments", "unit_distribution",
-          "unit_histograms", "sample_sentences")
+          "unit_histograms", "sample_sentences", "unit_exemplars")
 """Identical for any number of workers; convergence too for the same number (it counts per lane)."""
 SAMPLE = {"sentences": 97, "seed": 3}  # a part of the corpus, spread over the blocks
 

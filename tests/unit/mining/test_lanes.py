@@ -35,7 +35,7 @@ from tests.support.builders import make_corpus, tiny_model, write_job
 from tests.support.mining_oracle import all_scores, lane_updates
 
 TOP_TABLES = ("top_sentences", "sentences", "units", "unit_moments", "unit_distribution",
-          "unit_histograms", "sample_sentences")
+          "unit_histograms", "sample_sentences", "unit_exemplars")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from miner.config import SampleOptions, load_job
+from miner.corpus.prepare import load_corpus
+from miner.corpus.store import read_rows
 from miner.errors import InputError
 from miner.mining.driver import run_mining
 from miner.mining.moments import MomentSums
@@ -68,6 +70,11 @@ def check_run(run: Path, ids: np.ndarray, scores: np.ndarray, options: SampleOpt
     pos = {int(s): i for i, s in enumerate(ids)}
     assert np.array_equal(matrix, scores[[pos[int(s)] for s in want_ids]].astype(np.float16))
     assert sorted(p.name for p in (run / "sample").iterdir()) == ["scores.npy"]  # the shards are gone
+    corpus_dir = Path(json.loads((run / "manifest.json").read_text())["corpus"]["path"])
+    rows = read_rows(corpus_dir, load_corpus(corpus_dir), want_ids)
+    assert sentences.text.tolist() == rows["text"].to_pylist()
+    exemplars = pq.read_table(run / "unit_exemplars.parquet").to_pandas()
+    assert set(exemplars.unit_id) == set(range(scores.shape[1])) and set(exemplars.sentence_id) <= set(want_ids)
 
 
 @pytest.mark.parametrize("native_kernel", [True, False])
@@ -114,7 +121,7 @@ def test_resume_gives_identical_moments_and_sample(tmp_path: Path, corpus: Path,
     # a shard of a block past the checkpoint (written by a session killed before its checkpoint) is rewritten
     (tmp_path / "b" / "sample" / "block-000004.npz").write_bytes(b"stale")
     resumed = Path(run_mining(job, base, executor="inline")["run_dir"])
-    for table in ("unit_moments", "unit_distribution", "unit_histograms", "sample_sentences"):
+    for table in ("unit_moments", "unit_distribution", "unit_histograms", "sample_sentences", "unit_exemplars"):
         assert pq.read_table(full / f"{table}.parquet").equals(pq.read_table(resumed / f"{table}.parquet")), table
     assert (full / "sample" / "scores.npy").read_bytes() == (resumed / "sample" / "scores.npy").read_bytes()
 

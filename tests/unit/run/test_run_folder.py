@@ -40,7 +40,7 @@ def _run(tmp_path: Path, manifest: object) -> Path:
 def test_table_names_and_files_agree() -> None:
     assert table_file(table_name(FILES.top_sentences)) == FILES.top_sentences == "top_sentences.parquet"
     assert MINING_TABLES == ("units", "sentences", "top_sentences", "convergence", "unit_moments", "unit_distribution",
-                             "unit_histograms", "sample_sentences")
+                             "unit_histograms", "sample_sentences", "unit_exemplars")
     assert STEP2_TABLES == ("tokens", "background", "signatures", "unit_stats", "unit_metadata", "sentence_vectors",
                             "unit_vectors")
     assert ANALYSIS_TABLES == ("unit_clusters", "unit_map", "layer_rankings", "layer_distribution", "unit_redundancy",
