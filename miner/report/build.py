@@ -30,6 +30,8 @@ from miner.report.records import (
     ActivationInfo,
     ClusterInfo,
     DirectionSignature,
+    Exemplar,
+    ExemplarBand,
     LayerSummary,
     MetadataField,
     MetadataValue,
@@ -41,6 +43,7 @@ from miner.report.records import (
     RunInfo,
     SentenceEntry,
     TypicalSentence,
+    UnitDistribution,
     UnitIndexRow,
     UnitRef,
     UnitReport,
@@ -254,7 +257,8 @@ def unit_report(run_dir: Path | str, unit: str | int, n_sentences: int = 20, wit
             directions=[_direction(con, ref.unit_id, d, n_sentences, meta) for d in directions],
             placement=_placement(con, views, ref), activations=ActivationInfo(computed=False),
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"), code_version=__version__,
-            probes=unit_probe_ranks(con, views, ref.unit_id), causal=unit_causal(con, views, ref.unit_id))
+            probes=unit_probe_ranks(con, views, ref.unit_id), causal=unit_causal(con, views, ref.unit_id),
+            distribution=_distribution(con, views, ref.unit_id))
     finally:
         con.close()
     if with_activations:
@@ -262,6 +266,38 @@ def unit_report(run_dir: Path | str, unit: str | int, n_sentences: int = 20, wit
     else:
         report.activations.note = "token activations not computed (--no-activations)"
     return report
+
+
+_QUANTILE_LABELS = {"q001": "0.1%", "q010": "1%", "q050": "5%", "q100": "10%", "q250": "25%", "q500": "50%",
+                    "q750": "75%", "q900": "90%", "q950": "95%", "q990": "99%", "q999": "99.9%"}
+
+
+def _distribution(con: duckdb.DuckDBPyConnection, views: set[str], unit_id: int) -> UnitDistribution | None:
+    """The unit's quantiles (unit_distribution), moments and exemplars (unit_exemplars + the sample's text)."""
+    if "unit_distribution" not in views:
+        return None
+    rows = _rows(con, "SELECT * FROM unit_distribution WHERE unit_id = ?", [unit_id])
+    if not rows:
+        return None
+    d = rows[0]
+    moments = _rows(con, "SELECT mean, std FROM unit_moments WHERE unit_id = ?", [unit_id]) \
+        if "unit_moments" in views else []
+    bands: dict[str, list[Exemplar]] = {}
+    if "unit_exemplars" in views:
+        has_text = "sample_sentences" in views and "text" in {
+            r[0] for r in con.execute("DESCRIBE sample_sentences").fetchall()}
+        text = "s.text" if has_text else "NULL"
+        join = "LEFT JOIN sample_sentences s USING (sentence_id)" if has_text else ""
+        for r in _rows(con, f"""SELECT e.band, e.rank, e.sentence_id, e.score, e.quantile, {text} AS text
+                                FROM unit_exemplars e {join} WHERE e.unit_id = ?
+                                ORDER BY e.band = 'random', e.quantile DESC, e.rank""", [unit_id]):
+            bands.setdefault(r.pop("band"), []).append(Exemplar(**r))
+    ordered = sorted(bands, key=lambda b: (b == "random", -max(e.quantile for e in bands[b])))
+    return UnitDistribution(
+        sentences=int(d["sentences"]), quantiles=[(label, d.get(col)) for col, label in _QUANTILE_LABELS.items()],
+        mean=moments[0]["mean"] if moments else None, std=moments[0]["std"] if moments else None,
+        top_kept_share=d.get("top_kept_share"), bands=[ExemplarBand(b, sorted(bands[b], key=lambda e: e.rank))
+                                                       for b in ordered])
 
 
 def _convergence(con: duckdb.DuckDBPyConnection, views: set[str]) -> dict[str, Any] | None:

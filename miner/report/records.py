@@ -276,6 +276,36 @@ class ActivationInfo:
 
 
 @dataclass
+class Exemplar:
+    """One exemplar sentence of a band (unit_exemplars joined with the sample's text)."""
+
+    rank: int
+    sentence_id: int
+    score: float
+    quantile: float
+    text: str | None
+
+
+@dataclass
+class ExemplarBand:
+    band: str
+    sentences: list[Exemplar]
+
+
+@dataclass
+class UnitDistribution:
+    """The unit's score distribution over the mined corpus and its exemplars across the range."""
+
+    sentences: int
+    quantiles: list[tuple[str, float | None]]
+    """(label, value): "0.1%" ... "99.9%" from unit_distribution."""
+    mean: float | None
+    std: float | None
+    top_kept_share: float | None
+    bands: list[ExemplarBand]
+
+
+@dataclass
 class UnitReport:
     """Everything a unit page shows."""
 
@@ -290,13 +320,14 @@ class UnitReport:
     """Ranks in every all-layer probe's rankings; None when the run has no probe tables (no section, no key)."""
     causal: UnitCausal | None = None
     """Redundancy cluster, matches in other runs, output tokens, ablations; None without any of their tables."""
+    distribution: UnitDistribution | None = None
+    """Score quantiles and exemplars across the range; None for runs mined before they were kept."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {"kind": "unit", **asdict(self), "label": self.unit.label}
-        if self.probes is None:
-            del out["probes"]
-        if self.causal is None:
-            del out["causal"]
+        for key in ("probes", "causal", "distribution"):
+            if getattr(self, key) is None:
+                del out[key]
         return out
 
 

@@ -227,6 +227,29 @@ def test_report_json_matches_the_catalog(run: Path, tmp_path: Path) -> None:
     assert data["placement"]["analysis_available"] is False and data["activations"]["computed"] is False
 
 
+def test_unit_page_shows_the_distribution_and_exemplars(run: Path, tmp_path: Path) -> None:
+    report = unit_report(run, "2:9", n_sentences=3, with_activations=False)
+    data = json.loads(render_json(report, tmp_path).read_text())
+    uid = data["unit"]["unit_id"]
+    con = open_catalog(run)
+    try:
+        row = con.execute("SELECT * FROM unit_distribution WHERE unit_id = ?", [uid]).df().iloc[0]
+        assert [v for _, v in data["distribution"]["quantiles"]] == [row[c] for c in row.index if c.startswith("q")]
+        ex = con.execute("""SELECT band, rank, sentence_id, score, quantile, text FROM unit_exemplars
+                            JOIN sample_sentences USING (sentence_id) WHERE unit_id = ?""", [uid]).fetchall()
+    finally:
+        con.close()
+    got = [(b["band"], e["rank"], e["sentence_id"], e["score"], e["quantile"], e["text"])
+           for b in data["distribution"]["bands"] for e in b["sentences"]]
+    assert sorted(got) == sorted((r[0], r[1], r[2], float(r[3]), r[4], r[5]) for r in ex) and got
+    assert data["distribution"]["bands"][-1]["band"] == "random"
+    html = render_html(report, tmp_path).read_text()
+    assert "Activation distribution" in html and "Exemplars across the range" in html
+    md = render_markdown(report, tmp_path).read_text().splitlines()
+    at = md.index(next(line for line in md if line.startswith("| 0.1% |")))
+    assert md[at + 1].startswith("|---:|") and md[at + 2].count("|") == md[at].count("|") == 12
+
+
 class _Tags(HTMLParser):
     """Collects start tags and the text of <script> and <style> elements."""
 
