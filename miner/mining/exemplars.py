@@ -43,6 +43,8 @@ def exemplar_table(ids: np.ndarray, scores: np.ndarray, edges: list[float], k: i
     """The `unit_exemplars` table from the sample (ids ascending [R], scores [R, U]): per unit, band and rank
     (1 = highest score in the band) the sentence_id, its score and its quantile in the sample (rank / R)."""
     ids = np.asarray(ids, np.int64)
+    if len(ids) > 1 and not bool((np.diff(ids) > 0).all()):
+        raise ValueError("ids: must be ascending (the sample's rows are in sentence_id order)")
     r, n_units = scores.shape
     names = band_names(edges)
     cuts = [int(np.floor(q * r)) for q in (0.0, *edges)] + [r]
@@ -52,7 +54,7 @@ def exemplar_table(ids: np.ndarray, scores: np.ndarray, edges: list[float], k: i
     for u0 in range(0, n_units, UNIT_CHUNK):
         u1 = min(u0 + UNIT_CHUNK, n_units)
         s = np.asarray(scores[:, u0:u1], np.float32)
-        order = np.lexsort((np.broadcast_to(ids[:, None], s.shape), s), axis=0)  # ascending score, then id
+        order = np.argsort(s, axis=0, kind="stable")  # ascending score, ties by row: ids are ascending
         rank_of = np.empty_like(order)
         np.put_along_axis(rank_of, order, np.arange(r)[:, None], axis=0)
         units = np.arange(u0, u1, dtype=np.int64)
@@ -63,7 +65,12 @@ def exemplar_table(ids: np.ndarray, scores: np.ndarray, edges: list[float], k: i
             rows = order[lo:hi]  # [band rows, units]: the band's rows of each unit
             take = min(k, hi - lo)
             hb = np.take_along_axis(h, rows, axis=0)
-            pick = np.take_along_axis(rows, np.argsort(hb, axis=0, kind="stable")[:take], axis=0)  # [take, units]
+            if take < hi - lo:  # the `take` smallest hashes (64-bit hashes do not tie), then in hash order
+                part = np.argpartition(hb, take - 1, axis=0)[:take]
+                part = np.take_along_axis(part, np.argsort(np.take_along_axis(hb, part, axis=0), axis=0), axis=0)
+            else:
+                part = np.argsort(hb, axis=0, kind="stable")
+            pick = np.take_along_axis(rows, part, axis=0)  # [take, units]
             ps = np.take_along_axis(s, pick, axis=0)
             by_score = np.lexsort((np.take_along_axis(np.broadcast_to(ids[:, None], s.shape), pick, axis=0), -ps),
                                   axis=0)
