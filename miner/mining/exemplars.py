@@ -3,8 +3,8 @@ sentences from quantile bands, not only the top).
 
 The sample's R sentences are ranked per unit by score (ties: smaller sentence_id first); band [a, b) holds the
 sentences at ranks floor(a R) .. floor(b R) - 1 from the lowest (the last band, [b_last, 1], runs to the top).
-In each band, and among all R sentences for the "random" band, the k sentences with the smallest seeded hash of
-(sentence_id, unit) are the exemplars, listed by score, highest first. The sample is the same for any number of
+In each band, and among all R sentences for the "random" band (with a hash of its own), the k sentences with the
+smallest seeded hash of (sentence_id, unit) are the exemplars, listed by score, highest first. The sample is the same for any number of
 workers and after a resume, and so are the exemplars. Scores are the sample's (float16).
 
 >>> ids = np.arange(100, 110)
@@ -58,10 +58,13 @@ def exemplar_table(ids: np.ndarray, scores: np.ndarray, edges: list[float], k: i
         rank_of = np.empty_like(order)
         np.put_along_axis(rank_of, order, np.arange(r)[:, None], axis=0)
         units = np.arange(u0, u1, dtype=np.int64)
-        h = hash_uniform(seed, "exemplar", np.repeat(ids, u1 - u0), np.tile(units, r)).reshape(r, u1 - u0)
+        keys = (np.repeat(ids, u1 - u0), np.tile(units, r))
+        h_band = hash_uniform(seed, "exemplar", *keys).reshape(r, u1 - u0)
         for band, (lo, hi) in enumerate([*zip(cuts, cuts[1:]), (0, r)]):
             if hi <= lo:
                 continue
+            # the random band has a hash of its own: the bands' smallest hashes would also be its picks
+            h = h_band if band < len(names) else hash_uniform(seed, "exemplar-random", *keys).reshape(r, u1 - u0)
             rows = order[lo:hi]  # [band rows, units]: the band's rows of each unit
             take = min(k, hi - lo)
             hb = np.take_along_axis(h, rows, axis=0)

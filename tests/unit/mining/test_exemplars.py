@@ -22,8 +22,8 @@ def loop_exemplars(ids: np.ndarray, scores: np.ndarray, edges: list[float], k: i
     for u in range(n_units):
         s = scores[:, u].astype(np.float32)
         order = sorted(range(r), key=lambda i: (s[i], ids[i]))
-        h = hash_uniform(seed, "exemplar", ids, np.full(r, u))
         for band, (lo, hi) in enumerate([*zip(cuts, cuts[1:]), (0, r)]):
+            h = hash_uniform(seed, "exemplar" if band < len(names) - 1 else "exemplar-random", ids, np.full(r, u))
             rows = sorted(order[lo:hi], key=lambda i: h[i])[:k]
             for rank, i in enumerate(sorted(rows, key=lambda i: (-s[i], ids[i])), start=1):
                 out.append((u, names[band], rank, int(ids[i]), float(s[i])))
