@@ -250,6 +250,18 @@ def test_unit_page_shows_the_distribution_and_exemplars(run: Path, tmp_path: Pat
     assert md[at + 1].startswith("|---:|") and md[at + 2].count("|") == md[at].count("|") == 12
 
 
+def test_a_direction_without_characteristic_items_says_so(run: Path, tmp_path: Path) -> None:
+    report = unit_report(run, "2:9", n_sentences=1, with_activations=False)
+    html = render_html(report, tmp_path).read_text()
+    assert "No characteristic word or pattern" not in html or not all(
+        d.words or d.word_patterns or d.pos_patterns for d in report.directions)
+    for d in report.directions:
+        d.words, d.word_patterns, d.pos_patterns = [], [], []
+    html = render_html(report, tmp_path).read_text()
+    assert html.count("No characteristic word or pattern") == len(report.directions) > 0
+    assert "none characteristic" in render_markdown(report, tmp_path).read_text()
+
+
 class _Tags(HTMLParser):
     """Collects start tags and the text of <script> and <style> elements."""
 
