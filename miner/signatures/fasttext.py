@@ -101,19 +101,26 @@ def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions,
                 if tokens:
                     fh.write(" ".join(tokens) + "\n")
         threads = training_threads(options.thread, n_tokens)
+        lr = options.lr
         model = None
         while model is None:
             try:
                 model = fasttext.train_unsupervised(
                     str(train_file), model="skipgram", dim=options.dim, epoch=options.epoch,
                     minCount=options.min_count, minn=options.minn, maxn=options.maxn, bucket=options.bucket,
-                    ws=options.ws, lr=options.lr, thread=threads, verbose=0)
+                    ws=options.ws, lr=lr, thread=threads, verbose=0)
             except (RuntimeError, ValueError) as exc:
                 if threads > 1 and "NaN" in str(exc):
                     # Hogwild threads can overshoot the token count, drive the decayed learning rate
                     # negative and diverge; one thread cannot, so the retry is the sequential schedule.
                     log.warning("fastText diverged with %d threads; retrying with one", threads)
                     threads = 1
+                    continue
+                if "NaN" in str(exc) and lr > options.lr / 8:
+                    # a small corpus can diverge even on one thread (seen on CI with 2,500 tokens): the
+                    # same training at half the learning rate, at most three times
+                    log.warning("fastText diverged at lr %g; retrying at %g", lr, lr / 2)
+                    lr /= 2
                     continue
                 raise InputError(f"{corpus_dir}: fastText training failed ({str(exc).strip()}); "
                                  "the corpus may be too small for min_count") from None
@@ -122,7 +129,7 @@ def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions,
         os.replace(tmp_model, out_path)
     info = {"corpus_fingerprint": fingerprint, "options": _training_options(options), "sentences": len(texts),
             "skipped_shards": sorted(skip),
-            "tokens": n_tokens, "threads": threads, "seconds": round(time.monotonic() - started, 2)}
+            "tokens": n_tokens, "threads": threads, "lr": lr, "seconds": round(time.monotonic() - started, 2)}
     atomic.write_json(Path(str(out_path) + ".json"), info)
     log.info("fastText: %d sentences, %d tokens, %.1f s -> %s", len(texts), n_tokens, info["seconds"], out_path)
     return out_path

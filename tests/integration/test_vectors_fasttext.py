@@ -78,3 +78,38 @@ def test_vector_stage_on_a_run(tiny_run: Path, tiny_fasttext: Path, tmp_path: Pa
     queue = {(u, d, s) for u, d, s in zip(top["unit_id"].to_pylist(), top["direction"].to_pylist(),
                                          top["sentence_id"].to_pylist())}
     assert all((t["unit_id"], t["direction"], t["typical_sentence_id"]) in queue for t in typical)
+
+
+def test_a_diverged_training_is_retried_at_half_the_learning_rate(tiny_corpus: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """fastText's "Encountered NaN" on one thread (a small corpus, seen on CI) is retried at lr / 2, at most
+    three times; the sidecar records the learning rate that trained the model. The real trainer runs; only
+    its first call is made to fail, as the divergence did."""
+    import fasttext
+
+    from miner.signatures.fasttext import train_fasttext
+
+    real = fasttext.train_unsupervised
+    calls: list[float] = []
+
+    def diverge_once(*args, **kwargs):
+        calls.append(kwargs["lr"])
+        if len(calls) == 1:
+            raise RuntimeError("Encountered NaN.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fasttext, "train_unsupervised", diverge_once)
+    options = VectorOptions(thread=1, epoch=1)
+    out = train_fasttext(tiny_corpus, tmp_path / "model.bin", options)
+    assert calls == [options.lr, options.lr / 2]
+    assert json.loads(Path(str(out) + ".json").read_text())["lr"] == options.lr / 2
+
+    def always(*args, **kwargs):
+        calls.append(kwargs["lr"])
+        raise RuntimeError("Encountered NaN.")
+
+    calls.clear()
+    monkeypatch.setattr(fasttext, "train_unsupervised", always)
+    with pytest.raises(InputError, match="NaN"):
+        train_fasttext(tiny_corpus, tmp_path / "again.bin", options)
+    assert calls == [options.lr, options.lr / 2, options.lr / 4, options.lr / 8]
