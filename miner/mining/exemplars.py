@@ -78,11 +78,12 @@ def exemplar_table(ids: np.ndarray, scores: np.ndarray, edges: list[float], k: i
             by_score = np.lexsort((np.take_along_axis(np.broadcast_to(ids[:, None], s.shape), pick, axis=0), -ps),
                                   axis=0)
             pick = np.take_along_axis(pick, by_score, axis=0)
+            ps = np.take_along_axis(ps, by_score, axis=0)
             cols["unit"].append(np.broadcast_to(units, pick.shape).T.ravel())
             cols["band"].append(np.full(pick.size, band))
             cols["rank"].append(np.tile(np.arange(1, take + 1), u1 - u0))
             cols["row"].append(pick.T.ravel())
-            cols["score"].append(np.take_along_axis(s, pick, axis=0).T.ravel())
+            cols["score"].append(ps.T.ravel())
             cols["quantile"].append(np.take_along_axis(rank_of, pick, axis=0).T.ravel() / r)
     return _table(cols, names, ids)
 
