@@ -6,7 +6,7 @@ block's report (counters, moment sums, convergence counts, score-sample shard). 
 sample over a 2M-sentence corpus (500 sample rows per block). Measured here, per block:
 - bytes sent to an actor (the block's ids and texts, pickled as Ray would) and bytes back (the report);
 - driver seconds: reading the block's texts from the corpus (when --corpus is given), pickling both ways,
-  and `_LaneLoop._account` (the real accounting code, sample shard written to a temp run folder);
+  and `LaneLoop._account` (the real accounting code, sample shard written to a temp run folder);
 - the sentences/s the driver could absorb (block rows / driver seconds; target >= 1,000,000);
 - for comparison, the bytes the pre-lane design shipped back per early block (dense candidates of both
   directions: 2 x 9,216 x N keys and payloads);
@@ -33,7 +33,7 @@ import numpy as np
 from miner.config import JobSpec
 from miner.mining.block_miner import BlockResult, BlockStats
 from miner.mining.checkpoint import MiningState
-from miner.mining.driver import _LaneLoop
+from miner.mining.lane_loop import LaneLoop
 from miner.mining.lanes import LaneBlock, LaneReport, save_lane
 from miner.mining.moments import MomentSums
 from miner.mining.plan import BlockPlan
@@ -88,7 +88,7 @@ def main() -> None:
         run.path.mkdir()
         state = MiningState.fresh(n_units, args.top_n, ("top", "bottom"))
         state.queues = {}
-        loop = cast(Any, _LaneLoop.__new__(_LaneLoop))
+        loop = cast(Any, LaneLoop.__new__(LaneLoop))
         loop.ctx = SimpleNamespace(run=run, layout=layout)
         loop.job, loop.state, loop.layers, loop.directions = job, state, layout.slices(), ("top", "bottom")
         loop.n_lanes, loop.lookahead, loop.mined, loop.total = 8, 15, 0, args.block * args.blocks

@@ -4,313 +4,26 @@ from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
 from miner.mining import native
 from miner.mining.batches import Batch, make_batches
-from miner.mining.moments import MomentSums
+from miner.mining.block_records import BlockResult, BlockStats, PreparedBlock
+from miner.mining.block_sums import BatchSums, SampleRows
 from miner.mining.peaks import (
     RealTokens,
     candidate_peaks,
     candidate_slab,
     candidate_superset,
-    dense_peak_pair,
     dense_peaks,
-    real_span,
-    signed_rows,
     sparse_candidates,
 )
-from miner.mining.sketch import BINS, score_bins_torch
+from miner.mining.sync_free import mine_sync_free
 from miner.mining.topn import Candidates, WindowedQueues
 from miner.model.layout import UnitLayout, down_projection, model_max_length, transformer_blocks
 from miner.model.loading import LoadedModel
-
-
-@dataclass
-class BlockStats:
-    """What one block cost and contained."""
-
-    sentences: int = 0
-    real_tokens: int = 0
-    """Tokens that count for scores (special tokens and padding excluded)."""
-    attended_tokens: int = 0
-    """Tokens the model attends to (real + special tokens); padding efficiency = attended / computed."""
-    computed_tokens: int = 0
-    truncated: int = 0
-    batches: int = 0
-    kernel_batches: int = 0
-    """Batches whose scores and peaks came from the compiled kernel (`miner.mining.native`); the others from torch."""
-    seconds: float = 0.0
-    forward_seconds: float = 0.0
-    """The forward passes: GPU time (CUDA events) in the sync-free loop on CUDA, else wall time."""
-    tokenize_seconds: float = 0.0
-    merge_seconds: float = 0.0
-    moments_seconds: float = 0.0
-    """Of `seconds`: accumulating the moment sums (on a GPU outside the sync-free loop, only the time to queue
-    the operations)."""
-    sample_seconds: float = 0.0
-    """Of `seconds`: gathering the sample sentences' scores."""
-    scores_seconds: float = 0.0
-    """Computing the scores from the activations (with the compiled kernel: its peaks too)."""
-    window_seconds: float = 0.0
-    """Candidates: keys, peaks and the window writes (in the exact loop: the window's top-k passes too)."""
-    flush_seconds: float = 0.0
-    """The window's top-k passes in the sync-free loop (in the exact loop they are part of `window_seconds`).
-    Stage times are GPU times (CUDA events read once per block) in the sync-free loop on CUDA, else wall times."""
-    sync_free_batches: int = 0
-    """Batches mined by the sync-free loop (0 for a block it mined again with the exact loop, see `BlockMiner`)."""
-
-
-@dataclass
-class PreparedBlock:
-    """A block tokenised and cut into batches, ready for the forward passes (`BlockMiner.prepare`)."""
-
-    ids: np.ndarray
-    """int64 [n] the block's sentence ids."""
-    batches: list[Batch]
-    truncated: int
-    """Sentences cut to max_length."""
-    seconds: float
-    """Time spent tokenising and building the batches."""
-
-
-@dataclass
-class BlockResult:
-    """A block's queue candidates per direction (numpy arrays: flat and unit-major, or dense rows, see
-    `Candidates`), its stats, the moment sums of its scores and the scores of its sampled sentences."""
-
-    block: int
-    directions: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-    stats: BlockStats = field(default_factory=BlockStats)
-    moments: MomentSums | None = None
-    """Sums of every unit's scores over the block's sentences (see `miner.mining.moments`)."""
-    sample: np.ndarray | None = None
-    """float32 [k, U]: the scores of the requested sample sentences, in request order (None: none requested)."""
-
-
-class _BatchSums:
-    """A block's moment sums accumulated batch by batch on the scores' device (float64 sums of float32 scores)."""
-
-    def __init__(self, n_units: int, device: torch.device, use_native: bool = False) -> None:
-        self.count = 0
-        self.native = use_native and device.type == "cpu"
-        """Count the histogram with the compiled kernel (`native.score_histogram`)."""
-        self.total = torch.zeros(n_units, dtype=torch.float64, device=device)
-        self.squares = torch.zeros(n_units, dtype=torch.float64, device=device)
-        self.low = torch.full((n_units,), float("inf"), dtype=torch.float32, device=device)  # exact in float32
-        self.high = torch.full((n_units,), float("-inf"), dtype=torch.float32, device=device)
-        self.positive = torch.zeros(n_units, dtype=torch.float64, device=device)  # counts: exact below 2**53
-        self.hist = torch.zeros(n_units * BINS, dtype=torch.int64, device=device)
-        """Sentences per (unit, score bin), unit-major (`miner.mining.sketch`)."""
-        self._offsets = torch.arange(n_units, dtype=torch.int64, device=device) * BINS
-        self._ones: dict[int, torch.Tensor] = {}
-        self._one = torch.ones(1, dtype=torch.int64, device=device)
-
-    def add(self, scores: torch.Tensor) -> None:
-        """Add a batch of float32 [B, U] scores.
-
-        The column sums are products with a row of ones (a column reduction over a row-major [B, U] tensor is
-        several times slower than one matrix-vector product), min and max come from one pass (aminmax).
-        """
-        x = scores.to(torch.float64)
-        b = int(x.shape[0])
-        ones = self._ones.get(b)
-        if ones is None:  # made once per batch size (most batches of a block have the same)
-            ones = self._ones[b] = torch.ones((1, b), dtype=torch.float64, device=x.device)
-        self.count += b
-        self.total += (ones @ x)[0]
-        self.squares += (ones @ (x * x))[0]
-        low, high = torch.aminmax(scores, dim=0)  # NaN propagates, as in MomentSums.add
-        torch.minimum(self.low, low, out=self.low)
-        torch.maximum(self.high, high, out=self.high)
-        self.positive += (ones @ (x > 0).to(torch.float64))[0]  # a batch's counts (< 2**53) are exact in float64
-        if self.native and native.takes([scores[None]]):  # the compiled twin of the two lines below
-            native.score_histogram(scores, self.hist)
-            return
-        # integer adds: exact in any order (bincount would read the largest index back: a host sync on CUDA)
-        cells = (score_bins_torch(scores) + self._offsets).view(-1)
-        self.hist.index_add_(0, cells, self._one.expand(cells.numel()))
-
-    def finite(self) -> bool:
-        """Whether every score added was finite (one device read): float64 sums of finite float32 scores never
-        overflow, and a NaN or infinite score makes its unit's sum NaN or infinite."""
-        return bool(torch.isfinite(self.total).all())
-
-    def result(self) -> MomentSums:
-        return MomentSums(self.count, self.total.cpu().numpy(), self.squares.cpu().numpy(),
-                          self.low.cpu().numpy().astype(np.float64), self.high.cpu().numpy().astype(np.float64),
-                          self.positive.cpu().numpy().astype(np.int64),
-                          self.hist.view(-1, BINS).to(torch.int32).cpu().numpy())  # a block's counts fit int32
-
-
-class _SampleRows:
-    """The scores of a block's sampled sentences, gathered batch by batch (on the scores' device, read once at
-    `result`) and returned in request order."""
-
-    def __init__(self, ids: np.ndarray) -> None:
-        self.ids = np.asarray(ids, np.int64)
-        self.wanted = np.sort(self.ids)
-        self.found_ids: list[np.ndarray] = []
-        self.found: list[torch.Tensor] = []
-
-    def rows(self, batch_ids: np.ndarray) -> np.ndarray:
-        """int64: the rows of a batch (its sentence ids) holding sampled sentences.
-
-        >>> _SampleRows(np.array([9, 4])).rows(np.array([4, 5, 9])).tolist()
-        [0, 2]
-        """
-        return np.flatnonzero(np.isin(batch_ids, self.wanted))
-
-    def add(self, batch_ids: torch.Tensor, scores: torch.Tensor) -> None:
-        """Gather a batch's sampled rows (CPU `batch_ids`; the row indices go to the scores' device)."""
-        ids = batch_ids.numpy()
-        rows = self.rows(ids)
-        if len(rows):
-            self.add_rows(ids[rows], scores.index_select(0, torch.from_numpy(rows).to(scores.device)))
-
-    def add_rows(self, ids: np.ndarray, rows: torch.Tensor) -> None:
-        """Add sampled sentences' ids and their score rows (float32 [k, U], on any device)."""
-        self.found_ids.append(ids)
-        self.found.append(rows)
-
-    def result(self, n_units: int) -> np.ndarray:
-        if not self.found:
-            got_ids, got = np.zeros(0, np.int64), np.zeros((0, n_units), np.float32)
-        else:
-            got_ids, got = np.concatenate(self.found_ids), torch.cat(self.found).cpu().numpy()
-        order = np.argsort(got_ids)
-        if not np.array_equal(got_ids[order], self.wanted):  # the driver only asks for ids of the block
-            raise ValueError("sample ids that are not in the block were requested")
-        return np.ascontiguousarray(got[order[np.searchsorted(got_ids[order], self.ids)]], dtype=np.float32)
-
-
-@dataclass
-class _StagedBatch:
-    """One batch's inputs on the device, as views of its block's staged buffer (`_stage_block`)."""
-
-    batch: Batch
-    """ids, input_ids, attention and real on the device; the token counts of the CPU batch."""
-    tokens: RealTokens
-    """Where the real tokens lie (device views; span bounds known on the host)."""
-    weights: torch.Tensor
-    """float32 token weights of the scores (`BlockMiner.score_weights`), on the device."""
-    sample_ids: np.ndarray
-    """int64 the ids of the batch's sampled sentences, in batch order (host)."""
-    sample_rows: torch.Tensor
-    """int64 [k] their rows in the batch, on the device."""
-
-
-def _stage_block(batches: list[Batch], weights: Callable[[torch.Tensor], torch.Tensor],
-                 sample: _SampleRows | None, device: torch.device) -> list[_StagedBatch]:
-    """Every input of a block's batch loop, worked out on the host from the CPU batches, in one host buffer
-    (pinned when the device is CUDA) copied to the device with one non-blocking copy: the loop then reads views
-    of it, and nothing in it waits for the host.
-
-    Per batch: token ids, attention mask, sentence ids, the rows and positions of the tokens that are not real
-    (`RealTokens.holes`), the rows of the sampled sentences (int64); the score weights (float32); the real-token
-    mask (bool). On the CPU the views are of the host buffer itself (no copy).
-    Example: 2 batches of [4, 6] tokens with 3 holes each, no sample -> 2 * (24 + 24 + 4 + 6) int64, 2 * 24
-    float32 and 2 * 24 bool cells, 1,168 bytes, one copy.
-    """
-    specs: list[tuple[torch.Tensor, torch.dtype]] = []  # (flat CPU tensor, its dtype), placed below
-
-    def part(t: torch.Tensor) -> int:
-        specs.append((t.reshape(-1), t.dtype))
-        return len(specs) - 1
-
-    host_parts = []
-    for batch in batches:
-        rows, cols = (~batch.real).nonzero(as_tuple=True)
-        lo, hi = real_span(batch.real)
-        ids = batch.ids.numpy()
-        hit = sample.rows(ids) if sample is not None else np.zeros(0, np.int64)
-        w = weights(batch.real)
-        host_parts.append((lo, hi, ids[hit], w.shape,
-                           [part(batch.input_ids), part(batch.attention), part(batch.ids), part(rows), part(cols),
-                            part(torch.from_numpy(hit.astype(np.int64))), part(w.contiguous()), part(batch.real)]))
-    order = sorted(range(len(specs)), key=lambda k: -specs[k][0].element_size())  # int64, then float32, bool
-    starts = [0] * len(specs)
-    total = 0
-    for k in order:
-        starts[k] = total
-        total += specs[k][0].numel() * specs[k][0].element_size()
-    host = torch.empty(total, dtype=torch.uint8, pin_memory=device.type == "cuda")
-    for (flat, dtype), at in zip(specs, starts):
-        host[at : at + flat.numel() * flat.element_size()].view(dtype).copy_(flat)
-    dev = host.to(device, non_blocking=True)
-
-    def view(k: int, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-        flat, dtype = specs[k]
-        return dev[starts[k] : starts[k] + flat.numel() * flat.element_size()].view(dtype).view(shape)
-
-    staged = []
-    for batch, (lo, hi, sample_ids, w_shape, ks) in zip(batches, host_parts):
-        shape = tuple(batch.input_ids.shape)
-        real = view(ks[7], shape)
-        holes = (view(ks[3], (-1,)), view(ks[4], (-1,)))
-        staged.append(_StagedBatch(
-            Batch(view(ks[2], (-1,)), view(ks[0], shape), view(ks[1], shape), real, batch.real_tokens,
-                  batch.attended_tokens),
-            RealTokens(real, real[:, lo:hi], lo, hi - lo, holes), view(ks[6], w_shape), sample_ids,
-            view(ks[5], (-1,))))
-    return staged
-
-
-class _StageClock:
-    """Stage times of a batch loop: CUDA events recorded per batch and read once per block on a GPU (GPU times,
-    read without a sync inside the loop), wall-clock marks elsewhere."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.spans: list[tuple[str, Any, Any]] = []
-        self.totals: dict[str, float] = defaultdict(float)
-
-    def mark(self) -> Any:
-        """A point in the stream of work (an event recorded on the current CUDA stream, or a wall time)."""
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            return event
-        return time.perf_counter()
-
-    def span(self, stage: str, start: Any) -> Any:
-        """Close a span of `stage` begun at mark `start`; returns its end (the next span's start)."""
-        end = self.mark()
-        if self.cuda:
-            self.spans.append((stage, start, end))
-        else:
-            self.totals[stage] += end - start
-        return end
-
-    def read(self) -> dict[str, float]:
-        """Seconds per stage (on CUDA: waits for the last span's end)."""
-        if self.spans:
-            self.spans[-1][2].synchronize()
-            for stage, start, end in self.spans:
-                self.totals[stage] += start.elapsed_time(end) / 1000.0
-            self.spans.clear()
-        return dict(self.totals)
-
-
-@contextmanager
-def _sync_debug(mode: str | None, device: torch.device) -> Iterator[None]:
-    """Run a block under torch.cuda.set_sync_debug_mode(mode) ('warn', 'error') on CUDA; nothing otherwise."""
-    if mode is None or device.type != "cuda":
-        yield
-        return
-    before = torch.cuda.get_sync_debug_mode()
-    torch.cuda.set_sync_debug_mode(mode)
-    try:
-        yield
-    finally:
-        torch.cuda.set_sync_debug_mode(before)
 
 
 class BlockMiner:
@@ -323,7 +36,7 @@ class BlockMiner:
 
     Two batch loops give the same blocks (entries, moments, sample, counters): the exact loop (`_add_batch`:
     sparse candidates when few cells qualify, the compiled kernel on the CPU, NaN/inf handled per batch) and the
-    sync-free loop (`sync_free`, the default on CUDA: `_add_staged`), which never waits for the device inside
+    sync-free loop (`sync_free`, the default on CUDA: `miner.mining.sync_free`), which never waits for the device inside
     the loop and mines a block again with the exact loop if some score of it was not finite.
     """
 
@@ -333,7 +46,7 @@ class BlockMiner:
         self.loaded = loaded
         self.layout = layout
         self.top_n = top_n
-        self.directions = ("top", "bottom") if bottom else ("top",)
+        self.directions: tuple[str, ...] = ("top", "bottom") if bottom else ("top",)
         self.aggregation = aggregation
         self.max_length = min(max_length, model_max_length(loaded.config))
         self.batch_size = batch_size
@@ -495,14 +208,14 @@ class BlockMiner:
         handled densely (`candidate_slab`). On CPU the scores and both directions' peaks of every cell come from
         one compiled pass (`miner.mining.native`); with the torch operations, the top direction's peaks come
         first (a dense peak search overwrites non-real cells, after the scores). The sync-free loop
-        (`_mine_sync_free`) handles every batch densely and reads the device only after its last batch; a block
+        (`mine_sync_free`) handles every batch densely and reads the device only after its last batch; a block
         with a non-finite score is mined again by the exact loop, so NaN/inf semantics are the exact loop's.
         """
         t0 = time.perf_counter()
         mined = None
         if self.sync_free and prepared.batches:
             stats = self._new_stats(prepared)
-            mined = self._mine_sync_free(prepared, floor, sample_ids, stats)
+            mined = mine_sync_free(self, prepared, floor, sample_ids, stats)
         if mined is None:  # sync-free off, or a NaN/inf score in the block: the exact loop (torch semantics)
             stats = self._new_stats(prepared)
             mined = self._mine_exact(prepared, floor, sample_ids, stats)
@@ -518,7 +231,7 @@ class BlockMiner:
         return BlockStats(sentences=len(prepared.ids), truncated=prepared.truncated,
                           tokenize_seconds=prepared.seconds)
 
-    def _window_queue(self, floor: torch.Tensor | None) -> WindowedQueues:
+    def window_queue(self, floor: torch.Tensor | None) -> WindowedQueues:
         """The block's window, emptied and floored (its buffers are reused from block to block)."""
         if self._queue is None:
             self._queue = WindowedQueues(len(self.directions) * self.layout.n_units, self.top_n,
@@ -527,100 +240,26 @@ class BlockMiner:
         return self._queue
 
     def _mine_exact(self, prepared: PreparedBlock, floor: torch.Tensor | None, sample_ids: np.ndarray | None,
-                    stats: BlockStats) -> tuple[Candidates, _BatchSums, _SampleRows | None]:
+                    stats: BlockStats) -> tuple[Candidates, BatchSums, SampleRows | None]:
         """The exact loop over a block's batches (`_add_batch`): (candidates, moment sums, sample rows)."""
-        sample = _SampleRows(sample_ids) if sample_ids is not None else None
-        sums = _BatchSums(self.layout.n_units, self.loaded.device, self.use_native)
-        queue = self._window_queue(floor)
+        sample = SampleRows(sample_ids) if sample_ids is not None else None
+        sums = BatchSums(self.layout.n_units, self.loaded.device, self.use_native)
+        queue = self.window_queue(floor)
         with torch.inference_mode():
             for batch in prepared.batches:
                 self._add_batch(queue, batch, stats, sums, sample)
             found = queue.finish()
         return found, sums, sample
 
-    def _mine_sync_free(self, prepared: PreparedBlock, floor: torch.Tensor | None, sample_ids: np.ndarray | None,
-                        stats: BlockStats) -> tuple[Candidates, _BatchSums, _SampleRows | None] | None:
-        """The sync-free loop over a block's batches (`_add_staged`), or None if some score was not finite.
-
-        The block's inputs are staged once (`_stage_block`: one pinned buffer, one non-blocking copy); per batch
-        nothing is read from the device (counts and the window's fill level are known on the host, thresholds
-        rise on the device, finiteness is the moment sums' and the sample rows stay on the device). After the
-        loop the device is read for the candidates (`WindowedQueues.finish`), the finiteness and the stage
-        times, and at `BlockResult` for the sums and sample rows.
-        """
-        dev = self.loaded.device
-        sample = _SampleRows(sample_ids) if sample_ids is not None else None
-        staged = _stage_block(prepared.batches, self.score_weights, sample, dev)
-        sums = _BatchSums(self.layout.n_units, dev, self.use_native)
-        queue = self._window_queue(floor)
-        clock = _StageClock(dev)
-        with torch.inference_mode():
-            with _sync_debug(self.sync_debug, dev):
-                for sb in staged:
-                    self._add_staged(queue, sb, stats, sums, sample, clock)
-            found = queue.finish()
-        finite = sums.finite()
-        times = clock.read()
-        if not finite:
-            return None
-        stats.forward_seconds += times.get("forward", 0.0)
-        stats.scores_seconds += times.get("scores", 0.0)
-        stats.moments_seconds += times.get("moments", 0.0)
-        stats.sample_seconds += times.get("sample", 0.0)
-        stats.window_seconds += times.get("window", 0.0)
-        stats.flush_seconds += times.get("flush", 0.0)
-        stats.sync_free_batches = len(staged)
-        return found, sums, sample
-
-    def _add_staged(self, queue: WindowedQueues, sb: _StagedBatch, stats: BlockStats, sums: _BatchSums,
-                    sample: _SampleRows | None, clock: _StageClock) -> None:
-        """One batch of the sync-free loop: forward pass, scores into the sums and the sample, then every cell
-        into the window densely (keys where they beat the threshold, SENTINEL elsewhere; both directions' peaks,
-        `dense_peak_pair`); the window's top-k pass when it is full. Nothing is read from the device."""
-        with torch.profiler.record_function("miner.batch"):
-            self._add_staged_batch(queue, sb, stats, sums, sample, clock)
-
-    def _add_staged_batch(self, queue: WindowedQueues, sb: _StagedBatch, stats: BlockStats, sums: _BatchSums,
-                          sample: _SampleRows | None, clock: _StageClock) -> None:
-        batch = sb.batch
-        t = clock.mark()
-        with torch.profiler.record_function("miner.forward"):
-            tensors = self.forward(batch)
-        t = clock.span("forward", t)
-        stats.batches += 1
-        stats.real_tokens += batch.real_tokens
-        stats.attended_tokens += batch.attended_tokens
-        stats.computed_tokens += batch.input_ids.numel()
-        scores = self.weighted_scores(tensors, sb.weights)
-        t = clock.span("scores", t)
-        sums.add(scores)
-        t = clock.span("moments", t)
-        if sample is not None and len(sb.sample_ids):
-            sample.add_rows(sb.sample_ids, scores.index_select(0, sb.sample_rows))
-            t = clock.span("sample", t)
-        b = scores.shape[0]
-        if queue.needs_flush(b):
-            queue.flush()
-            t = clock.span("flush", t)
-        keys, payload = queue.open_slab(b)
-        candidate_slab(signed_rows(scores, queue.n_units), batch.ids, queue.thresh, out=keys)
-        n_units = self.layout.n_units
-        top, bottom = dense_peak_pair(tensors, self.offsets, n_units, sb.tokens, len(self.directions) == 2)
-        payload[:n_units] = top.T
-        if bottom is not None:
-            payload[n_units:] = bottom.T
-        queue.close_slab(b)
-        clock.span("window", t)
-
-    def _add_batch(self, queue: WindowedQueues, batch: Batch, stats: BlockStats, sums: _BatchSums,
-                   sample: _SampleRows | None) -> None:
+    def _add_batch(self, queue: WindowedQueues, batch: Batch, stats: BlockStats, sums: BatchSums,
+                   sample: SampleRows | None) -> None:
         """One forward pass, the batch's scores into the block's sums and sample, and its candidates into the
         block's queue (see `mine_block`)."""
         with torch.profiler.record_function("miner.batch"):
             self._add_exact_batch(queue, batch, stats, sums, sample)
 
-    def _add_exact_batch(self, queue: WindowedQueues, batch: Batch, stats: BlockStats, sums: _BatchSums,
-                         sample: _SampleRows | None) -> None:
+    def _add_exact_batch(self, queue: WindowedQueues, batch: Batch, stats: BlockStats, sums: BatchSums,
+                         sample: SampleRows | None) -> None:
         dev = self.loaded.device
         tf = time.perf_counter()
         with torch.profiler.record_function("miner.forward"):
