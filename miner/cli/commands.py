@@ -69,11 +69,13 @@ def cmd_mine(ns: argparse.Namespace) -> int:
 
 
 def cmd_signatures(ns: argparse.Namespace) -> int:
-    from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
+    from miner.config import AnnotateOptions, ScoreOptions, SignatureOptions, VectorOptions
     from miner.signatures.stage import run_abstract
 
+    asked = ns.scores or any(name in vars(ns) for name in ScoreOptions.model_fields)
     summary = run_abstract(Path(ns.run), model_from_args(AnnotateOptions, ns), model_from_args(SignatureOptions, ns),
-                           model_from_args(VectorOptions, ns), executor=ns.executor, address=ns.address)
+                           model_from_args(VectorOptions, ns), executor=ns.executor, address=ns.address,
+                           scores=model_from_args(ScoreOptions, ns) if asked else None)
     print(f"signatures for {summary.units:,} units in {summary.seconds['total']:.0f} s; catalog: {summary.catalog}")
     return 0
 
@@ -92,7 +94,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
         return 0
     run_dir = Path(manifest["run_dir"])
     if not step2_done(run_dir) or ns.redo_signatures:
-        run_abstract(run_dir, job.annotate, job.signatures, vectors, executor=ns.executor, address=ns.address)
+        run_abstract(run_dir, job.annotate, job.signatures, vectors, executor=ns.executor, address=ns.address,
+                     scores=job.scores)
         from miner.analysis.stage import run_analysis
 
         run_analysis(run_dir, job.analysis)

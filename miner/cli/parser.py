@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         jp.add_argument("--address", default=None, help=address_help)
         jp.set_defaults(func=commands.cmd_jobs)
 
-    from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
+    from miner.config import AnnotateOptions, ScoreOptions, SignatureOptions, VectorOptions
 
     sig = sub.add_parser("signatures", help="Step 2: POS tags, signatures, vectors and the DuckDB catalog of a run.")
     sig.add_argument("run", help="Run folder of a finished `miner mine`.")
@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(sig, AnnotateOptions)
     add_model_options(sig, SignatureOptions)
     add_model_options(sig, VectorOptions)
+    sig.add_argument("--scores", action="store_true", help="Score every signature on a held-out split (tables "
+                     "unit_scores, unit_formulas); implied by any option below.")
+    add_model_options(sig, ScoreOptions)
     sig.set_defaults(func=commands.cmd_signatures)
 
     run = sub.add_parser("run", help="The whole job: mine (resuming if needed), then signatures, analysis, probing (with a probe section) and the catalog.")

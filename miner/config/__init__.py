@@ -3,7 +3,7 @@
 The CLI derives its options from these models (field descriptions become --help), and the job file's
 JSON schema in schemas/ is generated from them, so every option is declared exactly once. One module per
 concern: base (StrictModel, validate_model), corpus (prepare options, corpus manifest), steps (steps 2 and 3),
-probe (the probing stage), sample (the score sample), ablate (interventions), job (the job file, loading, path resolution).
+probe (the probing stage), sample (the score sample), scores (explanation scores), ablate (interventions), job (the job file, loading, path resolution).
 """
 
 from miner.config.ablate import AblateOptions
@@ -20,10 +20,11 @@ from miner.config.correlate import MatchOptions, RedundancyOptions
 from miner.config.job import EarlyStop, JobSpec, Site, load_job, resolve_job_paths
 from miner.config.probe import ConceptSpec, ProbingOptions
 from miner.config.sample import SampleOptions
+from miner.config.scores import ScoreOptions
 from miner.config.steps import AnalysisOptions, AnnotateOptions, Direction, SignatureOptions, VectorOptions
 
 __all__ = [
     "SHORT_NAMES", "AblateOptions", "AnalysisOptions", "AnnotateOptions", "ConceptSpec", "CorpusManifest", "CorpusShard", "Direction",
-    "EarlyStop", "InputFormat", "JobSpec", "M", "MatchOptions", "PrepareOptions", "ProbingOptions", "RedundancyOptions", "RunOptions", "SampleOptions", "SignatureOptions",
+    "EarlyStop", "InputFormat", "JobSpec", "M", "MatchOptions", "PrepareOptions", "ProbingOptions", "RedundancyOptions", "RunOptions", "SampleOptions", "ScoreOptions", "SignatureOptions",
     "Site", "StrictModel", "VectorOptions", "corpus_manifest_path", "load_job", "resolve_job_paths", "validate_model",
 ]

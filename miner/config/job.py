@@ -14,6 +14,7 @@ from miner.config.ablate import AblateOptions
 from miner.config.base import SHORT_NAMES, StrictModel, validate_model
 from miner.config.probe import ProbingOptions
 from miner.config.sample import SampleOptions
+from miner.config.scores import ScoreOptions
 from miner.config.steps import AnalysisOptions, AnnotateOptions, SignatureOptions, VectorOptions
 from miner.errors import ConfigError
 
@@ -89,6 +90,9 @@ class JobSpec(StrictModel):
     annotate: AnnotateOptions = Field(default_factory=AnnotateOptions, description="Step 2: POS tagging and background sample.")
     signatures: SignatureOptions = Field(default_factory=SignatureOptions, description="Step 2: per-unit signatures.")
     vectors: VectorOptions = Field(default_factory=VectorOptions, description="Step 2: fastText sentence vectors.")
+    scores: ScoreOptions | None = Field(
+        None, description="Step 2: score every unit's signature on a held-out split (simulation, detection, "
+                          "formulas); the split is left out of the signatures. Needs the score sample (sample.sentences > 0).")
     analysis: AnalysisOptions = Field(default_factory=AnalysisOptions, description="Step 3: clustering, map, rankings.")
     probe: ProbingOptions | None = Field(
         None, description="Top-down probing of labelled concepts (`miner probe`; `miner run` runs it when present).")

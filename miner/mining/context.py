@@ -18,7 +18,8 @@ from miner.run.folder import RunFolder
 # Fields that do not change a run's result (excluded from its fingerprint).
 # skip_corrupt_shards is one too: a run stopped by a corrupt shard resumes with the option turned on.
 EXECUTION_FIELDS = {"workers", "threads_per_worker", "gpus_per_worker", "checkpoint_seconds", "output", "name",
-                     "annotate", "signatures", "vectors", "analysis", "probe", "ablate", "skip_corrupt_shards"}
+                     "annotate", "signatures", "vectors", "scores", "analysis", "probe", "ablate",
+                     "skip_corrupt_shards"}
 # Per-block counters summed into the run's counters (BlockStats fields).
 BLOCK_COUNTERS = ("sentences", "real_tokens", "attended_tokens", "computed_tokens", "truncated", "batches",
                    "kernel_batches", "sync_free_batches")

@@ -54,6 +54,10 @@ class RunFiles:
     sentence_vectors: str = "sentence_vectors.parquet"
     unit_vectors: str = "unit_vectors.parquet"
     fasttext: str = "fasttext.bin"
+    unit_scores: str = "unit_scores.parquet"
+    """Per unit and direction: its signature's simulation and detection scores on the held-out split."""
+    unit_formulas: str = "unit_formulas.parquet"
+    """Per unit: the compositional explanation (formula of atoms) of its held-out top band, IoU, precision, recall."""
     # step 3, `miner analyze`
     unit_clusters: str = "unit_clusters.parquet"
     unit_map: str = "unit_map.parquet"
@@ -257,7 +261,7 @@ class RunFolder:
     write_json = staticmethod(atomic.write_json)
     write_table = staticmethod(atomic.write_table)
 
-    def update_manifest(self, key: str, summary: dict[str, Any]) -> dict[str, Any]:
+    def update_manifest(self, key: str, summary: dict[str, Any] | None) -> dict[str, Any]:
         """Set manifest[key] = summary (read, validate, write atomically); call while holding the lock."""
         if self._lock is None:
             raise RuntimeError(f"{self.path}: update_manifest needs the run folder's lock")
@@ -279,7 +283,7 @@ class RunFolder:
                 self.path.rmdir()
 
 
-def update_manifest(run_dir: Path, key: str, summary: dict[str, Any], wait_seconds: float = 60.0) -> dict[str, Any]:
+def update_manifest(run_dir: Path, key: str, summary: dict[str, Any] | None, wait_seconds: float = 60.0) -> dict[str, Any]:
     """Record a stage's summary as RUN/manifest.json[key] while holding the run folder's lock; returns the manifest.
 
     The manifest is read and validated (a damaged one is one InputError naming it), updated and written

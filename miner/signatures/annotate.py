@@ -28,6 +28,7 @@ from miner.cluster.tasks import map_chunks
 from miner.config import AnnotateOptions, CorpusManifest
 from miner.corpus.store import read_rows
 from miner.errors import ConfigError, InputError
+from miner.explain.held_out import HeldOut
 from miner.run.catalog import read_run_table
 from miner.run.folder import FILES, run_corpus, table_file
 
@@ -141,11 +142,17 @@ class Annotation:
     """Distinct sentences tagged."""
     seconds: float
     """Wall time of tagging."""
+    held_out: pa.Table | None = None
+    """Corpus rows (text and metadata) of the held-out score-sample sentences, by sentence_id (with scores)."""
 
 
 def annotate_run(run_dir: Path, options: AnnotateOptions | None = None, nlp: Language | None = None, *,
-                 executor: str = "inline", parts: int = 1, address: str | None = None) -> Annotation:
+                 executor: str = "inline", parts: int = 1, address: str | None = None,
+                 held_out: HeldOut | None = None) -> Annotation:
     """Tag the run's queue sentences and its background sample (each distinct sentence once).
+
+    With a held-out split (explanation scores) the background leaves the held-out sentences out, and the
+    held-out score-sample sentences are tagged too.
 
     The sentences are tagged in `parts` chunks of consecutive ids, in this process or as Ray tasks
     (:func:`miner.cluster.tasks.map_chunks`; `address` as for `miner signatures --address`); the tokens table
@@ -155,10 +162,19 @@ def annotate_run(run_dir: Path, options: AnnotateOptions | None = None, nlp: Lan
     manifest, corpus_dir, corpus = run_corpus(run_dir)
     mined = manifest.get("stats", {}).get("sentences")
     bg_ids = background_ids(corpus, options.background_size, options.background_seed, mined)
+    scored = None
+    if held_out is not None:
+        bg_ids = bg_ids[~held_out.mask(bg_ids)]
+        scored = read_rows(corpus_dir, corpus, held_out.sentence_ids)
     background = read_rows(corpus_dir, corpus, bg_ids)
     queue = read_run_table(run_dir, "sentences", columns=["sentence_id", "text"])
     extra = background.filter(pc.invert(pc.is_in(background["sentence_id"], value_set=queue["sentence_id"])))
-    todo = pa.concat_tables([queue, extra.select(["sentence_id", "text"])]).sort_by("sentence_id")
+    parts_todo = [queue, extra.select(["sentence_id", "text"])]
+    if scored is not None:
+        seen = pa.concat_tables(parts_todo)["sentence_id"]
+        parts_todo.append(scored.filter(pc.invert(pc.is_in(scored["sentence_id"], value_set=seen)))
+                          .select(["sentence_id", "text"]))
+    todo = pa.concat_tables(parts_todo).sort_by("sentence_id")
     log.info("tagging %s sentences (%s in queues, %s background-only)", f"{todo.num_rows:,}",
              f"{queue.num_rows:,}", f"{extra.num_rows:,}")
     started = time.monotonic()
@@ -175,7 +191,7 @@ def annotate_run(run_dir: Path, options: AnnotateOptions | None = None, nlp: Lan
     seconds = time.monotonic() - started
     log.info("tagged %s sentences in %.1f s (%.0f/s, %d chunk(s), %s)", f"{todo.num_rows:,}", seconds,
              todo.num_rows / max(seconds, 1e-9), chunks, executor)
-    return Annotation(tokens=tokens, background=background, tagged=todo.num_rows, seconds=seconds)
+    return Annotation(tokens=tokens, background=background, tagged=todo.num_rows, seconds=seconds, held_out=scored)
 
 
 def _tag_chunk(chunk: tuple[np.ndarray, list[str]], model: str, batch_size: int) -> pa.Table:
@@ -190,12 +206,14 @@ def write_annotation(run_dir: Path, annotation: Annotation) -> None:
         atomic.write_table(run_dir / table_file(name), table)
 
 
-def signature_inputs(run_dir: Path,
-                     annotation: Annotation | None = None) -> tuple[pa.Table, pa.Table, pa.Table, np.ndarray]:
+def signature_inputs(run_dir: Path, annotation: Annotation | None = None,
+                     held_out: HeldOut | None = None) -> tuple[pa.Table, pa.Table, pa.Table, np.ndarray]:
     """(top_sentences, sentences, tokens, background ids) for :func:`miner.signatures.aggregate.compute_signatures`.
 
-    sentences = the run's queue sentences plus the background-only corpus rows (one row per id). The
-    annotation comes from memory or from the run folder (tokens.parquet, background.parquet).
+    sentences = the run's queue sentences plus the background-only and held-out-only corpus rows (one row per
+    id). The annotation comes from memory or from the run folder (tokens.parquet, background.parquet). With a
+    held-out split, top_sentences leaves the held-out sentences out (signatures never see them; the ranks of
+    the rest are kept).
     """
     if annotation is None:
         missing = [n for n in (FILES.tokens, FILES.background) if not (run_dir / n).exists()]
@@ -204,9 +222,18 @@ def signature_inputs(run_dir: Path,
         annotation = Annotation(tokens=read_run_table(run_dir, "tokens"),
                                 background=read_run_table(run_dir, "background"), tagged=0, seconds=0.0)
     top = read_run_table(run_dir, "top_sentences", columns=["unit_id", "direction", "rank", "sentence_id"])
+    if held_out is not None:
+        top = top.filter(pa.array(~held_out.mask(top["sentence_id"].to_numpy())))
     queue = read_run_table(run_dir, "sentences")
     queue = queue.drop([c for c in ("n_model_tokens", "truncated") if c in queue.column_names])
     bg = annotation.background
     extra = bg.filter(pc.invert(pc.is_in(bg["sentence_id"], value_set=queue["sentence_id"])))
-    sentences = pa.concat_tables([queue, extra], promote_options="permissive")
+    parts = [queue, extra]
+    if held_out is not None:
+        if annotation.held_out is None:
+            _, corpus_dir, corpus = run_corpus(run_dir)
+            annotation.held_out = read_rows(corpus_dir, corpus, held_out.sentence_ids)
+        seen = pa.concat_tables(parts, promote_options="permissive")["sentence_id"]
+        parts.append(annotation.held_out.filter(pc.invert(pc.is_in(annotation.held_out["sentence_id"], value_set=seen))))
+    sentences = pa.concat_tables(parts, promote_options="permissive")
     return top, sentences, annotation.tokens, bg["sentence_id"].to_numpy()

@@ -54,8 +54,10 @@ class SentenceFeatures:
 
 
 def sentence_features(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.Table,
-                      background_ids: np.ndarray, options: SignatureOptions) -> SentenceFeatures:
-    """Per-sentence work for the queue sentences of top_sentences and the background sample.
+                      background_ids: np.ndarray, options: SignatureOptions,
+                      extra_ids: np.ndarray | None = None) -> SentenceFeatures:
+    """Per-sentence work for the queue sentences of top_sentences, the background sample and `extra_ids` (the
+    held-out sentences that explanation scores simulate: featurised, but counted neither as queue nor background).
 
     sentences must hold a row (sentence_id, n_tokens, metadata columns) and tokens the tagged tokens of
     every queue and background sentence. Patterns below the smallest queue's support threshold in the
@@ -77,6 +79,8 @@ def sentence_features(top_sentences: pa.Table, sentences: pa.Table, tokens: pa.T
     queue_ids = np.unique(top_sentences["sentence_id"].to_numpy())
     background_ids = np.unique(np.asarray(background_ids, np.int64))
     sids = np.union1d(queue_ids, background_ids)
+    if extra_ids is not None:
+        sids = np.union1d(sids, np.asarray(extra_ids, np.int64))
     sentences = _rows_of(sentences, sids, "sentences")
     counted = np.isin(sids, queue_ids)
     bg_rows = np.flatnonzero(np.isin(sids, background_ids))

@@ -4,7 +4,11 @@ annotate (spaCy PTB tags for queue sentences + a background sample, each distinc
   -> features (per sentence: word and POS patterns, tag counts, metadata codes; once per distinct sentence)
   -> signatures (per queue: words, word and POS patterns, POS ratios, metadata distribution, length)
   -> vectors (fastText sentence vectors, typical sentence, unit vectors)
+  -> scores (with a scores section: each signature scored on the held-out split, :mod:`miner.signatures.scoring`)
   -> catalog.duckdb (views over every table of the run).
+
+With scores, the held-out split (:mod:`miner.explain.held_out`) is left out of every queue and of the
+background before signatures are computed, and its score-sample sentences are tagged and featurised too.
 
 With the Ray executor, tagging (by chunks of sentences) and signatures (by slices of units, over one shared
 copy of the per-sentence features) fan out with :func:`miner.cluster.tasks.map_chunks`; the tables are
@@ -25,17 +29,32 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from miner.cluster.tasks import cluster_cpus, map_chunks
-from miner.config import AnnotateOptions, SignatureOptions, VectorOptions
+from miner.config import AnnotateOptions, ScoreOptions, SignatureOptions, VectorOptions
+from miner.explain.held_out import HeldOut, load_held_out
+from miner.mining.sample import SCORES_FILE
 from miner.run.catalog import build_catalog, catalog_path, check_run_tables
-from miner.run.folder import FILES, STEP2_TABLES, RunFolder, read_manifest_json, run_corpus, table_file, update_manifest
+from miner.run.folder import (
+    FILES,
+    STEP2_TABLES,
+    RunFolder,
+    read_manifest_json,
+    run_corpus,
+    table_file,
+    table_name,
+    update_manifest,
+)
 from miner.signatures.aggregate import unit_signatures
 from miner.signatures.annotate import annotate_run, signature_inputs, write_annotation
 from miner.signatures.features import SentenceFeatures, sentence_features
+from miner.signatures.scoring import score_units
 from miner.signatures.vectors import compute_vector_tables, write_vector_tables
 
 log = logging.getLogger(__name__)
 
 MANIFEST_KEY = "step2"
+SCORES_KEY = "scores"
+"""The manifest's record of the explanation scores (None when step 2 ran without them)."""
+SCORE_TABLES = (table_name(FILES.unit_scores), table_name(FILES.unit_formulas))
 
 
 @dataclass(frozen=True)
@@ -94,8 +113,12 @@ def signatures_by_slices(features: SentenceFeatures, top: pa.Table, options: Sig
 
 def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatures: SignatureOptions | None = None,
                  vectors: VectorOptions | None = None, executor: str = "ray", address: str | None = None,
-                 parts: int | None = None) -> Step2Summary:
+                 parts: int | None = None, scores: ScoreOptions | None = None) -> Step2Summary:
     """Compute step 2 for a finished mining run and build its catalog; returns its summary (also in the manifest).
+
+    With `scores`, the held-out split is left out of the signatures and every signature is scored on it (tables
+    unit_scores and unit_formulas, the manifest's "scores" record); without, those tables are removed (they
+    would describe other signatures).
 
     executor "ray" splits tagging and signatures into `parts` Ray tasks each (default: the cluster's CPUs;
     `address` as for :func:`miner.cluster.connect.connect`); "inline" does everything in this process.
@@ -105,20 +128,22 @@ def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatu
     vectors = vectors or VectorOptions()
     run_dir = Path(run_dir).resolve()
     run_corpus(run_dir)  # clear error before any work if mining output is missing or incomplete
-    check_run_tables(run_dir, rewritten=STEP2_TABLES)
+    check_run_tables(run_dir, rewritten=STEP2_TABLES + SCORE_TABLES)
+    held_out: HeldOut | None = load_held_out(run_dir, scores.held_out) if scores is not None else None
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     if executor == "ray":
         parts = parts or cluster_cpus(address)
     fan_out, chunks = ("ray", parts or 1) if executor == "ray" else ("inline", 1)
     t = time.monotonic()
-    annotation = annotate_run(run_dir, annotate, executor=fan_out, parts=chunks, address=address)
+    annotation = annotate_run(run_dir, annotate, executor=fan_out, parts=chunks, address=address, held_out=held_out)
     write_annotation(run_dir, annotation)
     timings["annotate"] = time.monotonic() - t
 
     t = time.monotonic()
-    top, sentences, tokens, bg = signature_inputs(run_dir, annotation)
-    features = sentence_features(top, sentences, tokens, bg, signatures)
+    top, sentences, tokens, bg = signature_inputs(run_dir, annotation, held_out)
+    features = sentence_features(top, sentences, tokens, bg, signatures,
+                                 extra_ids=held_out.sentence_ids if held_out is not None else None)
     timings["sentence_features"] = time.monotonic() - t
     t = time.monotonic()
     tables = signatures_by_slices(features, top, signatures, chunks, fan_out, address)
@@ -137,8 +162,23 @@ def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatu
     write_vector_tables(run_dir, vt)
     timings["vectors"] = time.monotonic() - t
 
+    score_record = None
+    if scores is not None and held_out is not None:
+        t = time.monotonic()
+        true = np.asarray(np.load(run_dir / FILES.sample / SCORES_FILE, mmap_mode="r")[held_out.rows], np.float32)
+        score_tables, score_record = score_units(features, tables, held_out, true, scores, signatures, fan_out,
+                                                 chunks, address)
+        timings["scores"] = time.monotonic() - t
     for name in ("signatures", "unit_stats", "unit_metadata"):
         RunFolder.write_table(run_dir / f"{name}.parquet", tables[name])
+    for name in SCORE_TABLES:  # written when scored; removed otherwise (they would describe other signatures)
+        path = run_dir / table_file(name)
+        if score_record is not None and name in score_tables:
+            RunFolder.write_table(path, score_tables[name])
+        else:
+            path.unlink(missing_ok=True)
+    if score_record is not None or read_manifest_json(run_dir).get(SCORES_KEY) is not None:
+        update_manifest(run_dir, SCORES_KEY, score_record)
     timings["total"] = time.monotonic() - t0
     n_units = int(len(np.unique(top["unit_id"].to_numpy())))
     summary = Step2Summary(
@@ -146,7 +186,8 @@ def run_abstract(run_dir: Path, annotate: AnnotateOptions | None = None, signatu
         fasttext_model=vt.model_path, seconds={k: round(v, 2) for k, v in timings.items()},
         seconds_per_unit_after_sentence_work=round(timings["unit_signatures"] / max(n_units, 1), 5),
         options={"annotate": annotate.model_dump(mode="json"), "signatures": signatures.model_dump(mode="json"),
-                 "vectors": vectors.model_dump(mode="json")},
+                 "vectors": vectors.model_dump(mode="json"),
+                 "scores": scores.model_dump(mode="json") if scores is not None else None},
         catalog=catalog_path(run_dir), executor=executor, parts=parts or 1,
     )
     update_manifest(run_dir, MANIFEST_KEY, summary.to_dict())
