@@ -25,6 +25,7 @@ from miner import __version__
 from miner.errors import InputError
 from miner.outputs import check_output_folder
 from miner.report.causal.queries import model_causal, unit_causal
+from miner.report.explanation import model_scores, unit_scores
 from miner.report.probing.queries import concept_probing, unit_probe_ranks
 from miner.report.records import (
     ActivationInfo,
@@ -258,7 +259,8 @@ def unit_report(run_dir: Path | str, unit: str | int, n_sentences: int = 20, wit
             placement=_placement(con, views, ref), activations=ActivationInfo(computed=False),
             generated_at=datetime.now(UTC).isoformat(timespec="seconds"), code_version=__version__,
             probes=unit_probe_ranks(con, views, ref.unit_id), causal=unit_causal(con, views, ref.unit_id),
-            distribution=_distribution(con, views, ref.unit_id))
+            distribution=_distribution(con, views, ref.unit_id),
+            scores=unit_scores(con, views, ref.unit_id, _held_out(manifest)))
     finally:
         con.close()
     if with_activations:
@@ -365,6 +367,7 @@ def model_report(run_dir: Path | str) -> ModelReport:
         plots, missing = overview_plots(run_dir, con, views, listed)
         probing = concept_probing(con, views)
         causal = model_causal(con, views)
+        scores = model_scores(con, views, _held_out(manifest))
     finally:
         con.close()
     for concept in probing or []:
@@ -377,7 +380,13 @@ def model_report(run_dir: Path | str) -> ModelReport:
     return ModelReport(run=_run_info(run_dir, manifest), analysis=analysis or None, missing=missing, plots=plots,
                        layers=layers, units=index, convergence=convergence, timings=timings,
                        generated_at=datetime.now(UTC).isoformat(timespec="seconds"), code_version=__version__,
-                       probing=probing, causal=causal)
+                       probing=probing, causal=causal, scores=scores)
+
+
+def _held_out(manifest: dict) -> float | None:
+    """The held-out share of a scored run (manifest "scores" record)."""
+    record = manifest.get("scores") or {}
+    return (record.get("split") or {}).get("held_out")
 
 
 def _render(report: UnitReport | ModelReport, out_dir: Path, formats: tuple[str, ...] | list[str],

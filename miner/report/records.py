@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from miner.report.causal.records import ModelCausal, UnitCausal
+from miner.report.explanation import ModelScores, UnitScores
 from miner.report.figure import Plot
 from miner.report.probing.records import (
     ConceptProbing,
@@ -322,10 +323,12 @@ class UnitReport:
     """Redundancy cluster, matches in other runs, output tokens, ablations; None without any of their tables."""
     distribution: UnitDistribution | None = None
     """Score quantiles and exemplars across the range; None for runs mined before they were kept."""
+    scores: UnitScores | None = None
+    """Explanation scores on the held-out split and the unit's formula; None for runs scored without them."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {"kind": "unit", **asdict(self), "label": self.unit.label}
-        for key in ("probes", "causal", "distribution"):
+        for key in ("probes", "causal", "distribution", "scores"):
             if getattr(self, key) is None:
                 del out[key]
         return out
@@ -389,6 +392,8 @@ class ModelReport:
     """One entry per probed concept; None when the run has no probe tables (no section, no key)."""
     causal: ModelCausal | None = None
     """Per-layer redundancy, matches with other runs, ablation effects; None without any of their tables."""
+    scores: ModelScores | None = None
+    """Explanation scores per layer, best- and worst-explained units; None for runs scored without them."""
 
     def all_plots(self) -> list[Plot]:
         """The overview's plots and every concept's probing plots."""
@@ -400,6 +405,8 @@ class ModelReport:
             del out["probing"]
         if self.causal is None:
             del out["causal"]
+        if self.scores is None:
+            del out["scores"]
         for plot in out["plots"] + [p for c in out.get("probing") or [] for p in c["plots"]]:
             del plot["svg"]
         return out

@@ -229,6 +229,7 @@ def _context(report: UnitReport | ModelReport, out_dir: Path, self_contained: bo
                 "avg_length", "top_words", "cluster"]
         rows = [[getattr(u, c) for c in cols] + [u.unit_id in pages] for u in report.units]
         ctx["index"] = {"columns": [*cols, "page"], "rows": _clean(rows)}
+        ctx["pages"] = pages
         if self_contained:
             ctx["images"] = {p.name: _svg_data_uri(p.svg) for p in report.all_plots()}
         else:

@@ -119,3 +119,33 @@ def test_scores_on_a_run_without_a_score_sample_say_what_to_rerun(deep_run: Path
 def test_bad_score_options_name_their_field(scores: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         validate_model(JobSpec, {"name": "x", "model": "minilm", "corpus": "c", "scores": scores}, "field")
+
+
+def test_reports_show_the_scores_and_sql_ranks_units_by_them(scored: Path, tmp_path: Path) -> None:
+    import duckdb
+
+    from miner.report.build import write_model_report, write_unit_report
+
+    con = duckdb.connect(str(scored / "catalog.duckdb"), read_only=True)
+    try:
+        best = con.execute("""SELECT u.layer, u.idx, s.simulation FROM unit_scores s JOIN units u USING (unit_id)
+                              WHERE direction = 'top' AND NOT isnan(simulation)
+                              ORDER BY simulation DESC LIMIT 1""").fetchone()
+    finally:
+        con.close()
+    assert best is not None and best[2] > 0
+    out = tmp_path / "report"
+    write_unit_report(scored, f"{best[0]}:{best[1]}", out, with_activations=False)
+    write_model_report(scored, out)
+    unit_html = next(out.glob("unit-*.html")).read_text()
+    assert "How good is this explanation?" in unit_html and "Compositional explanation" in unit_html
+    assert f"{best[2]:.3f}" in unit_html
+    unit_json = json.loads(next(out.glob("unit-*.json")).read_text())
+    assert {q["direction"] for q in unit_json["scores"]["queues"]} == {"top", "bottom"}
+    assert unit_json["scores"]["held_out"] == SCORES.held_out
+    model = json.loads((out / "model.json").read_text())["scores"]
+    assert [row["layer"] for row in model["layers"]] == list(range(1, 7))
+    assert model["best"][0]["label"] == f"{best[0]}:{best[1]}" and len(model["worst"]) == 10
+    html = (out / "model.html").read_text()
+    assert "How well is each unit explained?" in html and f'href="unit-{unit_json["unit"]["unit_id"]}.html"' in html
+    assert "How well is each unit explained?" in (out / "model.md").read_text()
