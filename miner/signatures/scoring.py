@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -232,7 +233,7 @@ def unit_formulas(features: SentenceFeatures, rows: np.ndarray, true: np.ndarray
     results = map_chunks(_formula_band, list(zip(chunks, bands)), (table, options.formula_length, options.beam),
                          executor=executor, address=address)
     found = [row for part in results for row in part]
-    cols = list(zip(*found)) if found else [[] for _ in range(7)]
+    cols: list[tuple[Any, ...]] = list(zip(*found)) if found else [() for _ in range(7)]
     return pa.table({
         "unit_id": pa.array(cols[0], pa.int32()),
         "direction": pa.array(["top"] * len(found), pa.string()),
