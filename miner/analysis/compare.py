@@ -65,8 +65,18 @@ def run_overview(run_dir: Path, options: AnalysisOptions | None = None) -> tuple
              "units": units.num_rows, "top_n": job.get("top_n"),
              "sentences_mined": manifest.get("stats", {}).get("sentences"),
              "accuracy": primary.get("accuracy"), "chance_accuracy": primary.get("chance_accuracy"),
-             "k": primary.get("k"), "head": model_head(model), "clustering": clustering}
+             "k": primary.get("k"), "head": model_head(model), "clustering": clustering,
+             "explanation": _explanation(manifest.get("scores"))}
     return facts, distribution
+
+
+def _explanation(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The explanation scores' medians (all queues) of a scored run; None for a run scored without them."""
+    if not record:
+        return None
+    keys = ("median_simulation", "median_simulation_baseline", "median_detection_auc")
+    return {**{k: record.get(k) for k in keys},
+            "held_out_sentences": (record.get("split") or {}).get("held_out_sample_rows")}
 
 
 def model_head(model: dict[str, Any]) -> dict[str, Any] | None:

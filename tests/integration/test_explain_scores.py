@@ -149,3 +149,13 @@ def test_reports_show_the_scores_and_sql_ranks_units_by_them(scored: Path, tmp_p
     html = (out / "model.html").read_text()
     assert "How well is each unit explained?" in html and f'href="unit-{unit_json["unit"]["unit_id"]}.html"' in html
     assert "How well is each unit explained?" in (out / "model.md").read_text()
+
+
+def test_the_cli_refuses_a_bad_held_out_share_in_one_line(deep_run: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "miner", "signatures", str(deep_run), "--held-out", "0.7"],
+                          capture_output=True, text=True, timeout=120)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0 and len(lines) == 1 and lines[0].startswith("miner: error:") and "held_out" in lines[0]
