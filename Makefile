@@ -70,7 +70,7 @@ DOCTESTS := miner/signatures/patterns.py miner/signatures/features.py miner/sign
             miner/intervene/hooks.py miner/intervene/plots.py miner/intervene/views.py \
             miner/intervene/probe_effects.py miner/model/heads.py miner/model/loading.py miner/hashing.py \
             miner/report/causal/queries.py miner/intervene/logits.py miner/mining/batches.py miner/corpus/text.py \
-            miner/explain/formulas.py miner/explain/scores.py
+            miner/explain/formulas.py miner/explain/scores.py miner/explain/held_out.py miner/signatures/scoring.py
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules $(DOCTESTS)

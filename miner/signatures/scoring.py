@@ -45,12 +45,20 @@ COLUMN_CHUNK = 512
 
 
 def band_size(n: int, top_band: float) -> int:
-    """Sentences in the top band of n held-out scores. Example: 2,000 at 0.99 -> 20; 10 at 0.99 -> 1."""
+    """Sentences in the top band of n held-out scores (at least one).
+
+    >>> band_size(2000, 0.99), band_size(10, 0.99), band_size(0, 0.99)
+    (20, 1, 0)
+    """
     return max(1, math.ceil((1 - top_band) * n - 1e-9)) if n else 0
 
 
 def top_band(true: np.ndarray, k: int) -> np.ndarray:
-    """bool [sentences, queues]: the k highest scores of each column (ties: the lower row)."""
+    """bool [sentences, queues]: the k highest scores of each column (ties: the lower row).
+
+    >>> top_band(np.array([[1.0], [3.0], [3.0], [2.0]]), 2)[:, 0].tolist()
+    [False, True, True, False]
+    """
     order = np.argsort(-true, axis=0, kind="stable")[:k]
     band = np.zeros(true.shape, bool)
     np.put_along_axis(band, order, True, axis=0)
