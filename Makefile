@@ -53,11 +53,12 @@ demo-compare: corpus
 	@echo "Fine-tuned model overview (ablation, redundancy, matches): $(CURDIR)/reports/demo-finetuned/model.html"
 	@echo "Try:  $(BIN)/miner sql runs/demo-finetuned \"SELECT u.layer, count(*) AS no_counterpart FROM unit_matches m JOIN units u USING (unit_id) WHERE m.other_name = 'demo' AND abs(m.corr) < 0.5 GROUP BY 1 ORDER BY 1\""
 
-# Headless Chromium for the report rendering tests (Debian's package; the tests skip without it).
+# Headless Chromium and its driver for the report and `miner serve` browser tests (Debian's packages; the tests
+# skip without them).
 browser:
-	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
-	  echo "chromium not installed: browser tests will be skipped"; }
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+	  chromium-driver >/dev/null) || echo "chromium / chromedriver not installed: browser tests will be skipped"; }
 
 # The worked examples (>>> doctests) of the pure algorithm modules.
 DOCTESTS := miner/signatures/patterns.py miner/signatures/features.py miner/signatures/fasttext.py \

@@ -261,6 +261,17 @@ def cmd_report(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(ns: argparse.Namespace) -> int:
+    from miner.serve.app import serve
+
+    if not 0 < ns.port < 65536:
+        raise ConfigError(f"--port: {ns.port} is not a TCP port (1..65535)")
+    print(f"serving {len(ns.run)} run(s) on http://{ns.host}:{ns.port}/ (Ctrl-C stops)", flush=True)
+    serve([Path(r) for r in ns.run], host=ns.host, port=ns.port, device=ns.device,
+          activations=not ns.no_activations)
+    return 0
+
+
 def cmd_submit(ns: argparse.Namespace) -> int:
     from miner.cluster.jobs import follow_logs, job_status, submit_job
 

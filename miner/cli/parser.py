@@ -183,5 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--device", default="cpu", help="Device for token activations (cpu, cuda) [default: cpu].")
     rep.set_defaults(func=commands.cmd_report)
 
+    srv = sub.add_parser("serve", help="Browse runs in a web browser: every unit's page, search, try your own text.",
+                         description="Serve one or more runs (finished `miner signatures`) as a local, read-only web "
+                                     "app; open the printed address.")
+    srv.add_argument("run", nargs="+", help="Run folders (served side by side).")
+    srv.add_argument("--host", default="127.0.0.1",
+                     help="Address to bind [default: 127.0.0.1, this machine only; 0.0.0.0 exposes it to the network].")
+    srv.add_argument("--port", type=int, default=8000, help="Port [default: 8000].")
+    srv.add_argument("--device", default="cpu", help="Device of the model for token activations (cpu, cuda) [default: cpu].")
+    srv.add_argument("--no-activations", action="store_true",
+                     help="Unit pages without recomputed token activations (try your text still loads the model).")
+    srv.set_defaults(func=commands.cmd_serve)
+
     return parser
 

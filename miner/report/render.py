@@ -216,25 +216,52 @@ def _page_assets(out_dir: Path, self_contained: bool) -> dict[str, Any]:
     return {"inline": False, "csp": csp, "assets": ASSETS}
 
 
-def _context(report: UnitReport | ModelReport, out_dir: Path, self_contained: bool,
-             link_overview: bool | None) -> dict[str, Any]:
-    ctx: dict[str, Any] = {"r": report, "page": _page_assets(out_dir, self_contained), "overview": f"{OVERVIEW}.html"}
+SERVED_CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; base-uri 'none'; "
+              "form-action 'self'; frame-ancestors 'none'")
+"""The Content-Security-Policy of pages `miner serve` renders (shared assets from /assets, forms to itself)."""
+
+
+def _context(report: UnitReport | ModelReport, out_dir: Path | None, page: dict[str, Any],
+             link_overview: bool | None, pages: set[int] | None = None) -> dict[str, Any]:
+    """The template context; `out_dir` None renders for the server (every unit has a page, images inline)."""
+    ctx: dict[str, Any] = {"r": report, "page": page, "overview": f"{OVERVIEW}.html"}
     if isinstance(report, UnitReport):
-        ctx["link_overview"] = (out_dir / f"{OVERVIEW}.html").exists() if link_overview is None else link_overview
+        exists = out_dir is None or (out_dir / f"{OVERVIEW}.html").exists()
+        ctx["link_overview"] = exists if link_overview is None else link_overview
         ctx["max_abs"] = report.activations.max_abs
     else:
-        pages = {int(m.group(1)) for p in out_dir.glob("unit-*.html") if (m := re.fullmatch(r"unit-(\d+)\.html", p.name))}
+        if pages is None:
+            pages = ({u.unit_id for u in report.units} if out_dir is None else
+                     {int(m.group(1)) for p in out_dir.glob("unit-*.html")
+                      if (m := re.fullmatch(r"unit-(\d+)\.html", p.name))})
         cols = ["unit_id", "site", "layer", "idx", "dominant_domain", "dominant_domain_share", "sentiment_mean",
                 "sentiment_std", "pos_selectivity", "pos_selectivity_tag", "noun_rel", "verb_rel", "adj_rel",
                 "avg_length", "top_words", "cluster"]
         rows = [[getattr(u, c) for c in cols] + [u.unit_id in pages] for u in report.units]
         ctx["index"] = {"columns": [*cols, "page"], "rows": _clean(rows)}
         ctx["pages"] = pages
-        if self_contained:
+        if page["inline"] or out_dir is None:
             ctx["images"] = {p.name: _svg_data_uri(p.svg) for p in report.all_plots()}
         else:
             ctx["images"] = _write_plot_assets(report.all_plots(), out_dir)
     return ctx
+
+
+def html_text(report: UnitReport | ModelReport, nav: dict[str, Any] | None = None, assets: str = "/assets") -> str:
+    """The report as one HTML page for `miner serve`: shared assets under `assets`, every unit linked, and
+    `nav` (neighbouring units and layers, the same unit in other runs, search) in the header."""
+    page = {"inline": False, "csp": SERVED_CSP, "assets": assets, "served": True}
+    name = "unit.html.j2" if isinstance(report, UnitReport) else "model.html.j2"
+    ctx = _context(report, None, page, True)
+    ctx["nav"] = nav
+    return _env(True).get_template(name).render(ctx)
+
+
+def asset_text(name: str) -> str:
+    """A shared asset (report.css, guard.js, report.js) as served."""
+    if name not in ("report.css", "guard.js", "report.js"):
+        raise KeyError(name)
+    return _asset(name)
 
 
 def _clean(value: Any) -> Any:
@@ -273,7 +300,8 @@ def render_html(report: UnitReport | ModelReport, out_dir: Path, self_contained:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = "unit.html.j2" if isinstance(report, UnitReport) else "model.html.j2"
-    html = _env(True).get_template(name).render(_context(report, out_dir, self_contained, link_overview))
+    ctx = _context(report, out_dir, _page_assets(out_dir, self_contained), link_overview)
+    html = _env(True).get_template(name).render(ctx)
     return _write(out_dir / f"{page_stem(report)}.html", html)
 
 
@@ -299,3 +327,14 @@ def render_json(report: UnitReport | ModelReport, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_safe(report.to_dict()), indent=1, ensure_ascii=False, allow_nan=False)
     return _write(out_dir / f"{page_stem(report)}.json", text + "\n")
+
+
+SERVE_DEFAULTS: dict[str, Any] = {"run": None, "form": {}, "error": None, "results": None, "columns": [], "how": None,
+                                  "result": None, "unit": None, "summaries": {}, "limits": None, "runs": [],
+                                  "rows": [], "plots": [], "message": None}
+
+
+def serve_page(page: str, title: str, kind: str = "", **ctx: Any) -> str:
+    """One of `miner serve`'s own pages (runs, search, try, compare, error) as HTML (autoescaped, SERVED_CSP)."""
+    values = {**SERVE_DEFAULTS, **ctx, "page": page, "title": title, "kind": kind, "csp": SERVED_CSP}
+    return _env(True).get_template("serve.html.j2").render(values)

@@ -7,7 +7,8 @@ Levels (a module may import its own package, and packages of a lower level):
     2  mining
     3  signatures (which runs explain's scores in step 2), analysis, query, probing, correlate, explain
     4  report
-    5  cli
+    5  serve (the web app over report's records and templates)
+    6  cli
 
 `ray` is imported only in miner/cluster/ and the mining executor; `torch` only where a model runs
 (miner/model/, miner/mining/, the probe trainer, the report's token activations).
@@ -27,7 +28,8 @@ LEVELS = {
     "mining": 2,
     "signatures": 3, "analysis": 3, "query": 3, "probing": 3, "correlate": 3, "explain": 3,
     "intervene": 4, "report": 4,
-    "cli": 5,
+    "serve": 5,
+    "cli": 6,
 }
 # Same-level imports that are part of the design.
 ALLOWED = {("run", "corpus"), ("signatures", "explain")}

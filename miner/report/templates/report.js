@@ -1,5 +1,22 @@
 /* Report pages: builds the overview's unit index (filters, sorting, paging) from the JSON island
-   #units-data, writing untrusted values with textContent only; then marks <body data-ready="ok">. */
+   #units-data, writing untrusted values with textContent only; then marks <body data-ready="ok">.
+   Keyboard: a link with data-key="K" is followed when K is pressed outside a text field (unit pages of
+   `miner serve`: arrows for the neighbouring units and layers). */
+(function () {
+  "use strict";
+  document.addEventListener("keydown", function (e) {
+    var t = e.target;
+    if (e.altKey || e.ctrlKey || e.metaKey || (t && /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
+    var links = document.querySelectorAll("a[data-key]");
+    for (var i = 0; i < links.length; i++) {
+      if (links[i].getAttribute("data-key") === e.key) {
+        e.preventDefault();
+        window.location.href = links[i].getAttribute("href");
+        return;
+      }
+    }
+  });
+})();
 (function () {
   "use strict";
   var PAGE = 200;
