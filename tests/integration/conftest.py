@@ -51,3 +51,32 @@ def tiny_fasttext(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -
     from miner.signatures.fasttext import train_fasttext
 
     return train_fasttext(tiny_corpus, tmp_path_factory.mktemp("fasttext") / "model.bin", VectorOptions())
+
+
+@pytest.fixture(scope="session")
+def served_run(tiny_run: Path, tiny_fasttext: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of tiny_run through step 2 with explanation scores, one queue sentence replaced by a script tag
+    (hostile corpus text for the pages of `miner serve`)."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from miner.config import AnnotateOptions, ScoreOptions, VectorOptions
+    from miner.signatures.stage import run_abstract
+
+    out = tmp_path_factory.mktemp("served") / "tiny"
+    shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("checkpoint", "catalog.duckdb"))
+    top = pq.read_table(out / "top_sentences.parquet").to_pandas()
+    target = int(top[(top.unit_id == 5) & (top.direction == "top") & (top["rank"] == 1)].sentence_id.iloc[0])
+    sentences = pq.read_table(out / "sentences.parquet")
+    texts = [SCRIPT_SENTENCE if sid == target else t
+             for sid, t in zip(sentences["sentence_id"].to_pylist(), sentences["text"].to_pylist())]
+    sentences = sentences.set_column(sentences.schema.get_field_index("text"), "text", pa.array(texts))
+    pq.write_table(sentences, out / "sentences.parquet")
+    run_abstract(out, AnnotateOptions(background_size=300), vectors=VectorOptions(model=tiny_fasttext),
+                 executor="inline", scores=ScoreOptions(held_out=0.5, top_band=0.9))
+    return out
+
+
+SCRIPT_SENTENCE = "<script>alert(1)</script> the cat sat on the mat"
