@@ -217,8 +217,9 @@ def _page_assets(out_dir: Path, self_contained: bool) -> dict[str, Any]:
 
 
 SERVED_CSP = ("default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; base-uri 'none'; "
-              "form-action 'self'; frame-ancestors 'none'")
-"""The Content-Security-Policy of pages `miner serve` renders (shared assets from /assets, forms to itself)."""
+              "form-action 'self'")
+"""The Content-Security-Policy of pages `miner serve` renders (shared assets from /assets, forms to itself); the
+server's header adds frame-ancestors, which a <meta> policy cannot carry."""
 
 
 def _context(report: UnitReport | ModelReport, out_dir: Path | None, page: dict[str, Any],

@@ -41,7 +41,7 @@ from miner.serve.try_text import Limits, TextProbe, split_text
 
 ASSET_TYPES = {"report.css": "text/css; charset=utf-8", "guard.js": "text/javascript; charset=utf-8",
                "report.js": "text/javascript; charset=utf-8"}
-HEADERS = {"Content-Security-Policy": SERVED_CSP, "X-Content-Type-Options": "nosniff",
+HEADERS = {"Content-Security-Policy": SERVED_CSP + "; frame-ancestors 'none'", "X-Content-Type-Options": "nosniff",
            "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
 
 
@@ -152,6 +152,9 @@ def create_app(server: Server) -> Starlette:
             raise HTTPException(404, f"no asset {name!r}")
         return Response(asset_text(name), media_type=ASSET_TYPES[name],
                         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"})
+
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)
 
     async def run_root(request: Request) -> Response:
         run = server.run(request.path_params["run"])
@@ -266,7 +269,7 @@ def create_app(server: Server) -> Starlette:
         return _html(serve_page("error", "Bad request", "neuron-miner", message=str(exc)), 400)
 
     routes = [
-        Route("/", runs_page), Route("/assets/{name}", asset), Route("/compare", compare),
+        Route("/", runs_page), Route("/assets/{name}", asset), Route("/compare", compare), Route("/favicon.ico", favicon),
         Route("/r/{run}", run_root), Route("/r/{run}/", run_root), Route("/r/{run}/model.html", overview),
         Route("/r/{run}/unit-{uid}.html", unit_page), Route("/r/{run}/unit/{spec:path}", unit_by_label),
         Route("/r/{run}/search", search), Route("/r/{run}/try", try_page, methods=["GET", "POST"]),

@@ -155,7 +155,7 @@ def test_the_cli_refuses_a_bad_held_out_share_in_one_line(deep_run: Path) -> Non
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "miner", "signatures", str(deep_run), "--held-out", "0.7"],
+    done = subprocess.run([sys.executable, "-m", "miner.cli", "signatures", str(deep_run), "--held-out", "0.7"],
                           capture_output=True, text=True, timeout=120)
     lines = done.stderr.strip().splitlines()
     assert done.returncode != 0 and len(lines) == 1 and lines[0].startswith("miner: error:") and "held_out" in lines[0]
