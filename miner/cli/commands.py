@@ -246,9 +246,23 @@ def cmd_concepts(ns: argparse.Namespace) -> int:
 def cmd_report(ns: argparse.Namespace) -> int:
     from miner.report.build import default_report_folder, write_model_report, write_unit_report
 
-    if not ns.unit and not ns.model:
-        raise ConfigError("report: give --unit UNIT ... and/or --model")
+    if not ns.unit and not ns.model and not ns.all:
+        raise ConfigError("report: give --unit UNIT ..., --model and/or --all")
     out = Path(ns.out) if ns.out else default_report_folder(Path(ns.run))
+    if ns.all:
+        import os
+
+        from miner.report.export import write_all_pages
+
+        if ns.unit:
+            raise ConfigError("report: --all writes every unit; leave out --unit")
+        if ns.workers < 0:
+            raise ConfigError(f"--workers: must be >= 0, got {ns.workers}")
+        summary = write_all_pages(Path(ns.run), out, ns.format, ns.sentences, not ns.no_activations, ns.device,
+                                  ns.force, parts=ns.workers or os.cpu_count() or 1)
+        print(f"wrote {summary.pages:,} unit pages and the overview into {summary.out_dir} in {summary.seconds:.0f} s "
+              f"({summary.pages_per_second:.1f} pages/s); open {summary.out_dir / 'model.html'}")
+        return 0
     written: list[Path] = []
     for unit in dict.fromkeys(ns.unit):  # unit pages first, so the overview links to them
         written += write_unit_report(ns.run, unit, out, ns.format, not ns.shared_assets, ns.sentences,

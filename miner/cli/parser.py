@@ -169,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--unit", nargs="+", action="extend", default=[], metavar="UNIT",
                      help="Units to report: LAYER:IDX (hidden site), mlp:LAYER:IDX, or a unit_id.")
     rep.add_argument("--model", action="store_true", help="Write the model overview (model.html/.md/.json).")
+    rep.add_argument("--all", action="store_true",
+                     help="Write every unit's page and the overview, with shared assets (the index works offline); "
+                          "prints pages per second.")
+    rep.add_argument("--workers", type=int, default=0,
+                     help="Parallel Ray tasks for --all [default: 0 = the machine's cores; 1 = in this process].")
     rep.add_argument("--out", default=None,
                      help="Output folder, outside the run folder [default: reports/<run folder name>].")
     rep.add_argument("--force", action="store_true", help="Replace pages that already exist in the output folder.")

@@ -13,6 +13,7 @@ and the SVGs referenced by Markdown).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -170,7 +171,9 @@ def md_sentence(sentence: SentenceEntry, max_abs: float | None, strong: float = 
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=2)
 def _env(html: bool) -> jinja2.Environment:
+    """The Jinja environment (one per output kind and process: templates compile once)."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("miner.report", "templates"), autoescape=html,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
