@@ -37,6 +37,10 @@ from miner.run.folder import (
 
 log = logging.getLogger(__name__)
 
+STORAGE_VERSION = "v1.5.0"
+"""The catalog file's storage format: the one the duckdb shell on PyPI (duckdb-cli 1.5) reads; DuckDB 2.0 would
+write a newer one by default that no released shell opens."""
+
 # Views the catalog adds itself; a run Parquet file with one of these names is not exposed.
 CORPUS_VIEW = "corpus"
 UNIT_TOP_VIEW = "unit_top"
@@ -174,8 +178,10 @@ def build_catalog(run_dir: Path) -> Path:
     target = catalog_path(run_dir)
     tmp = run_dir / f".catalog-{os.getpid()}-{uuid.uuid4().hex[:8]}.duckdb"
     try:
-        con = duckdb.connect(str(tmp))
+        con = duckdb.connect(":memory:")
         try:
+            con.execute(f"ATTACH {_quote_literal(str(tmp))} AS catalog (STORAGE_VERSION '{STORAGE_VERSION}')")
+            con.execute("USE catalog")
             for name, statement in _view_statements(run_dir, manifest):
                 try:
                     con.execute(statement)

@@ -234,3 +234,19 @@ def test_two_readers_at_once(run: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+def test_the_duckdb_shell_make_demo_installs_opens_the_catalog(run: Path) -> None:
+    import subprocess
+    import sys
+
+    shell = Path(sys.executable).parent / "duckdb"
+    assert shell.exists(), "duckdb-cli is a dependency: .venv/bin/duckdb"
+    done = subprocess.run([str(shell), "-readonly", "-csv", str(run / "catalog.duckdb"), "-c",
+                           "SELECT count(*) AS n FROM units; SELECT count(*) AS n FROM unit_top"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["n", "2304", "n", str(2 * 2304 * 5)]
+    refused = subprocess.run([str(shell), "-readonly", str(run / "catalog.duckdb"), "-c", "CREATE TABLE x AS SELECT 1"],
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "read-only" in (refused.stdout + refused.stderr).lower()
