@@ -43,7 +43,7 @@ def base_url(served_run: Path) -> Iterator[str]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"miner serve did not start: {proc.stdout.read() if proc.stdout else ''}")
+                    raise AssertionError(f"miner serve did not start: {proc.stdout.read() if proc.stdout else ''}") from None
                 time.sleep(0.5)
         yield url
     finally:
