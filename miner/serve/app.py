@@ -296,4 +296,6 @@ def serve(run_dirs: list[Path], host: str = "127.0.0.1", port: int = 8000, devic
     import uvicorn
 
     server = Server(run_dirs, device=device, activations=activations)
+    for run in server.runs.values():  # the model loaded once, before the first request
+        server.probe(run).run_text(["warm up"], None, 1)
     uvicorn.run(create_app(server), host=host, port=port, log_level="info", access_log=False)
