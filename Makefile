@@ -31,6 +31,7 @@ demo: corpus
 	$(BIN)/miner report runs/demo --model --unit 6:101 --out reports/demo --force
 	@echo
 	@echo "Model overview: $(CURDIR)/reports/demo/model.html   (pre-trained vs random-init: reports/compare/comparison.json)"
+	@echo "Browse every unit, search, try your text:  $(BIN)/miner serve runs/demo runs/demo-random"
 	@echo "Try:  $(BIN)/miner sql runs/demo \"SELECT value AS domain, count(*) AS units FROM unit_metadata WHERE field = 'domain' AND direction = 'top' AND share >= 0.5 GROUP BY 1 ORDER BY 2 DESC\""
 
 # Pre-trained, random-init and fine-tuned MiniLM side by side (Oba et al. 2021, figures 3-5); not part of `make demo`.
