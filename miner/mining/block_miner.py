@@ -73,6 +73,7 @@ class BlockMiner:
         reports any host sync inside it (the block's last steps, after the loop, read the device once)."""
         self._queue: WindowedQueues | None = None
         self._captured: dict[int, torch.Tensor] = {}
+        self._batch_shape: tuple[int, ...] = (0, 0)
         self._hooks = []
         self._need_hidden = any(site == "hidden" for site, _, _ in layout.layers)
         blocks = transformer_blocks(loaded.model) if any(s == "mlp" for s, _, _ in layout.layers) else None
@@ -84,7 +85,10 @@ class BlockMiner:
 
     def _capture(self, layer: int):
         def hook(_module: torch.nn.Module, args: tuple) -> None:
-            self._captured[layer] = args[0]
+            x = args[0]
+            if x.dim() == 2:  # OPT flattens the tokens before its FFN: [B * T, W] back to [B, T, W]
+                x = x.view(*self._batch_shape, -1)
+            self._captured[layer] = x
         return hook
 
     def close(self) -> None:
@@ -96,6 +100,7 @@ class BlockMiner:
         """One forward pass; returns the mined activation tensors [B, T, width] in layout order."""
         dev = self.loaded.device
         self._captured.clear()
+        self._batch_shape = tuple(batch.input_ids.shape)
         out = self.loaded.model(input_ids=batch.input_ids.to(dev, non_blocking=True),
                                 attention_mask=batch.attention.to(dev, non_blocking=True),
                                 output_hidden_states=self._need_hidden, use_cache=False)

@@ -35,7 +35,13 @@ from miner.mining.lanes import merge_lane_files
 from miner.mining.outputs import run_stats, write_outputs
 from miner.mining.plan import BlockPlan, plan_blocks
 from miner.model.layout import unit_layout
-from miner.model.loading import model_head_info, resolve_model_path, validate_model_folder, weights_sha256
+from miner.model.loading import (
+    attention_implementation,
+    model_head_info,
+    resolve_model_path,
+    validate_model_folder,
+    weights_sha256,
+)
 from miner.run.folder import FILES, RunFolder, table_name
 
 # Blocks are fixed, contiguous slices of corpus shards (miner.mining.plan). Each worker's lane keeps its own
@@ -170,7 +176,7 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
         "model": {"path": str(ctx.model_folder), "weights_sha256": ctx.weights,
                   "model_type": ctx.config_dict.get("model_type"), "init": job.init, "init_seed": job.init_seed,
                   "layers": config.num_hidden_layers if hasattr(config, "num_hidden_layers") else None,
-                  **model_head_info(ctx.config_dict)},
+                  "attention": attention_implementation(config), **model_head_info(ctx.config_dict)},
         "corpus": {"path": str(ctx.corpus_dir.resolve()), "fingerprint": ctx.corpus.fingerprint,
                    "shards": [{"file": s.file, "sha256": s.sha256} for s in ctx.corpus.shards]},
         "blocks": {"planned": len(plans), "merged": state.next_block, "stopped_early": state.stopped_early},

@@ -10,7 +10,8 @@ from torch import nn
 from miner.errors import ConfigError
 
 # Relative module paths (inside one transformer block) of the FFN down-projection, by architecture family.
-_DOWN_PROJ = ("output.dense", "mlp.c_proj", "mlp.down_proj", "ffn.lin2", "mlp.fc2", "mlp.dense_4h_to_h", "feed_forward.w2")
+_DOWN_PROJ = ("output.dense", "mlp.c_proj", "mlp.down_proj", "ffn.lin2", "mlp.fc2", "mlp.dense_4h_to_h", "feed_forward.w2",
+              "fc2", "mlp.Wo")
 # Attribute paths (from the base model) of the list of transformer blocks.
 _BLOCKS = ("encoder.layer", "h", "layers", "transformer.layer", "decoder.layers", "blocks")
 # Model types whose position ids start after padding_idx (fewer usable positions than max_position_embeddings).

@@ -185,6 +185,25 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     is_decoder: bool
+    attention: str = "sdpa"
+    """The attention implementation: sdpa where the model class supports it, else eager (`attention_implementation`)."""
+
+
+def attention_implementation(config: object) -> str:
+    """"sdpa" when the AutoModel class of this config supports PyTorch's scaled-dot-product attention, else
+    "eager" (DeBERTa-v2/v3 and Gemma 2 refuse SDPA); "sdpa" for a class transformers does not map (remote code).
+
+    >>> from transformers import BertConfig, DebertaV2Config
+    >>> attention_implementation(BertConfig()), attention_implementation(DebertaV2Config())
+    ('sdpa', 'eager')
+    """
+    from transformers import AutoModel
+
+    try:
+        cls = AutoModel._model_mapping[type(config)]
+    except (KeyError, ValueError):
+        return "sdpa"
+    return "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
 
 
 def pick_device(device: str) -> torch.device:
@@ -212,7 +231,8 @@ def load_model(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load model + tokenizer from a local folder (offline, SDPA attention, eval mode)."""
+    """Load model + tokenizer from a local folder (offline, SDPA attention where the class supports it, else
+    eager; eval mode)."""
     validate_model_folder(folder, allow_pickle)
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -229,10 +249,11 @@ def load_model(
         part = "weights"
         # a checkpoint with a head (BertForSequenceClassification, ...) loads as its base model: transformers
         # strips the base prefix ("bert.") and leaves the head's weights out (unexpected keys)
+        attention = attention_implementation(config)
         model, info = AutoModel.from_pretrained(
             folder,
             dtype=dt,
-            attn_implementation="sdpa",
+            attn_implementation=attention,
             trust_remote_code=trust_remote_code,
             use_safetensors=not allow_pickle or None,
             output_loading_info=True,
@@ -247,4 +268,4 @@ def load_model(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.eval().to(dev)
-    return LoadedModel(model, tokenizer, folder, config, dev, dt, is_decoder)
+    return LoadedModel(model, tokenizer, folder, config, dev, dt, is_decoder, attention)

@@ -93,10 +93,49 @@ def tiny_model(folder: Path, arch: str = "bert", seed: int = 0, layers: int = 2,
         cfg = LlamaConfig(vocab_size=400, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
                           num_key_value_heads=2, intermediate_size=3 * hidden, max_position_embeddings=64)
         model = LlamaModel(cfg)
+    elif arch in FAMILY_CONFIGS:
+        import transformers
+
+        kind, config_name, model_name, extra = FAMILY_CONFIGS[arch]
+        if kind == "wordpiece":
+            tok = AutoTokenizer.from_pretrained(bundled_minilm())
+            tok.save_pretrained(folder)
+            vocab = tok.vocab_size
+            extra = {**extra, **({"pad_token_id": tok.pad_token_id} if arch != "electra" else {})}
+        else:
+            byte_bpe_tokenizer(folder, bos=kind == "bpe-bos")
+            vocab = 400
+        sizes = {"vocab_size": vocab, "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": 4,
+                 "intermediate_size": 3 * hidden, "max_position_embeddings": 64}
+        renames = extra.pop("_rename", {}) if "_rename" in extra else {}
+        sizes = {renames.get(k, k): v for k, v in sizes.items()}
+        cfg = getattr(transformers, config_name)(**sizes, **{k: v for k, v in extra.items() if k != "_rename"})
+        model = getattr(transformers, model_name)(cfg)
     else:
         raise ValueError(arch)
     model.save_pretrained(folder)
     return folder
+
+
+FAMILY_CONFIGS: dict[str, tuple[str, str, str, dict]] = {
+    # arch: (tokenizer: wordpiece = MiniLM's, bpe / bpe-bos = byte BPE without / with a BOS), config, model, extra
+    "electra": ("wordpiece", "ElectraConfig", "ElectraModel", {"embedding_size": 16}),
+    "deberta-v2": ("wordpiece", "DebertaV2Config", "DebertaV2Model",
+                   {"relative_attention": True, "position_buckets": 16, "pos_att_type": ["p2c", "c2p"]}),
+    "modernbert": ("wordpiece", "ModernBertConfig", "ModernBertModel",
+                   {"global_attn_every_n_layers": 1, "local_attention": 16, "cls_token_id": 101, "sep_token_id": 102,
+                    "bos_token_id": 101, "eos_token_id": 102}),
+    "gpt-neox": ("bpe", "GPTNeoXConfig", "GPTNeoXModel", {}),
+    "opt": ("bpe-bos", "OPTConfig", "OPTModel",
+            {"_rename": {"intermediate_size": "ffn_dim"}, "word_embed_proj_dim": None, "pad_token_id": 0}),
+    "mistral": ("bpe-bos", "MistralConfig", "MistralModel", {"num_key_value_heads": 2}),
+    "qwen2": ("bpe", "Qwen2Config", "Qwen2Model", {"num_key_value_heads": 2}),
+    "qwen3": ("bpe", "Qwen3Config", "Qwen3Model", {"num_key_value_heads": 2, "head_dim": 8}),
+    "gemma2": ("bpe-bos", "Gemma2Config", "Gemma2Model", {"num_key_value_heads": 2, "head_dim": 8}),
+    "gemma3": ("bpe-bos", "Gemma3TextConfig", "Gemma3TextModel", {"num_key_value_heads": 2, "head_dim": 8}),
+    "phi3": ("bpe-bos", "Phi3Config", "Phi3Model", {"num_key_value_heads": 2, "pad_token_id": 0}),
+}
+"""Tiny random models of the families `tiny_model` builds from config beyond bert/roberta/distilbert/gpt2/llama."""
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

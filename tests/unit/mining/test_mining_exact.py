@@ -20,7 +20,7 @@ from miner.mining import native
 from miner.mining.driver import run_mining
 from miner.mining.plan import plan_blocks
 from miner.model.loading import load_model, reinitialize_except_embeddings
-from tests.support.builders import make_corpus, tiny_model, write_job
+from tests.support.builders import FAMILY_CONFIGS, make_corpus, tiny_model, write_job
 from tests.support.mining_oracle import all_scores, check_against_oracle
 
 
@@ -29,13 +29,14 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("corpus"), n=260, shard_size=100)
 
 
-@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "gpt2", "llama", *FAMILY_CONFIGS])
 def test_queues_equal_brute_force(tmp_path: Path, corpus: Path, arch: str) -> None:
     model = tiny_model(tmp_path / arch, arch)
     job = write_job(tmp_path / "job.yaml", name=f"t-{arch}", model=str(model), corpus=str(corpus), output="run",
                     sites=["hidden", "mlp"], top_n=7, block_size=64, batch_size=8, checkpoint_seconds=0)
     manifest = check_against_oracle(job)
-    assert manifest["units"] == 2 * 32 + 2 * (128 if arch != "llama" else 96)
+    assert manifest["units"] == 2 * 32 + 2 * (128 if arch in ("bert", "roberta", "distilbert", "gpt2") else 96)
+    assert manifest["model"]["attention"] == ("eager" if arch in ("deberta-v2", "gemma2") else "sdpa")
     stats = manifest["stats"]  # every batch scored by the compiled kernel where it builds (as on CI)
     assert stats["batches"] > 0 and stats["kernel_batches"] == (stats["batches"] if native.available() else 0)
 
