@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# The shared fastText cache of this test session (never the user's ~/.cache); subprocesses inherit it.
+os.environ.setdefault("MINER_CACHE_DIR", tempfile.mkdtemp(prefix="miner-test-cache-"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -83,6 +83,10 @@ class VectorOptions(StrictModel):
         0, ge=0, description="Seed of the training sample (fastText's own seed is its fixed default, 0).")
     metric: Literal["euclidean", "cosine"] = Field(
         "euclidean", description="Distance to the unit's mean vector that picks the typical sentence.")
+    cache: bool = Field(True, description="Share trained models between runs of the same corpus and options (trained "
+                                          "once, in the cache folder; each run gets a link or copy).")
+    cache_dir: Path | None = Field(None, description="The fastText cache folder (default: $MINER_CACHE_DIR/fasttext, "
+                                                     "else ~/.cache/neuron-miner/fasttext).")
 
     @model_validator(mode="after")
     def _check(self) -> VectorOptions:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import mmap
 import os
 import re
+import shutil
 import struct
 import tempfile
 import time
@@ -153,7 +155,7 @@ def training_threads(requested: int, tokens: int) -> int:
 
 
 def _training_options(options: VectorOptions) -> dict:
-    return options.model_dump(mode="json", exclude={"model", "metric", "thread"})
+    return options.model_dump(mode="json", exclude={"model", "metric", "thread", "cache", "cache_dir"})
 
 
 def check_fasttext_file(path: Path) -> None:
@@ -215,21 +217,76 @@ def load_fasttext(path: Path) -> fasttext.FastText._FastText:
         raise InputError(f"{path}: not a usable fastText model ({str(exc).strip()})") from None
 
 
+def _sidecar_matches(model_path: Path, fingerprint: str, options: VectorOptions, skip: frozenset[str]) -> bool:
+    sidecar = Path(str(model_path) + ".json")
+    if not (Path(model_path).exists() and sidecar.exists()):
+        return False
+    try:
+        info = json.loads(sidecar.read_text())
+    except ValueError:
+        return False
+    return (info.get("corpus_fingerprint") == fingerprint and info.get("options") == _training_options(options)
+            and info.get("skipped_shards", []) == sorted(skip))
+
+
+def cache_folder(options: VectorOptions) -> Path:
+    """Where trained models are shared: options.cache_dir, else $MINER_CACHE_DIR/fasttext, else
+    ~/.cache/neuron-miner/fasttext."""
+    if options.cache_dir is not None:
+        return Path(options.cache_dir)
+    root = os.environ.get("MINER_CACHE_DIR")
+    return (Path(root) if root else Path.home() / ".cache" / "neuron-miner") / "fasttext"
+
+
+def cache_key(fingerprint: str, options: VectorOptions, skip: frozenset[str]) -> str:
+    """The cached model's name: a hash of the corpus fingerprint, the training options and the skipped shards.
+
+    >>> key = cache_key("abc", VectorOptions(), frozenset())
+    >>> len(key), key == cache_key("abc", VectorOptions(cache_dir="/elsewhere"), frozenset())
+    (24, True)
+    """
+    blob = json.dumps({"corpus": fingerprint, "options": _training_options(options), "skipped": sorted(skip)},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _place(cached: Path, model_path: Path) -> None:
+    """The cached model (and its sidecar) at model_path: a hard link where the file system allows, else a copy;
+    each atomically (a temporary name, then a rename)."""
+    for src, dst in ((cached, Path(model_path)), (Path(str(cached) + ".json"), Path(str(model_path) + ".json"))):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+
+
 def ensure_fasttext(corpus_dir: Path, model_path: Path, options: VectorOptions,
                     skip: frozenset[str] = frozenset()) -> Path:
-    """options.model if set; else model_path, (re)trained unless its sidecar matches corpus and options."""
+    """options.model if set; else model_path if its sidecar matches the corpus and options; else the model of the
+    shared cache (`cache_folder`, by `cache_key`), trained there first when missing (atomically) and then linked
+    or copied to model_path. So fastText trains once per corpus and options, for every run of that corpus."""
     if options.model is not None:
         return Path(options.model)
     from miner.corpus.prepare import load_corpus
 
-    sidecar = Path(str(model_path) + ".json")
-    if Path(model_path).exists() and sidecar.exists():
+    fingerprint = load_corpus(Path(corpus_dir)).fingerprint
+    if _sidecar_matches(Path(model_path), fingerprint, options, skip):
+        return Path(model_path)
+    if not options.cache:
+        return train_fasttext(corpus_dir, model_path, options, skip)
+    cached = cache_folder(options) / cache_key(fingerprint, options, skip) / "model.bin"
+    if _sidecar_matches(cached, fingerprint, options, skip):
+        log.info("fastText: the cached model of this corpus and options (%s)", cached)
+    else:
         try:
-            info = json.loads(sidecar.read_text())
-        except ValueError:
-            info = {}
-        if (info.get("corpus_fingerprint") == load_corpus(Path(corpus_dir)).fingerprint
-                and info.get("options") == _training_options(options)
-                and info.get("skipped_shards", []) == sorted(skip)):
-            return Path(model_path)
-    return train_fasttext(corpus_dir, model_path, options, skip)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            log.warning("fastText cache %s not writable (%s); training into the run", cached.parent, exc.strerror)
+            return train_fasttext(corpus_dir, model_path, options, skip)
+        train_fasttext(corpus_dir, cached, options, skip)
+    _place(cached, Path(model_path))
+    return Path(model_path)

@@ -115,3 +115,27 @@ def test_a_diverged_training_is_retried_at_half_the_learning_rate(tiny_corpus: P
     with pytest.raises(InputError, match="NaN"):
         train_fasttext(tiny_corpus, tmp_path / "again.bin", options)
     assert calls == [options.lr / 2**k for k in range(LR_HALVINGS + 1)]
+
+
+def test_fasttext_trains_once_per_corpus_and_options(tiny_corpus: Path, tmp_path: Path) -> None:
+    """Two runs of one corpus share the cached model: the second links it instead of training; other options
+    train another one; a damaged cache entry is trained again."""
+    from miner.corpus.prepare import load_corpus
+    from miner.signatures.fasttext import cache_key, ensure_fasttext
+
+    options = VectorOptions(max_sentences=3000, cache_dir=tmp_path / "cache", epoch=1)
+    fingerprint = load_corpus(tiny_corpus).fingerprint
+    cached = tmp_path / "cache" / cache_key(fingerprint, options, frozenset()) / "model.bin"
+    first = ensure_fasttext(tiny_corpus, tmp_path / "a" / "fasttext.bin", options)
+    trained = cached.stat().st_mtime_ns
+    (tmp_path / "b").mkdir()
+    second = ensure_fasttext(tiny_corpus, tmp_path / "b" / "fasttext.bin", options)
+    assert cached.stat().st_mtime_ns == trained  # not trained again
+    assert first.read_bytes() == second.read_bytes() == cached.read_bytes()
+    assert json.loads(Path(str(second) + ".json").read_text()) == json.loads(Path(str(cached) + ".json").read_text())
+    other = options.model_copy(update={"dim": 20})
+    third = ensure_fasttext(tiny_corpus, tmp_path / "c.bin", other)
+    assert cache_key(fingerprint, other, frozenset()) != cached.parent.name and third.read_bytes() != cached.read_bytes()
+    Path(str(cached) + ".json").write_text("{damaged")
+    ensure_fasttext(tiny_corpus, tmp_path / "d.bin", options)
+    assert cached.stat().st_mtime_ns != trained and json.loads(Path(str(cached) + ".json").read_text())["options"]
