@@ -73,6 +73,10 @@ def medians(run: Path) -> dict:
     for col in ("simulation", "simulation_baseline", "detection_auc", "detection_baseline"):
         out[f"median_{col}"] = round(float(top[col].median()), 4)
     out["share_above_baseline"] = round(float((top.simulation > top.simulation_baseline).mean()), 4)
+    units = pq.read_table(run / "units.parquet").to_pandas()[["unit_id", "layer"]]
+    by_layer = top.merge(units, on="unit_id").groupby("layer")[["simulation", "detection_auc"]].median()
+    out["median_by_layer"] = {int(layer): {k: round(float(v), 4) for k, v in row.items()}
+                              for layer, row in by_layer.iterrows()}
     formulas = run / "unit_formulas.parquet"
     if formulas.exists():
         out["median_formula_iou"] = round(float(pq.read_table(formulas)["iou"].to_pandas().median()), 4)
