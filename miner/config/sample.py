@@ -11,7 +11,7 @@ from miner.config.base import StrictModel
 class SampleOptions(StrictModel):
     """A seeded sample of the mined sentences whose scores mining keeps for every unit (float16)."""
 
-    sentences: int = Field(10000, ge=0, description="Sentences in the score sample (0 = none); the sample is the "
+    sentences: int = Field(20000, ge=0, description="Sentences in the score sample (0 = none); the sample is the "
                                                     "sentences with the smallest seeded hash of their id.")
     seed: int = Field(0, description="Seed of the sentence hash that picks the sample.")
     exemplars: int = Field(5, ge=0, description="Exemplar sentences per unit and activation band, and random ones, "
