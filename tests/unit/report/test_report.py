@@ -426,7 +426,7 @@ def test_report_command(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert names == sorted(["unit-1.html", "unit-1.json", "unit-64.html", "unit-64.json", "model.html", "model.json"])
     assert 'href="model.html"' in (tmp_path / "r" / "unit-1.html").read_text()
     ns = parser.parse_args(["report", str(run)])
-    with pytest.raises(ConfigError, match="--unit UNIT ... and/or --model"):
+    with pytest.raises(ConfigError, match="--unit UNIT ..., --model and/or --all"):
         ns.func(ns)
     ns = parser.parse_args(["report", str(run), "--unit", "9:9", "--out", str(tmp_path / "r")])
     with pytest.raises(InputError, match="layer 9"):
