@@ -4,7 +4,7 @@ each token, and the units the text excites most (reverse lookup).
 Scores are computed as mining computes them (`BlockMiner.scores`: mean, or max, over real tokens, every unit of
 the run at once). Units are ranked by the text's mean score over its sentences as a z-score against the unit's
 distribution over the mined corpus (unit_moments: (score - mean) / std), so a unit with a large scale does not
-win by scale alone; units with zero spread are left out.
+win by scale alone; units with (almost) no spread are left out (std <= MIN_STD).
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ from miner.report.activations import aggregate, cached_model, token_activations
 from miner.report.records import SentenceEntry, UnitRef
 from miner.run.catalog import read_run_table
 from miner.serve.runs import ServedRun
+
+
+MIN_STD = 1e-6
+"""Units whose corpus scores spread less than this are left out of the ranking (a z-score of noise)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ class TextProbe:
                     if unit is not None else {})
         mean = scores.mean(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.where(self.std > 0, (mean - self.mean) / self.std, np.nan)
+            z = np.where(self.std > MIN_STD, (mean - self.mean) / self.std, np.nan)
         finite = np.flatnonzero(np.isfinite(z))
         best = finite[np.lexsort((finite, -z[finite]))[:top]]
         hits = [UnitHit(int(u), self.run.label(int(u)), float(mean[u]), float(z[u])) for u in best]
