@@ -9,7 +9,10 @@ from torch import nn
 
 from miner.errors import ConfigError
 
-# Relative module paths (inside one transformer block) of the FFN down-projection, by architecture family.
+# Relative module paths (inside one transformer block) of the FFN down-projection, by architecture family; the rule:
+# the first path that exists in the block. output.dense: BERT, RoBERTa, ELECTRA, DeBERTa-v2/v3; mlp.c_proj: GPT-2;
+# mlp.down_proj: Llama, Mistral, Qwen2/3, Gemma 2/3, Phi-3; ffn.lin2: DistilBERT; mlp.dense_4h_to_h: GPT-NeoX;
+# fc2: OPT (whose FFN input is [B * T, W]: BlockMiner reshapes it); mlp.Wo: ModernBERT.
 _DOWN_PROJ = ("output.dense", "mlp.c_proj", "mlp.down_proj", "ffn.lin2", "mlp.fc2", "mlp.dense_4h_to_h", "feed_forward.w2",
               "fc2", "mlp.Wo")
 # Attribute paths (from the base model) of the list of transformer blocks.

@@ -24,7 +24,6 @@ from miner.report.records import SentenceEntry, UnitRef
 from miner.run.catalog import read_run_table
 from miner.serve.runs import ServedRun
 
-
 MIN_STD = 1e-6
 """Units whose corpus scores spread less than this are left out of the ranking (a z-score of noise)."""
 
