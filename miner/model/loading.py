@@ -199,8 +199,9 @@ def attention_implementation(config: object) -> str:
     """
     from transformers import AutoModel
 
+    mapping: Any = AutoModel._model_mapping
     try:
-        cls = AutoModel._model_mapping[type(config)]
+        cls = mapping[type(config)]
     except (KeyError, ValueError):
         return "sdpa"
     return "sdpa" if getattr(cls, "_supports_sdpa", False) else "eager"
