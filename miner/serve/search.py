@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from miner.errors import ConfigError
 from miner.query.concepts import concept_search
-from miner.query.sql import query_arrow
+from miner.query.sandbox import query_batches
 from miner.run.catalog import open_catalog
 from miner.serve.runs import ServedRun
 
@@ -66,10 +67,9 @@ def search_units(run: ServedRun, form: SearchForm) -> dict[str, Any]:
         values = [{c: table[c][i].as_py() for c in columns} for i in range(table.num_rows)]
         how = f"units whose top sentences best match {', '.join(_words(form.words))} (IoU)"
     elif form.sql.strip():
-        table = query_arrow(run.path, form.sql)
+        table = first_rows(run, form.sql, MAX_RESULTS)
         if "unit_id" not in table.column_names:
             raise ConfigError(f"sql: the query must return a unit_id column (it returned {', '.join(table.column_names)})")
-        table = table.slice(0, MAX_RESULTS)
         ids = np.asarray(table["unit_id"].to_pylist(), dtype=np.int64)
         columns = [c for c in table.column_names if c != "unit_id" and _numeric(table.schema.field(c).type)][:4]
         values = [{c: table[c][i].as_py() for c in columns} for i in range(table.num_rows)]
@@ -103,9 +103,19 @@ def search_units(run: ServedRun, form: SearchForm) -> dict[str, Any]:
     return {"results": results, "columns": columns, "how": how}
 
 
-def _numeric(kind: Any) -> bool:
-    import pyarrow as pa
+def first_rows(run: ServedRun, sql: str, n: int) -> pa.Table:
+    """The first n rows of a read-only query (streamed: a query with millions of rows is not materialised)."""
+    with query_batches(run.path, sql) as result:
+        batches, rows = [], 0
+        for batch in result.batches:
+            batches.append(batch.slice(0, n - rows))
+            rows += batches[-1].num_rows
+            if rows >= n:
+                break
+        return pa.Table.from_batches(batches, result.schema)
 
+
+def _numeric(kind: Any) -> bool:
     return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
 
 
