@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -223,6 +224,51 @@ def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+"""CPU flags (/proc/cpuinfo) of the instructions that make bfloat16 matrix products fast on a CPU."""
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU has AVX512-BF16 or AMX-BF16 (True when /proc/cpuinfo cannot be read: no warning then).
+
+    >>> cpu_has_bf16("flags\t\t: fpu avx2 avx512_bf16 amx_tile"), cpu_has_bf16("flags\t\t: fpu avx2 avx512f")
+    (True, False)
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return True
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
+    return any(f in flags for f in BF16_FLAGS)
+
+
+def bf16_matmul_cost(size: int = 256, reps: int = 5) -> float:
+    """How many times longer a bfloat16 matrix product takes than a float32 one on this CPU (best of `reps`)."""
+    def best(dtype: torch.dtype) -> float:
+        a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+        a @ b
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    return best(torch.bfloat16) / max(best(torch.float32), 1e-9)
+
+
+def warn_slow_bf16(device: torch.device, dtype: torch.dtype) -> float | None:
+    """On a CPU without bf16 instructions, a bfloat16 forward is slow: log a warning with the measured cost
+    (the ratio, returned); None when there is nothing to warn about."""
+    if device.type != "cpu" or dtype != torch.bfloat16 or cpu_has_bf16():
+        return None
+    ratio = bf16_matmul_cost()
+    log.warning("dtype bfloat16 on a CPU without AVX512-BF16 or AMX-BF16: a bfloat16 matrix product took %.1fx the "
+                "float32 time here; float32 (the default on CPU, exact) is faster on this machine", ratio)
+    return ratio
+
+
 def load_model(
     folder: Path,
     device: str = "cpu",
@@ -242,6 +288,7 @@ def load_model(
     hf_logging.set_verbosity_error()
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
+    warn_slow_bf16(dev, dt)
     part = "config"
     try:
         config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)

@@ -87,3 +87,21 @@ def test_compare_reports_the_mined_checkpoints_head(tmp_path: Path) -> None:
     recorded = {"path": "/gone", "architectures": ["X"], "head": "masked_lm", "num_labels": None, "labels": None}
     assert model_head(recorded) == {k: recorded[k] for k in ("architectures", "head", "num_labels", "labels")}
     assert model_head({"path": str(tmp_path / "missing")}) is None and model_head({}) is None
+
+
+def test_bfloat16_on_a_cpu_without_bf16_instructions_warns_with_the_measured_cost(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import torch
+
+    from miner.model.loading import cpu_has_bf16, load_model, warn_slow_bf16
+
+    with caplog.at_level(logging.WARNING, logger="miner.model.loading"):
+        loaded = load_model(tiny_model(tmp_path / "m", "bert"), dtype="bfloat16")
+    assert loaded.dtype == torch.bfloat16  # a warning, not a failure
+    warned = [r.getMessage() for r in caplog.records if "bfloat16 matrix product took" in r.getMessage()]
+    assert len(warned) == (0 if cpu_has_bf16() else 1)
+    assert warn_slow_bf16(torch.device("cpu"), torch.float32) is None
+    ratio = warn_slow_bf16(torch.device("cpu"), torch.bfloat16)
+    assert (ratio is None) == cpu_has_bf16() and (ratio is None or ratio > 0)
