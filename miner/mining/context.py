@@ -50,6 +50,9 @@ class MiningContext:
     allow_other_hardware: bool = False
     started: float = 0.0
     """time.monotonic() when the session started."""
+    attention: str = "sdpa"
+    """The model's attention implementation (`attention_implementation`), worked out when the session starts:
+    it imports the model's module, which needs a current directory that a Ray job's may not keep to the end."""
 
 
 def job_fingerprint(job: JobSpec, corpus_fp: str, weights: str) -> str:

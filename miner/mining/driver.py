@@ -83,7 +83,7 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
     ctx = MiningContext(job=job, run=run, fingerprint=fingerprint, corpus_dir=corpus_dir, corpus=corpus, layout=layout,
                         model_folder=model_folder, model_config=config, config_dict=config_dict, weights=weights,
                         address=address, executor=executor, stop_after_blocks=stop_after_blocks, started=started,
-                        allow_other_hardware=allow_other_hardware)
+                        allow_other_hardware=allow_other_hardware, attention=attention_implementation(config))
     try:
         return _mine(ctx)
     except BaseException:
@@ -176,7 +176,7 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
         "model": {"path": str(ctx.model_folder), "weights_sha256": ctx.weights,
                   "model_type": ctx.config_dict.get("model_type"), "init": job.init, "init_seed": job.init_seed,
                   "layers": config.num_hidden_layers if hasattr(config, "num_hidden_layers") else None,
-                  "attention": attention_implementation(config), **model_head_info(ctx.config_dict)},
+                  "attention": ctx.attention, **model_head_info(ctx.config_dict)},
         "corpus": {"path": str(ctx.corpus_dir.resolve()), "fingerprint": ctx.corpus.fingerprint,
                    "shards": [{"file": s.file, "sha256": s.sha256} for s in ctx.corpus.shards]},
         "blocks": {"planned": len(plans), "merged": state.next_block, "stopped_early": state.stopped_early},
