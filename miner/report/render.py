@@ -184,7 +184,7 @@ def _env(html: bool) -> jinja2.Environment:
     return env
 
 
-def _svg_data_uri(svg: str) -> str:
+def svg_data_uri(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode()
 
 
@@ -245,7 +245,7 @@ def _context(report: UnitReport | ModelReport, out_dir: Path | None, page: dict[
         ctx["index"] = {"columns": [*cols, "page"], "rows": _clean(rows)}
         ctx["pages"] = pages
         if page["inline"] or out_dir is None:
-            ctx["images"] = {p.name: _svg_data_uri(p.svg) for p in report.all_plots()}
+            ctx["images"] = {p.name: svg_data_uri(p.svg) for p in report.all_plots()}
         else:
             ctx["images"] = _write_plot_assets(report.all_plots(), out_dir)
     return ctx
@@ -279,14 +279,14 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf -> None, recursively, without rounding (the JSON record keeps catalog values exactly)."""
     if isinstance(value, float):
         return None if math.isnan(value) or math.isinf(value) else value
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     return value
 
 
@@ -329,7 +329,7 @@ def render_json(report: UnitReport | ModelReport, out_dir: Path) -> Path:
     """Write the report record as JSON (NaN as null) into out_dir."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_json_safe(report.to_dict()), indent=1, ensure_ascii=False, allow_nan=False)
+    text = json.dumps(json_safe(report.to_dict()), indent=1, ensure_ascii=False, allow_nan=False)
     return _write(out_dir / f"{page_stem(report)}.json", text + "\n")
 
 

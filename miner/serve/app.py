@@ -34,7 +34,7 @@ from starlette.routing import Route
 from miner.errors import InputError, MinerError
 from miner.report.build import model_report, unit_report
 from miner.report.records import UnitRef
-from miner.report.render import SERVED_CSP, asset_text, html_text, serve_page
+from miner.report.render import SERVED_CSP, asset_text, html_text, json_safe, serve_page
 from miner.serve.runs import PageCache, ServedRun, load_run, neighbours
 from miner.serve.search import SearchForm, search_units, signature_summaries
 from miner.serve.try_text import Limits, TextProbe, split_text
@@ -226,7 +226,7 @@ def create_app(server: Server) -> Starlette:
         run = server.run(request.path_params["run"])
         uid = server.unit(run, _int(request.path_params["uid"], "unit id"))
         report = await run_in_threadpool(unit_report, run.path, uid, 20, False)
-        return Response(json.dumps(_finite(report.to_dict())), media_type="application/json")
+        return Response(json.dumps(json_safe(report.to_dict())), media_type="application/json")
 
     async def api_search(request: Request) -> Response:
         run = server.run(request.path_params["run"])
@@ -236,7 +236,7 @@ def create_app(server: Server) -> Starlette:
             return JSONResponse({"error": str(exc)}, status_code=400)
         rows = found.get("results") or []
         return JSONResponse({"how": found.get("how"), "units": [
-            {"unit_id": r["unit_id"], "label": r["label"], **{k: _finite(v) for k, v in r["cells"].items()}}
+            {"unit_id": r["unit_id"], "label": r["label"], **{k: json_safe(v) for k, v in r["cells"].items()}}
             for r in rows]})
 
     async def api_try(request: Request) -> Response:
@@ -248,7 +248,7 @@ def create_app(server: Server) -> Starlette:
             result, ref = await server.try_text(run, body.get("text", ""), str(body.get("unit") or ""))
         except (InputError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(_finite({
+        return JSONResponse(json_safe({
             "unit": ref and {"unit_id": ref.unit_id, "label": ref.label},
             "sentences": [{"text": s.text, "score": s.score,
                            "tokens": [{"token": t.token, "start": t.start, "end": t.end, "activation": t.activation}
@@ -277,17 +277,6 @@ def create_app(server: Server) -> Starlette:
         Route("/api/r/{run}/search", api_search), Route("/api/r/{run}/try", api_try, methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers={HTTPException: not_found, MinerError: bad_input})
-
-
-def _finite(value: Any) -> Any:
-    """JSON-safe: NaN and infinities as null, recursively."""
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
 
 
 def serve(run_dirs: list[Path], host: str = "127.0.0.1", port: int = 8000, device: str = "cpu",

@@ -3,23 +3,19 @@ overview figure of every run next to the others."""
 
 from __future__ import annotations
 
-import base64
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from miner.report.build import model_report
 from miner.report.records import Plot
+from miner.report.render import svg_data_uri
 from miner.serve.runs import ServedRun
 
 
 @lru_cache(maxsize=16)
 def _plots(path: Path) -> tuple[Plot, ...]:
     return tuple(model_report(path).plots)
-
-
-def _uri(svg: str) -> str:
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode()
 
 
 def compare_context(runs: list[ServedRun]) -> dict[str, Any]:
@@ -43,5 +39,5 @@ def compare_context(runs: list[ServedRun]) -> dict[str, Any]:
     by_title: dict[str, list[tuple[ServedRun, str]]] = {}
     for run in runs:
         for plot in _plots(run.path):
-            by_title.setdefault(plot.title, []).append((run, _uri(plot.svg)))
+            by_title.setdefault(plot.title, []).append((run, svg_data_uri(plot.svg)))
     return {"runs": runs, "rows": rows, "plots": list(by_title.items())}
