@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from miner.cli.options import model_from_args
-from miner.config import PrepareOptions, RedundancyOptions, RunOptions, validate_model
+from miner.config import JobSpec, PrepareOptions, RedundancyOptions, RunOptions, validate_model
 from miner.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,8 @@ def cmd_prepare(ns: argparse.Namespace) -> int:
 
     opts = model_from_args(PrepareOptions, ns)
     run = model_from_args(RunOptions, ns)
-    manifest = prepare_corpus([Path(p) for p in ns.inputs], Path(ns.out), opts, run)  # type: ignore[arg-type]
+    manifest = prepare_corpus([Path(p) for p in ns.inputs], Path(ns.out), opts, run,  # type: ignore[arg-type]
+                              after=Path(ns.after) if ns.after else None)
     print(f"{ns.out}: {manifest.sentences:,} sentences, {manifest.tokens:,} tokens, {len(manifest.shards)} shards")
     return 0
 
@@ -50,13 +51,14 @@ def cmd_info(ns: argparse.Namespace) -> int:
 
 
 def cmd_mine(ns: argparse.Namespace) -> int:
-    from miner.config import load_job
+    from miner.config import load_job, resolve_job_paths
     from miner.mining.driver import run_mining
 
     job, base = load_job(Path(ns.job))
     overrides = {k: v for k, v in vars(ns).items() if k in ("workers", "batch_size", "max_sentences") and v is not None}
     if overrides:
         job = validate_model(type(job), {**job.model_dump(), **overrides}, "option")
+    vectors = resolve_job_paths(job, base, Path.cwd()).vectors  # before mining: a Ray job's cwd may go away
     manifest = run_mining(job, base, address=ns.address, executor=ns.executor, stop_after_blocks=ns.stop_after_blocks,
                           allow_other_hardware=ns.allow_other_hardware)
     if manifest.get("status") != "complete":
@@ -65,7 +67,38 @@ def cmd_mine(ns: argparse.Namespace) -> int:
     out = Path(manifest["job"].get("output") or "")
     print(f"mined {manifest['stats']['sentences']:,} sentences into {manifest['units']:,} units x "
           f"{manifest['job']['top_n']:,}; run folder: {manifest.get('run_dir', out)}")
+    if manifest.get("append"):
+        _refresh_after_append(Path(manifest["run_dir"]), manifest["append"], job.model_copy(update={"vectors": vectors}),
+                              ns)
     return 0
+
+
+def _refresh_after_append(run_dir: Path, record: dict, job: JobSpec, ns: argparse.Namespace) -> None:
+    """After an append: step 2 (and the analysis) again where the run had it, else the catalog; the stages that
+    need their own job sections or commands are named."""
+    from miner.run.catalog import build_catalog
+    from miner.signatures.stage import run_abstract
+
+    added = int(record.get("added_sentences", 0))
+    print(f"appended {added:,} sentences (blocks {record['from_blocks']}+) to {run_dir}")
+    later = set(record.get("later_stages", []))
+    if "step2" in later:
+        run_abstract(run_dir, job.annotate, job.signatures, job.vectors, executor=ns.executor, address=ns.address,
+                     scores=job.scores)
+        print("step 2 refreshed")
+        if "analysis" in later:
+            from miner.analysis.stage import run_analysis
+
+            run_analysis(run_dir, job.analysis)
+            if "redundancy" in later:
+                _redundancy(run_dir, job.analysis.redundancy)
+            print("analysis refreshed")
+    elif later or record.get("removed"):
+        build_catalog(run_dir)
+    rerun = sorted(later - {"step2", "scores", "analysis", "redundancy"})
+    if rerun:
+        print(f"removed as stale, run again for the longer corpus: {', '.join(rerun)} "
+              "(`miner probe JOB`, `miner ablate JOB`, `miner match ...`)")
 
 
 def cmd_signatures(ns: argparse.Namespace) -> int:

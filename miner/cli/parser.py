@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep = csub.add_parser("prepare", help="Split documents into sentences and write Parquet shards.")
     prep.add_argument("inputs", nargs="+", help="Input files (.txt .jsonl .csv .tsv .parquet, optionally .gz/.bz2/.xz).")
     prep.add_argument("--out", required=True, help="Output corpus folder.")
+    prep.add_argument("--after", default=None, metavar="CORPUS",
+                      help="A prepared corpus this one continues: ids start after its last ones, so a job can list "
+                           "both (corpus: [CORPUS, OUT]) and a run mined on CORPUS can take this one as an append.")
     add_model_options(prep, PrepareOptions)
     add_model_options(prep, RunOptions)
     prep.set_defaults(func=commands.cmd_prepare)

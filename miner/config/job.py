@@ -41,7 +41,10 @@ class JobSpec(StrictModel):
     model: str = Field(
         description="Local Hugging Face model folder, or a bundled model's short name ('minilm' = all-MiniLM-L6-v2)."
     )
-    corpus: Path = Field(description="Prepared corpus folder (from `miner corpus prepare` or `miner corpus fetch`).")
+    corpus: Path | list[Path] = Field(
+        description="Prepared corpus folder (from `miner corpus prepare` or `miner corpus fetch`), or a list of them "
+        "read as one, each prepared `--after` the one before it; extending a finished run's list appends the new "
+        "corpora to the run (only they are mined).")
     output: Path | None = Field(None, description="Run folder (default: runs/<name> next to the job file's project).")
     init: Literal["pretrained", "random"] = Field(
         "pretrained", description="random re-initialises every weight except the embeddings (seeded) for a baseline."
@@ -110,7 +113,14 @@ class JobSpec(StrictModel):
                 raise ValueError("layers: must be >= 0")
             if 0 in self.layers and self.sites == ["mlp"]:
                 raise ValueError("layers: 0 (embeddings) has no mlp site")
+        if isinstance(self.corpus, list) and not self.corpus:
+            raise ValueError("corpus: the list of corpora is empty")
         return self
+
+    @property
+    def corpus_folders(self) -> list[Path]:
+        """The corpus folders the job reads as one (a single `corpus:` folder is a list of one)."""
+        return list(self.corpus) if isinstance(self.corpus, list) else [self.corpus]
 
 
 def load_job(path: Path) -> tuple[JobSpec, Path]:
@@ -150,7 +160,8 @@ def resolve_job_paths(job: JobSpec, base: Path, cwd: Path) -> JobSpec:
     Example: a job in /proj/jobs with `corpus: ../data/default` and no output, run from /proj, gets
     `corpus: /proj/data/default` and `output: /proj/runs/<name>`.
     """
-    update: dict = {"corpus": _absolute(job.corpus, base),
+    update: dict = {"corpus": ([_absolute(c, base) for c in job.corpus] if isinstance(job.corpus, list)
+                               else _absolute(job.corpus, base)),
                     "output": _absolute(job.output if job.output is not None else Path("runs") / job.name,
                                         base if job.output is not None else cwd)}
     if job.model.lower() not in SHORT_NAMES:

@@ -58,10 +58,30 @@ def file_sha256(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def corpus_fingerprint(opts: PrepareOptions, input_hashes: list[str]) -> str:
-    """Identity of a corpus: the options that shape it and the bytes of its inputs, in order."""
-    payload = json.dumps({"options": opts.model_dump(mode="json"), "inputs": input_hashes}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+def corpus_fingerprint(opts: PrepareOptions, input_hashes: list[str], after: dict | None = None) -> str:
+    """Identity of a corpus: the options that shape it and the bytes of its inputs, in order (and, for a corpus
+    prepared `--after` another, where its ids start)."""
+    fields: dict = {"options": opts.model_dump(mode="json"), "inputs": input_hashes}
+    if after is not None:  # corpora prepared without --after keep their fingerprint
+        fields["after"] = {"first_id": after["first_id"], "first_doc_id": after["first_doc_id"]}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def ids_after(corpus_dir: Path) -> dict:
+    """Where a corpus prepared `--after corpus_dir` starts: the sentence id and document id after its last ones.
+
+    The record is kept in the new corpus's manifest (`after`), with the folder and fingerprint it follows.
+    """
+    before = load_corpus(corpus_dir)
+    last = before.shards[-1]
+    path = corpus_dir / last.file
+    try:
+        doc_ids = pq.read_table(path, columns=["doc_id"])["doc_id"]
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"{path}: corrupt or unreadable shard ({exc})") from None
+    top = pc.max(doc_ids).as_py()
+    return {"path": str(corpus_dir.resolve()), "fingerprint": before.fingerprint,
+            "first_id": last.first_id + last.sentences, "first_doc_id": 0 if top is None else int(top) + 1}
 
 
 def split_chunk(texts: list[str], min_tokens: int, max_chars: int) -> tuple[list[list[tuple[str, int]]], Counter[str]]:
@@ -146,10 +166,11 @@ class _ShardWriter:
 class _Assembler:
     """Turns per-document sentence lists into rows: ids, de-duplication, caps, counts."""
 
-    def __init__(self, opts: PrepareOptions, writer: _ShardWriter) -> None:
+    def __init__(self, opts: PrepareOptions, writer: _ShardWriter, first_id: int = 0) -> None:
         self.opts = opts
         self.writer = writer
-        self.next_id = 0
+        self.first_id = first_id
+        self.next_id = first_id
         self.tokens = 0
         self.domains: Counter[str] = Counter()
         self.labels: dict[str, Counter[str]] = {}
@@ -159,7 +180,7 @@ class _Assembler:
 
     @property
     def full(self) -> bool:
-        return self.opts.max_sentences is not None and self.next_id >= self.opts.max_sentences
+        return self.opts.max_sentences is not None and self.next_id - self.first_id >= self.opts.max_sentences
 
     def _count_labels(self, meta: dict[str, str | None]) -> None:
         for key, value in meta.items():
@@ -321,10 +342,13 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def prepare_corpus(inputs: list[Path], out: Path, opts: PrepareOptions, run: RunOptions | None = None) -> CorpusManifest:
+def prepare_corpus(inputs: list[Path], out: Path, opts: PrepareOptions, run: RunOptions | None = None,
+                   after: Path | None = None) -> CorpusManifest:
     """Prepare a corpus folder from input files; returns its manifest.
 
-    Re-running with the same inputs and options is a no-op that returns the existing manifest.
+    Re-running with the same inputs and options is a no-op that returns the existing manifest. `after`: a prepared
+    corpus this one continues: its sentence and document ids start after that corpus's, so a job can list both
+    (`corpus: [after, out]`), e.g. to append it to a run mined on `after`.
     """
     run = run or RunOptions()
     started = time.monotonic()
@@ -338,7 +362,12 @@ def prepare_corpus(inputs: list[Path], out: Path, opts: PrepareOptions, run: Run
         detect_format(path, opts.format)
     hashes = [file_sha256(p) for p in inputs]
     input_info = [{"path": str(p.resolve()), "bytes": p.stat().st_size, "sha256": h} for p, h in zip(inputs, hashes)]
-    fingerprint = corpus_fingerprint(opts, hashes)
+    follows = None
+    if after is not None:
+        if out.resolve() == after.resolve():
+            raise InputError(f"--after {after}: is the output folder itself; prepare the new text into another --out")
+        follows = ids_after(after)
+    fingerprint = corpus_fingerprint(opts, hashes, follows)
     existing = _check_output(out, fingerprint, run.force)
     if existing is not None:
         log.info("%s already holds this corpus (%d sentences); nothing to do", out, existing.sentences)
@@ -350,10 +379,10 @@ def prepare_corpus(inputs: list[Path], out: Path, opts: PrepareOptions, run: Run
     tmp.mkdir()
     try:
         writer = _ShardWriter(tmp, opts.shard_size)
-        assembler = _Assembler(opts, writer)
+        assembler = _Assembler(opts, writer, 0 if follows is None else follows["first_id"])
         docs = _document_stream(inputs, opts, assembler.dropped)
         workers = run.workers or os.cpu_count() or 1
-        doc_id = 0
+        doc_id = 0 if follows is None else follows["first_doc_id"]
         for chunk, per_doc, dropped in _split_results(_chunks(docs), opts, workers):
             assembler.dropped.update(dropped)
             for (source, domain, meta, _text), sentences in zip(chunk, per_doc):
@@ -361,7 +390,7 @@ def prepare_corpus(inputs: list[Path], out: Path, opts: PrepareOptions, run: Run
                 doc_id += 1
             if assembler.full:
                 break
-        if assembler.next_id == 0:
+        if assembler.next_id == assembler.first_id:
             names = ", ".join(str(p) for p in inputs)
             raise InputError(f"{names}: no sentences left (empty input, or every sentence filtered out)")
         shards = writer.finish()
@@ -373,7 +402,7 @@ def prepare_corpus(inputs: list[Path], out: Path, opts: PrepareOptions, run: Run
             inputs=input_info,
             shards=shards,
             columns=writer.columns,
-            sentences=assembler.next_id,
+            sentences=assembler.next_id - assembler.first_id,
             tokens=assembler.tokens,
             domains=dict(sorted(assembler.domains.items())),
             labels={k: dict(v.most_common()) for k, v in sorted(assembler.labels.items())},
@@ -381,6 +410,7 @@ def prepare_corpus(inputs: list[Path], out: Path, opts: PrepareOptions, run: Run
             code_version=__version__,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             seconds=round(time.monotonic() - started, 3),
+            **({} if follows is None else {"after": follows}),
         )
         corpus_manifest_path(tmp).write_text(manifest.model_dump_json(indent=2))
         _replace_dir(tmp, out)

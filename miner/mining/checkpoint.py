@@ -57,6 +57,8 @@ class MiningState:
     """The lanes' queue files of the checkpoint this state was read from (None: fresh)."""
     hardware: dict | None = None
     """The identity (miner.mining.hardware) of the workers that mined these blocks (None: not recorded)."""
+    block_size: int | None = None
+    """The block size the blocks were cut with (None: a checkpoint from before it was recorded)."""
 
     @staticmethod
     def fresh(n_units: int, top_n: int, directions: tuple[str, ...]) -> MiningState:
@@ -99,7 +101,7 @@ def _write_checkpoint(tmp: Path, state: MiningState, fingerprint: str, lanes: La
     atomic.write_json(tmp / "state.json", {
         "fingerprint": fingerprint, "next_block": state.next_block, "convergence": state.convergence,
         "counters": state.counters, "calm_blocks": state.calm_blocks, "stopped_early": state.stopped_early,
-        "skipped_shards": state.skipped_shards, "hardware": state.hardware,
+        "skipped_shards": state.skipped_shards, "hardware": state.hardware, "block_size": state.block_size,
         "lanes": None if lanes is None else {"count": lanes.count, "files": {str(k): v for k, v in lanes.files.items()},
                                              "seq": {str(k): v for k, v in lanes.seq.items()}},
         "saved": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -124,7 +126,8 @@ def load_checkpoint(run: RunFolder, fingerprint: str) -> MiningState | None:
             current = state_path
             return MiningState({}, meta["next_block"], meta["convergence"], meta["counters"],
                                meta.get("calm_blocks", 0), meta.get("stopped_early", False),
-                               meta.get("skipped_shards", {}), moments, lanes, meta.get("hardware"))
+                               meta.get("skipped_shards", {}), moments, lanes, meta.get("hardware"),
+                               meta.get("block_size"))
         except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as exc:
             raise InputError(f"{current}: damaged checkpoint ({first_line(exc)}); delete {folder} to mine this "
                              "run from the start") from None

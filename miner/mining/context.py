@@ -53,6 +53,8 @@ class MiningContext:
     attention: str = "sdpa"
     """The model's attention implementation (`attention_implementation`), worked out when the session starts:
     it imports the model's module, which needs a current directory that a Ray job's may not keep to the end."""
+    append: dict | None = None
+    """The append record (miner.mining.append.plan_append) when this session grows a finished run."""
 
 
 def job_fingerprint(job: JobSpec, corpus_fp: str, weights: str) -> str:

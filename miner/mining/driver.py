@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 
 from miner import __version__
 from miner.config import JobSpec, resolve_job_paths
-from miner.corpus.prepare import load_corpus
+from miner.corpus.combined import open_corpora
 from miner.corpus.store import read_rows
 from miner.errors import ConfigError
-from miner.mining import sample
+from miner.mining import append, sample
 from miner.mining.checkpoint import LaneFiles, MiningState, load_checkpoint
 from miner.mining.context import MiningContext, job_fingerprint
 from miner.mining.executors import (
@@ -33,7 +33,7 @@ from miner.mining.hardware import HardwareIdentity, check_same_hardware, check_w
 from miner.mining.lane_loop import LaneLoop
 from miner.mining.lanes import merge_lane_files
 from miner.mining.outputs import run_stats, write_outputs
-from miner.mining.plan import BlockPlan, plan_blocks
+from miner.mining.plan import BlockPlan, auto_block_size, plan_blocks
 from miner.model.layout import unit_layout
 from miner.model.loading import (
     attention_implementation,
@@ -60,8 +60,7 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
     """
     started = time.monotonic()
     paths = resolve_job_paths(job, base, Path.cwd())  # the job as given is what the manifest records
-    corpus_dir = paths.corpus
-    corpus = load_corpus(corpus_dir)
+    corpus_dir, corpus = open_corpora(paths.corpus_folders)
     model_folder = resolve_model_path(paths.model)
     config_dict = validate_model_folder(model_folder, job.allow_pickle)
     from transformers import AutoConfig
@@ -78,12 +77,18 @@ def run_mining(job: JobSpec, base: Path, address: str | None = None, executor: s
         _check_skips([s["file"] for s in existing.get("skipped_shards", [])], job, out)
         log.info("%s: already complete; nothing to do", out)
         return existing
+    appending = None
+    if existing and existing.get("fingerprint") != fingerprint:  # a longer corpus list, or another job: refused
+        appending = append.plan_append(run, existing, job, corpus_dir, corpus, weights)
+    elif existing and existing.get("appending"):  # an append interrupted while it was finishing
+        appending = existing["appending"]
     created_folder = not out.exists()
-    run.claim(fingerprint, job)
+    run.claim(fingerprint, job, appending=appending is not None)
     ctx = MiningContext(job=job, run=run, fingerprint=fingerprint, corpus_dir=corpus_dir, corpus=corpus, layout=layout,
                         model_folder=model_folder, model_config=config, config_dict=config_dict, weights=weights,
                         address=address, executor=executor, stop_after_blocks=stop_after_blocks, started=started,
-                        allow_other_hardware=allow_other_hardware, attention=attention_implementation(config))
+                        allow_other_hardware=allow_other_hardware, attention=attention_implementation(config),
+                        append=appending)
     try:
         return _mine(ctx)
     except BaseException:
@@ -104,18 +109,26 @@ def _check_skips(skipped: list[str], job: JobSpec, out: Path) -> None:
 def _mine(ctx: MiningContext) -> dict:
     """The body of run_mining, run while holding the run folder's lock."""
     job = ctx.job
-    plans = plan_blocks(ctx.corpus, job.block_size, job.max_sentences)
     state = load_checkpoint(ctx.run, ctx.fingerprint)
+    total = ctx.corpus.sentences if job.max_sentences is None else min(ctx.corpus.sentences, job.max_sentences)
+    size = (state.block_size if state is not None and state.block_size
+            else ctx.append["block_size"] if ctx.append else job.block_size or auto_block_size(total))
+    plans = plan_blocks(ctx.corpus, size, job.max_sentences)
+    sampled = sample.plan_sample(plans, job.sample)
     if state is not None:
         _check_skips(list(state.skipped_shards), job, ctx.run.path)
         log.info("resuming %s at block %d/%d", ctx.run.path, state.next_block, len(plans))
+    elif ctx.append:
+        state = append.start_state(ctx.run, ctx.append, plans, sampled)
+        log.info("appending to %s: blocks %d-%d of %d are new (%d sentences)", ctx.run.path, state.next_block,
+                 len(plans) - 1, len(plans), sum(p.rows for p in plans[state.next_block:]))
     else:
         state = MiningState.fresh(ctx.layout.n_units, job.top_n, ("top", "bottom") if job.bottom else ("top",))
         state.queues = {}  # the queues live in the lanes until _finish merges them
         sample.clear_shards(ctx.run)  # shards of an attempt that never checkpointed are rewritten anyway
+    state.block_size = size
     for stale in ctx.run.path.glob(".checkpoint.tmp-*"):  # a checkpoint a killed session left half-written
         shutil.rmtree(stale, ignore_errors=True)
-    sampled = sample.plan_sample(plans, job.sample)
     threads = job.threads_per_worker or max(1, (os.cpu_count() or 1) // job.workers)
     cfg = WorkerConfig(str(ctx.model_folder), job, threads)
     pool: Executor = InlineExecutor(cfg) if ctx.executor == "inline" else RayExecutor(cfg, job.workers, ctx.address)
@@ -140,6 +153,11 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
 
     job, run, config = ctx.job, ctx.run, ctx.model_config
     directions = ("top", "bottom") if job.bottom else ("top",)
+    removed: list[str] = []
+    if ctx.append:  # from here the run is the longer one: unfinished until its manifest says complete again
+        run.write_json(run.manifest, {"status": "running", "fingerprint": ctx.fingerprint, "appending": ctx.append,
+                                      "job": job.model_dump(mode="json"), "code_version": __version__})
+        removed = append.remove_later_outputs(run)
     t_merge = time.monotonic()
     lanes = state.lanes if state.lanes is not None else LaneFiles(1, {}, {})
     files = [Path(f) if Path(f).is_absolute() else run.checkpoint / f for v in lanes.files.values() for f in v]
@@ -178,8 +196,12 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
                   "layers": config.num_hidden_layers if hasattr(config, "num_hidden_layers") else None,
                   "attention": ctx.attention, **model_head_info(ctx.config_dict)},
         "corpus": {"path": str(ctx.corpus_dir.resolve()), "fingerprint": ctx.corpus.fingerprint,
+                   **({"paths": [p["path"] for p in parts]} if (parts := (ctx.corpus.model_extra or {}).get("parts"))
+                      else {}),
+                   "sentences": ctx.corpus.sentences,
                    "shards": [{"file": s.file, "sha256": s.sha256} for s in ctx.corpus.shards]},
-        "blocks": {"planned": len(plans), "merged": state.next_block, "stopped_early": state.stopped_early},
+        "blocks": {"planned": len(plans), "merged": state.next_block, "stopped_early": state.stopped_early,
+                   "size": state.block_size},
         "skipped_shards": [{"file": f, "reason": r} for f, r in sorted(state.skipped_shards.items())],
         "hardware": state.hardware,
         "workers": {"count": job.workers, "executor": ctx.executor, "nodes": nodes,
@@ -206,6 +228,12 @@ def _finish(ctx: MiningContext, state: MiningState, plans: list[BlockPlan], node
         "completed": datetime.now(UTC).isoformat(timespec="seconds"),
         "run_dir": str(run.path.resolve()),
     })
+    if ctx.append:
+        manifest["append"] = {**ctx.append, "removed": removed,
+                              "added_sentences": int(state.counters["sentences"]) - ctx.append["from_sentences"]}
+        if removed:
+            log.warning("%s: the later stages' outputs were made from the shorter corpus and were removed (%s)",
+                        run.path, ", ".join(removed))
     run.write_json(run.manifest, manifest)
     sample.remove_shards(run)
     shutil.rmtree(run.checkpoint_old, ignore_errors=True)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from miner import __version__, atomic
 from miner.config import CorpusManifest, JobSpec
-from miner.corpus.prepare import load_corpus
+from miner.corpus.combined import open_corpora
 from miner.errors import InputError, OutputConflictError, first_line
 
 
@@ -212,12 +212,16 @@ class RunFolder:
             return None
         return read_manifest_json(self.path)
 
-    def claim(self, fingerprint: str, job: JobSpec) -> None:
-        """Refuse a folder that holds another job; mark it as ours (status: running) otherwise."""
+    def claim(self, fingerprint: str, job: JobSpec, appending: bool = False) -> None:
+        """Refuse a folder that holds another job; mark it as ours (status: running) otherwise.
+
+        `appending`: the folder holds the finished run this job appends corpora to (miner.mining.append checked
+        it); its manifest stays as it is until the append finishes.
+        """
         existing = self.status()
         if existing is None and self.path.exists() and any(self.path.iterdir()):
             raise OutputConflictError(f"{self.path}: exists and is not a neuron-miner run; choose another output")
-        if existing is not None and existing.get("fingerprint") != fingerprint:
+        if existing is not None and existing.get("fingerprint") != fingerprint and not appending:
             raise OutputConflictError(
                 f"{self.path}: holds a different job ('{existing.get('job', {}).get('name')}', other settings, corpus "
                 "or model); choose another output or delete it"
@@ -313,8 +317,7 @@ def run_corpus(run_dir: Path) -> tuple[dict, Path, CorpusManifest]:
     corpus_path = validate_manifest(manifest, run_dir).corpus
     if not corpus_path or not corpus_path.get("path"):
         raise InputError(f"{run_dir / FILES.manifest}: damaged, no corpus path; {repair_hint(run_dir / FILES.manifest)}")
-    corpus_dir = Path(corpus_path["path"])
-    corpus = load_corpus(corpus_dir)
+    corpus_dir, corpus = open_corpora([Path(p) for p in corpus_path.get("paths") or [corpus_path["path"]]])
     skipped = skipped_shards(manifest)
     if skipped:
         corpus = corpus.model_copy(update={"shards": [s for s in corpus.shards if s.file not in skipped]})

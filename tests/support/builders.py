@@ -144,8 +144,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def make_corpus(folder: Path, n: int = 300, seed: int = 0, shard_size: int = 120) -> Path:
-    """Prepare a small corpus of n pseudo-sentences (words of SENTENCES) with domain/sentiment labels."""
+def make_corpus(folder: Path, n: int = 300, seed: int = 0, shard_size: int = 120, after: Path | None = None,
+                extra: dict | None = None) -> Path:
+    """Prepare a small corpus of n pseudo-sentences (words of SENTENCES) with domain/sentiment labels.
+
+    `after`: a corpus this one continues (ids after its own); `extra`: more metadata on every row.
+    """
     import random
 
     from miner.config import PrepareOptions, RunOptions
@@ -157,11 +161,11 @@ def make_corpus(folder: Path, n: int = 300, seed: int = 0, shard_size: int = 120
     for i in range(n):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(3, 18))).capitalize() + "."
         rows.append({"text": text, "domain": ["news", "social", "wiki"][i % 3],
-                     "sentiment": ["positive", "negative"][rng.random() < 0.5]})
+                     "sentiment": ["positive", "negative"][rng.random() < 0.5], **(extra or {})})
     folder.mkdir(parents=True, exist_ok=True)
     src = write_jsonl(folder / "docs.jsonl", rows)
     out = folder / "corpus"
-    prepare_corpus([src], out, PrepareOptions(shard_size=shard_size), RunOptions(workers=1))
+    prepare_corpus([src], out, PrepareOptions(shard_size=shard_size), RunOptions(workers=1), after=after)
     return out
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from miner.config import load_job
 from miner.mining.hardware import disable_tf32
-from tests.support.builders import make_corpus, tiny_model, write_job
+from tests.support.builders import FAMILY_CONFIGS, make_corpus, tiny_model, write_job
 from tests.support.mining_oracle import all_scores, check_against_oracle
 
 pytestmark = pytest.mark.gpu
@@ -37,7 +37,7 @@ def cuda(device: str) -> str:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert", "gpt2", "llama", *FAMILY_CONFIGS])
 def test_cuda_queues_equal_cuda_oracle(tmp_path: Path, corpus: Path, cuda: str, arch: str, dtype: str) -> None:
     model = tiny_model(tmp_path / arch, arch)
     job = write_job(tmp_path / "job.yaml", name=f"gpu-{arch}-{dtype}", model=str(model), corpus=str(corpus),
