@@ -61,7 +61,8 @@ class BlockMiner:
         """Peaks are computed densely for a batch when at least this share of its (sentence, unit) cells are
         candidates (the dense reduction is then cheaper than gathering the candidates' token rows)."""
         self.use_native = use_native and loaded.device.type == "cpu" and native.available()
-        """Scores and peaks of CPU float32 batches come from the compiled one-pass kernel (`miner.mining.native`)."""
+        """Scores and peaks of CPU float32 and bfloat16 batches come from the compiled one-pass kernel
+        (`miner.mining.native`)."""
         if sync_free is None:  # MINER_SYNC_FREE=1 (0) switches it on (off) on any device, e.g. to test it on a CPU
             forced = os.environ.get("MINER_SYNC_FREE", "")
             sync_free = forced == "1" if forced in ("0", "1") else loaded.device.type == "cuda"

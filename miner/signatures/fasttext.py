@@ -12,6 +12,7 @@ import shutil
 import struct
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from miner import atomic
-from miner.config import VectorOptions
+from miner.config import CorpusManifest, VectorOptions
 from miner.errors import InputError, first_line
 
 if TYPE_CHECKING:
@@ -42,15 +43,23 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def sample_corpus_texts(corpus_dir: Path, max_sentences: int, seed: int = 0,
+CorpusFolders = Path | Sequence[Path]
+"""A corpus folder, or a run's list of them read as one (miner.corpus.combined)."""
+
+
+def _open(corpus: CorpusFolders) -> tuple[Path, CorpusManifest]:
+    from miner.corpus.combined import open_corpora
+
+    return open_corpora([Path(corpus)] if isinstance(corpus, (str, Path)) else [Path(c) for c in corpus])
+
+
+def sample_corpus_texts(corpus: CorpusFolders, max_sentences: int, seed: int = 0,
                         skip: frozenset[str] = frozenset()) -> list[str]:
     """Every corpus sentence's text, or a seeded uniform sample of `max_sentences` of them, in id order.
 
     Shards in `skip` (skipped as corrupt by the miner) are not read; the sample of the others is unchanged.
     """
-    from miner.corpus.prepare import load_corpus
-
-    manifest = load_corpus(corpus_dir)
+    corpus_dir, manifest = _open(corpus)
     total = manifest.sentences
     keep = None
     if total > max_sentences:
@@ -75,7 +84,7 @@ def sample_corpus_texts(corpus_dir: Path, max_sentences: int, seed: int = 0,
     return texts
 
 
-def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions,
+def train_fasttext(corpus: CorpusFolders, out_path: Path, options: VectorOptions,
                    skip: frozenset[str] = frozenset()) -> Path:
     """Train an unsupervised skipgram model on the corpus (sampled) and save it atomically to out_path.
 
@@ -86,12 +95,10 @@ def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions,
     """
     import fasttext
 
-    from miner.corpus.prepare import load_corpus
-
     started = time.monotonic()
-    corpus_dir, out_path = Path(corpus_dir), Path(out_path)
-    fingerprint = load_corpus(corpus_dir).fingerprint
-    texts = sample_corpus_texts(corpus_dir, options.max_sentences, options.seed, skip)
+    out_path = Path(out_path)
+    fingerprint = _open(corpus)[1].fingerprint
+    texts = sample_corpus_texts(corpus, options.max_sentences, options.seed, skip)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".fasttext-") as tmp:
         train_file = Path(tmp) / "train.txt"
@@ -125,7 +132,7 @@ def train_fasttext(corpus_dir: Path, out_path: Path, options: VectorOptions,
                     log.warning("fastText diverged at lr %g; retrying at %g", lr, lr / 2)
                     lr /= 2
                     continue
-                raise InputError(f"{corpus_dir}: fastText training failed ({str(exc).strip()}); "
+                raise InputError(f"{_open(corpus)[0]}: fastText training failed ({str(exc).strip()}); "
                                  "the corpus may be too small for min_count") from None
         tmp_model = Path(tmp) / "model.bin"
         model.save_model(str(tmp_model))
@@ -264,20 +271,18 @@ def _place(cached: Path, model_path: Path) -> None:
         os.replace(tmp, dst)
 
 
-def ensure_fasttext(corpus_dir: Path, model_path: Path, options: VectorOptions,
+def ensure_fasttext(corpus: CorpusFolders, model_path: Path, options: VectorOptions,
                     skip: frozenset[str] = frozenset()) -> Path:
     """options.model if set; else model_path if its sidecar matches the corpus and options; else the model of the
     shared cache (`cache_folder`, by `cache_key`), trained there first when missing (atomically) and then linked
     or copied to model_path. So fastText trains once per corpus and options, for every run of that corpus."""
     if options.model is not None:
         return Path(options.model)
-    from miner.corpus.prepare import load_corpus
-
-    fingerprint = load_corpus(Path(corpus_dir)).fingerprint
+    fingerprint = _open(corpus)[1].fingerprint
     if _sidecar_matches(Path(model_path), fingerprint, options, skip):
         return Path(model_path)
     if not options.cache:
-        return train_fasttext(corpus_dir, model_path, options, skip)
+        return train_fasttext(corpus, model_path, options, skip)
     cached = cache_folder(options) / cache_key(fingerprint, options, skip) / "model.bin"
     if _sidecar_matches(cached, fingerprint, options, skip):
         log.info("fastText: the cached model of this corpus and options (%s)", cached)
@@ -286,7 +291,7 @@ def ensure_fasttext(corpus_dir: Path, model_path: Path, options: VectorOptions,
             cached.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             log.warning("fastText cache %s not writable (%s); training into the run", cached.parent, exc.strerror)
-            return train_fasttext(corpus_dir, model_path, options, skip)
-        train_fasttext(corpus_dir, cached, options, skip)
+            return train_fasttext(corpus, model_path, options, skip)
+        train_fasttext(corpus, cached, options, skip)
     _place(cached, Path(model_path))
     return Path(model_path)

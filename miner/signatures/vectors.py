@@ -212,9 +212,9 @@ def compute_vector_tables(run_dir: Path, options: VectorOptions, corpus_dir: Pat
     """
     run_dir = Path(run_dir)
     manifest = read_manifest_json(run_dir)
-    if corpus_dir is None:
-        corpus_dir = Path(manifest["corpus"]["path"])
-    model_path = ensure_fasttext(corpus_dir, run_dir / FILES.fasttext, options, skipped_shards(manifest))
+    corpus: Path | list[Path] = corpus_dir if corpus_dir is not None else [
+        Path(p) for p in manifest["corpus"].get("paths") or [manifest["corpus"]["path"]]]
+    model_path = ensure_fasttext(corpus, run_dir / FILES.fasttext, options, skipped_shards(manifest))
     model = load_fasttext(model_path)
     sentences = read_run_table(run_dir, "sentences", columns=["sentence_id", "text"])
     top = read_run_table(run_dir, "top_sentences", columns=["unit_id", "direction", "sentence_id"])

@@ -6,6 +6,7 @@ Mining runs in-process (executor='inline') on a tiny random BERT, except the Ray
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -192,6 +193,9 @@ def test_cli_append_refreshes_step_2_and_the_catalog(tmp_path: Path, corpora: tu
         assert con.execute("SELECT count(*) FROM corpus").fetchall() == [(430,)]
         top = con.execute("SELECT max(sentence_id) FROM background").fetchall()[0][0]
         assert top >= 260  # the background sample is drawn from both corpora now
+    sidecar = json.loads((tmp_path / "cli" / "fasttext.bin.json").read_text())
+    assert sidecar["corpus_fingerprint"] == open_corpora(list(corpora))[1].fingerprint  # trained on both
+    assert sidecar["sentences"] == 430
     ids = pq.read_table(tmp_path / "cli" / "tokens.parquet")["sentence_id"].to_numpy()
     assert np.isin(ids, pq.read_table(tmp_path / "cli" / "sentences.parquet")["sentence_id"].to_numpy()).any()
     bad = subprocess.run([sys.executable, "-m", "miner.cli", "mine", str(short), "--executor", "inline"],

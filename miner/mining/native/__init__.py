@@ -58,7 +58,8 @@ def _library() -> ctypes.CDLL | None:
         if dll is not None:
             fn = dll.miner_token_stats
             i64, ptr = ctypes.c_int64, ctypes.c_void_p
-            fn.argtypes = [i64, ptr, ptr, ptr, i64, i64, i64, ptr, ctypes.c_int, ctypes.c_int, ptr, ptr, ptr]
+            fn.argtypes = [i64, ptr, ptr, ptr, i64, i64, i64, ptr, ctypes.c_int, ctypes.c_int, ptr, ptr, ptr,
+                           ctypes.c_int]
             fn.restype = ctypes.c_int64
             hist = dll.miner_score_histogram
             hist.argtypes = [ptr, i64, i64, ctypes.c_int, ptr]
@@ -117,9 +118,16 @@ class TokenStats:
     """Every score is finite (so no activation was NaN or infinite, and the peaks are exact)."""
 
 
+KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+"""Activation dtypes the kernel reads (bfloat16 widened exactly to float32 as it is read)."""
+
+
 def takes(tensors: list[torch.Tensor]) -> bool:
-    """Whether the kernel takes these activations: contiguous float32 on the CPU."""
-    return all(x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() for x in tensors)
+    """Whether the kernel takes these activations: contiguous float32 or bfloat16 (all one dtype) on the CPU."""
+    if not tensors or tensors[0].dtype not in KERNEL_DTYPES:
+        return False
+    dtype = tensors[0].dtype
+    return all(x.device.type == "cpu" and x.dtype == dtype and x.is_contiguous() for x in tensors)
 
 
 def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, real: torch.Tensor, mean: bool,
@@ -128,7 +136,7 @@ def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, r
     columns offsets[l]..): the mean (or, with mean=False, the maximum) over each row's real tokens, and the
     packed (value, first position) of the maximum and the minimum (see `pack_payload`), as
     `BlockMiner.torch_scores` and `dense_peaks` give them for finite activations (peaks are meaningful only
-    when `TokenStats.finite`). Rows are split over `threads` OpenMP threads (default: torch's intra-op
+    when `TokenStats.finite`). bfloat16 activations give the bits their float32 copy gives. Rows are split over `threads` OpenMP threads (default: torch's intra-op
     count); the tensors are only read.
 
     Example: one unit, one row [8, 2, 7, 7, 9] with real [0 1 1 1 0] -> score 16/3, top (7.0, 2), bottom
@@ -150,7 +158,7 @@ def token_stats(tensors: list[torch.Tensor], offsets: list[int], n_units: int, r
     offs = (ctypes.c_int64 * n)(*offsets[:n])
     code = lib.miner_token_stats(n, xs, widths, offs, b, t, n_units, real_u8.data_ptr(), int(mean),
                                  threads or torch.get_num_threads(), scores.data_ptr(), top.data_ptr(),
-                                 low.data_ptr() if low is not None else None)
+                                 low.data_ptr() if low is not None else None, int(tensors[0].dtype == torch.bfloat16))
     if code < 0:
         raise MemoryError("token statistics: out of memory")
     return TokenStats(scores, top, low, code == 0)

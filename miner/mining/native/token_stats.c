@@ -18,6 +18,8 @@
 
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+typedef uint16_t v8h __attribute__((vector_size(16)));
 
 static inline int64_t pack(float v, int32_t pos) {
     uint32_t bits;
@@ -25,25 +27,44 @@ static inline int64_t pack(float v, int32_t pos) {
     return (int64_t)(((uint64_t)bits << 32) | (uint64_t)(uint32_t)pos);
 }
 
-static inline v8f load8(const float *p) {
+/* Activations are float32, or bfloat16 (the upper half of a float32: widening is exact, so a bf16 batch gives
+ * the bits its float32 copy gives). xs holds element pointers of either; `bf16` selects the loads. */
+static inline __attribute__((always_inline)) v8f load8(const void *base, int64_t i, int bf16) {
+    if (bf16) {
+        v8h h;
+        memcpy(&h, (const uint16_t *)base + i, sizeof h);
+        return (v8f)(__builtin_convertvector(h, v8u) << 16);
+    }
     v8f v;
-    memcpy(&v, p, sizeof v);
+    memcpy(&v, (const float *)base + i, sizeof v);
     return v;
+}
+
+static inline __attribute__((always_inline)) float load1(const void *base, int64_t i, int bf16) {
+    if (bf16) {
+        const uint32_t bits = (uint32_t)((const uint16_t *)base)[i] << 16;
+        float v;
+        memcpy(&v, &bits, sizeof v);
+        return v;
+    }
+    return ((const float *)base)[i];
 }
 
 static inline v8f blend(v8i m, v8f a, v8f b) { return (v8f)(((v8i)a & m) | ((v8i)b & ~m)); }
 static inline v8i blendi(v8i m, v8i a, v8i b) { return (a & m) | (b & ~m); }
 
 /* Rows b0..b1-1 of a batch of T tokens per row (see miner_token_stats).
- * xs[l]: float32 [B, T, widths[l]] contiguous; its units are columns offsets[l].. of the [B, U] outputs.
+ * xs[l]: float32 (bf16: bfloat16) [B, T, widths[l]] contiguous; its units are columns offsets[l].. of the
+ * [B, U] outputs.
  * real: uint8 [B, T] (1 = the token counts). mean: 1 for the mean over real tokens, 0 for the maximum.
  * score: float32 [B, U]; top, bottom: int64 [B, U] packed (value bits << 32 | position); bottom may be NULL.
  * NaN never wins a comparison here: callers use these scores and peaks only when every activation is
  * finite, which is what the return value tells: the number of cells whose sum (or score) is NaN or infinite
  * (a row without real tokens gets NaN scores and zero payloads), or -1 when out of memory. */
-static int64_t rows_stats(int64_t n_layers, const float *const *xs, const int64_t *widths, const int64_t *offsets,
-                          int64_t T, int64_t U, const uint8_t *real, int64_t b0, int64_t b1, int mean,
-                          float *score, int64_t *top, int64_t *bottom) {
+static inline __attribute__((always_inline)) int64_t rows_stats(
+        int64_t n_layers, const void *const *xs, const int64_t *widths, const int64_t *offsets, int64_t T, int64_t U,
+        const uint8_t *real, int64_t b0, int64_t b1, int mean, float *score, int64_t *top, int64_t *bottom,
+        int bf16) {
     int64_t wmax = 8;
     for (int64_t l = 0; l < n_layers; l++)
         if (widths[l] > wmax) wmax = widths[l];
@@ -80,18 +101,19 @@ static int64_t rows_stats(int64_t n_layers, const float *const *xs, const int64_
                 }
                 continue;
             }
-            const float *x = xs[l] + b * T * w;
+            const int64_t x = b * T * w; /* element index of the row in xs[l] */
+            const void *xl = xs[l];
             const v8i t0 = (v8i){0} + (int32_t)first;
             for (int64_t k = 0; k < full; k++) {
-                sum[k] = mx[k] = mn[k] = load8(x + first * w + 8 * k);
+                sum[k] = mx[k] = mn[k] = load8(xl, x + first * w + 8 * k, bf16);
                 ix[k] = in[k] = t0;
             }
             for (int64_t t = first + 1; t < T; t++) {
                 if (!r[t]) continue;
-                const float *xt = x + t * w;
+                const int64_t xt = x + t * w;
                 const v8i tt = (v8i){0} + (int32_t)t;
                 for (int64_t k = 0; k < full; k++) {
-                    const v8f v = load8(xt + 8 * k), hi = mx[k], lo = mn[k];
+                    const v8f v = load8(xl, xt + 8 * k, bf16), hi = mx[k], lo = mn[k];
                     const v8i gt = v > hi, lt = v < lo;  /* strict: the first position wins ties */
                     sum[k] += v;
                     mx[k] = blend(gt, v, hi);
@@ -108,11 +130,11 @@ static int64_t rows_stats(int64_t n_layers, const float *const *xs, const int64_
                     if (b_out) b_out[u] = pack(mn[k][j], in[k][j]);
                 }
             for (int64_t u = 8 * full; u < w; u++) { /* the last w % 8 units, one at a time */
-                float s = x[first * w + u], hi = s, lo = s;
+                float s = load1(xl, x + first * w + u, bf16), hi = s, lo = s;
                 int32_t ih = (int32_t)first, il = ih;
                 for (int64_t t = first + 1; t < T; t++) {
                     if (!r[t]) continue;
-                    const float v = x[t * w + u];
+                    const float v = load1(xl, x + t * w + u, bf16);
                     s += v;
                     if (v > hi) {
                         hi = v;
@@ -137,13 +159,25 @@ static int64_t rows_stats(int64_t n_layers, const float *const *xs, const int64_
     return nonfinite;
 }
 
-/* Every row of a batch of B rows, split over `threads` OpenMP threads. Built with -fopenmp, the library
+/* Every row of a batch of B rows (activations float32, or bfloat16 when `bf16`), split over `threads` OpenMP threads. Built with -fopenmp, the library
  * uses the libgomp that torch already loaded (same soname), so its team is torch's own intra-op threads,
  * which are still spinning from the forward pass, rather than a second set competing with them.
  * Returns the number of non-finite scores, or -1 when out of memory. */
-int64_t miner_token_stats(int64_t n_layers, const float *const *xs, const int64_t *widths, const int64_t *offsets,
+static int64_t rows_f32(int64_t n_layers, const void *const *xs, const int64_t *widths, const int64_t *offsets,
+                        int64_t T, int64_t U, const uint8_t *real, int64_t b0, int64_t b1, int mean, float *score,
+                        int64_t *top, int64_t *bottom) {
+    return rows_stats(n_layers, xs, widths, offsets, T, U, real, b0, b1, mean, score, top, bottom, 0);
+}
+
+static int64_t rows_bf16(int64_t n_layers, const void *const *xs, const int64_t *widths, const int64_t *offsets,
+                         int64_t T, int64_t U, const uint8_t *real, int64_t b0, int64_t b1, int mean, float *score,
+                         int64_t *top, int64_t *bottom) {
+    return rows_stats(n_layers, xs, widths, offsets, T, U, real, b0, b1, mean, score, top, bottom, 1);
+}
+
+int64_t miner_token_stats(int64_t n_layers, const void *const *xs, const int64_t *widths, const int64_t *offsets,
                           int64_t B, int64_t T, int64_t U, const uint8_t *real, int mean, int threads,
-                          float *score, int64_t *top, int64_t *bottom) {
+                          float *score, int64_t *top, int64_t *bottom, int bf16) {
     int64_t total = 0;
     int failed = 0;
     if (threads < 1) threads = 1;
@@ -151,7 +185,8 @@ int64_t miner_token_stats(int64_t n_layers, const float *const *xs, const int64_
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total) reduction(| : failed)
     for (int part = 0; part < threads; part++) {
         const int64_t b0 = B * part / threads, b1 = B * (part + 1) / threads;
-        const int64_t got = rows_stats(n_layers, xs, widths, offsets, T, U, real, b0, b1, mean, score, top, bottom);
+        const int64_t got = bf16 ? rows_bf16(n_layers, xs, widths, offsets, T, U, real, b0, b1, mean, score, top, bottom)
+                                 : rows_f32(n_layers, xs, widths, offsets, T, U, real, b0, b1, mean, score, top, bottom);
         if (got < 0)
             failed = 1;
         else

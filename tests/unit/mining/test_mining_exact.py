@@ -41,6 +41,18 @@ def test_queues_equal_brute_force(tmp_path: Path, corpus: Path, arch: str) -> No
     assert stats["batches"] > 0 and stats["kernel_batches"] == (stats["batches"] if native.available() else 0)
 
 
+@pytest.mark.parametrize("arch", ["bert", "llama"])
+def test_bfloat16_on_the_cpu_equals_its_brute_force_twin(tmp_path: Path, corpus: Path, arch: str) -> None:
+    """`dtype: bfloat16` on the CPU: the forward in bf16, its activations read by the compiled kernel as they are
+    (scores and queues in float32), against the oracle's bf16 forward of the same batches."""
+    model = tiny_model(tmp_path / arch, arch)
+    job = write_job(tmp_path / "job.yaml", name=f"t-{arch}-bf16", model=str(model), corpus=str(corpus),
+                    output="run", sites=["hidden", "mlp"], top_n=7, block_size=64, batch_size=8, checkpoint_seconds=0,
+                    dtype="bfloat16")
+    stats = check_against_oracle(job, "cpu", "bfloat16")["stats"]
+    assert stats["kernel_batches"] == (stats["batches"] if native.available() else 0)
+
+
 @pytest.mark.parametrize("arch", ["bert", "gpt2"])
 def test_torch_path_queues_equal_brute_force(tmp_path: Path, corpus: Path, arch: str,
                                               monkeypatch: pytest.MonkeyPatch) -> None:

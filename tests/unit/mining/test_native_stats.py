@@ -77,6 +77,29 @@ def test_scattered_real_tokens_long_rows_and_threads() -> None:
 
 
 @pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
+@pytest.mark.parametrize("mean", [True, False])
+def test_bfloat16_activations_give_their_float32_copys_bits(mean: bool) -> None:
+    """A bf16 forward's activations go to the kernel as they are: widening bf16 is exact, so the scores and
+    peaks are bit for bit those of the float32 copy (and equal the torch twin on it); tails of odd widths and
+    scattered real tokens included, on 1 and 3 threads."""
+    g = torch.Generator().manual_seed(11)
+    tensors = [torch.randn(6, 40, w, generator=g).to(torch.bfloat16) for w in (24, 13, 5)]
+    tensors[0][1, 3, 2] = tensors[0][1, 9, 2] = 4.0  # a tie: the first real position wins
+    real = torch.rand((6, 40), generator=g) < 0.4
+    real[:, 1] = True
+    assert native.takes(tensors) and not native.takes([tensors[0], tensors[1].float()])
+    wide = [x.float() for x in tensors]
+    want = native.token_stats(wide, [0, 24, 37], 42, real, mean, True)
+    for threads in (1, 3):
+        got = native.token_stats(tensors, [0, 24, 37], 42, real, mean, True, threads=threads)
+        assert got.finite and torch.equal(got.scores, want.scores)
+        assert torch.equal(got.top, want.top) and torch.equal(got.bottom, want.bottom)
+    scores, top, bottom = torch_twin(wide, real, mean)
+    assert torch.allclose(want.scores, scores, rtol=1e-5, atol=1e-6)
+    assert torch.equal(want.top, top) and torch.equal(want.bottom, bottom)
+
+
+@pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
 def test_non_finite_activations_are_reported() -> None:
     """NaN or infinite activations, or a row without real tokens, make `finite` False (mining then takes the
     per-candidate torch peaks for that batch)."""
