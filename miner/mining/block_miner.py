@@ -88,7 +88,10 @@ class BlockMiner:
         def hook(_module: torch.nn.Module, args: tuple) -> None:
             x = args[0]
             if x.dim() == 2:  # OPT flattens the tokens before its FFN: [B * T, W] back to [B, T, W]
-                x = x.view(*self._batch_shape, -1)
+                b, t = self._batch_shape
+                if x.shape[0] != b * t:  # a forward pass not started by `forward` (e.g. a bare twin): not mined
+                    return
+                x = x.view(b, t, -1)
             self._captured[layer] = x
         return hook
 
