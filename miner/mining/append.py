@@ -85,9 +85,9 @@ def plan_append(run: RunFolder, existing: dict, job: JobSpec, corpus_dir: Path, 
                                   "may only extend the corpus list; choose another output or delete it")
     old = _shard_paths(existing)
     new = [(str((corpus_dir / s.file).resolve()), s.sha256) for s in corpus.shards]
+    mined_on = (existing.get("corpus") or {}).get("paths") or [(existing.get("corpus") or {}).get("path")]
     if new[: len(old)] != old:
-        paths = (existing.get("corpus") or {}).get("paths") or [(existing.get("corpus") or {}).get("path")]
-        raise InputError(f"corpus: {where} was mined on {', '.join(map(str, paths))}; to append, the job's corpus "
+        raise InputError(f"corpus: {where} was mined on {', '.join(map(str, mined_on))}; to append, the job's corpus "
                          "list must start with that corpus (unchanged: same shards and SHA-256) and add corpora "
                          "prepared `--after` it")
     if len(new) == len(old):
@@ -101,7 +101,7 @@ def plan_append(run: RunFolder, existing: dict, job: JobSpec, corpus_dir: Path, 
         raise InputError(f"max_sentences: {where} already mined {job.max_sentences:,} sentences; nothing to append")
     return {"from_fingerprint": existing["fingerprint"], "from_blocks": int(blocks.get("merged", 0)),
             "from_sentences": int(existing["stats"]["sentences"]),
-            "from_corpus": (existing.get("corpus") or {}).get("paths") or [(existing.get("corpus") or {}).get("path")],
+            "from_corpus": mined_on,
             "block_size": run_block_size(existing, job, sum(s.sentences for s in corpus.shards[: len(old)])),
             "later_stages": sorted(k for k in existing if k not in MINING_KEYS)}
 

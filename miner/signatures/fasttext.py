@@ -97,7 +97,8 @@ def train_fasttext(corpus: CorpusFolders, out_path: Path, options: VectorOptions
 
     started = time.monotonic()
     out_path = Path(out_path)
-    fingerprint = _open(corpus)[1].fingerprint
+    corpus_dir, manifest = _open(corpus)
+    fingerprint = manifest.fingerprint
     texts = sample_corpus_texts(corpus, options.max_sentences, options.seed, skip)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".fasttext-") as tmp:
@@ -132,7 +133,7 @@ def train_fasttext(corpus: CorpusFolders, out_path: Path, options: VectorOptions
                     log.warning("fastText diverged at lr %g; retrying at %g", lr, lr / 2)
                     lr /= 2
                     continue
-                raise InputError(f"{_open(corpus)[0]}: fastText training failed ({str(exc).strip()}); "
+                raise InputError(f"{corpus_dir}: fastText training failed ({str(exc).strip()}); "
                                  "the corpus may be too small for min_count") from None
         tmp_model = Path(tmp) / "model.bin"
         model.save_model(str(tmp_model))
