@@ -12,7 +12,7 @@ Also: the same with the mlp site added, padded-token efficiency, and a per-unit 
 structure) maintaining the same queues on the same scores, for comparison.
 
 Usage: python benchmarks/mine_overhead.py [--corpus data/default] [--sentences 20000] [--threads 2]
-       [--profile 25]   (also: cProfile of the mining loop, top entries by own time, on stderr)
+       [--skip-hidden | --skip-mlp] [--profile 25]   (also: cProfile of the mining loop, top entries by own time, on stderr)
 """
 
 from __future__ import annotations
@@ -166,6 +166,7 @@ def main() -> None:
     ap.add_argument("--top-n", type=int, default=1000)
     ap.add_argument("--block", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--skip-hidden", action="store_true", help="measure only the hidden+mlp setting")
     ap.add_argument("--skip-mlp", action="store_true")
     ap.add_argument("--skip-heapq", action="store_true")
     ap.add_argument("--profile", type=int, default=0, metavar="K",
@@ -176,8 +177,9 @@ def main() -> None:
     loaded = load_model(bundled_minilm())
     out = {"benchmark": "mine_overhead", "model": "all-MiniLM-L6-v2", "threads": args.threads, "top_n": args.top_n,
            "bottom": True, "block": args.block, "batch": args.batch}
-    out["hidden"] = measure(loaded, ["hidden"], corpus, args.sentences, args.top_n, args.block, args.batch,
-                            args.profile)
+    if not args.skip_hidden:
+        out["hidden"] = measure(loaded, ["hidden"], corpus, args.sentences, args.top_n, args.block, args.batch,
+                                args.profile)
     if not args.skip_mlp:
         out["hidden_mlp"] = measure(loaded, ["hidden", "mlp"], corpus, args.sentences, args.top_n, args.block,
                                     args.batch, args.profile)

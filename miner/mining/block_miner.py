@@ -313,18 +313,21 @@ class BlockMiner:
             return
         ids_dev = batch.ids.to(dev)
         if finite and found >= self.dense_window_fraction * superset.numel():
-            slab = self._dense_payload(tensors, cells, tokens)
+            if cells is not None:  # the kernel's scores and peaks: keys and payloads straight into the window
+                b = scores.shape[0]
+                keys, payload = queue.open_slab(b)
+                native.slab_keys(scores, ids_dev.contiguous(), queue.thresh, cells.top, cells.bottom, keys, payload)
+                queue.close_slab(b)
+                return
+            slab = self._dense_payload(tensors, tokens)
             queue.add_slab(candidate_slab(signed, ids_dev, queue.thresh), *slab)
             return
         rows, cols, keys = sparse_candidates(signed, superset, ids_dev, queue.thresh)
         split = int(torch.searchsorted(rows, self.layout.n_units)) if len(self.directions) == 2 else rows.numel()
         queue.add(rows, keys, self._sparse_payload(tensors, cells, tokens, rows, cols, split, finite))
 
-    def _dense_payload(self, tensors: list[torch.Tensor], cells: native.TokenStats | None,
-                       tokens: RealTokens | None) -> list[torch.Tensor]:
-        """Payload rows [U, B] of every cell, direction by direction: the kernel's, or dense torch peak searches."""
-        if cells is not None:
-            return [p.T for p in (cells.top, cells.bottom) if p is not None]
+    def _dense_payload(self, tensors: list[torch.Tensor], tokens: RealTokens | None) -> list[torch.Tensor]:
+        """Payload rows [U, B] of every cell, direction by direction, from dense torch peak searches."""
         assert tokens is not None
         n_units = self.layout.n_units
         payload = [dense_peaks(tensors, self.offsets, n_units, tokens, True).T]

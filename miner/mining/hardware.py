@@ -221,7 +221,8 @@ class MemoryEstimate:
     and the block's score histogram with the batch's bins."""
     flush: int
     """A flush of the window: top-k values and indices and the gathered payloads [rows, N], plus copies of the
-    rows being cut [rows, N + window] (keys and payloads) when not every row is, and a few [rows] counters."""
+    rows being cut [rows, N + window] (keys and payloads) when not every row is, and a few [rows] counters (the
+    torch path, as on a GPU; the CPU's compiled cut, `native.cut_rows`, needs one scratch row per thread)."""
     merge: int
     """Merging a block into the lane: the block's entries [rows, N] (keys, payloads), the top-k over
     [rows, 2N] (values, indices, gathered payloads), the masks counting what it gained, a few [rows] counters."""

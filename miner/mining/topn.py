@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from miner.mining import native
+
 # A key orders by score first and, among equal scores, puts the smaller sentence_id first:
 #
 #     key = (order_preserving_int32(score) << 32) | (0xFFFFFFFF - sentence_id)
@@ -249,18 +251,38 @@ class TopNQueues:
         self._keys, self._payload = keys, payload
 
     def settle(self, before: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Cut every row holding more than N entries back to its N best (one top-k over the columns in use);
+        """Cut every row holding more than N entries back to its N best (a selection over the columns in use);
         returns (those rows, how many of their N best lie at or after `before` [units], the first slot of
         what was just added) or (None, None) if no row had to be cut.
         """
+        rows, fresh, _ = self._cut(before)
+        return rows, fresh
+
+    def _cut(self, before: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                                                 torch.Tensor | None]:
+        """`settle`, also returning the cut rows' smallest key over their N slots (SENTINEL where fewer than N
+        are filled): (rows, fresh or None without `before`, low) or (None, None, None).
+
+        On the CPU the compiled cut (`native.cut_rows`: a selection over each row's filled slots) runs; torch.topk
+        elsewhere, and as its test oracle (`MINER_NATIVE=0`). Both keep the same entries (keys are distinct in a
+        row); the slot order within a row may differ, which nothing reads (`keys` is unordered).
+        """
         width = self._used
         if width <= self.n:
-            return None, None
+            return None, None, None
+        if self._keys.device.type == "cpu" and native.available():
+            cut, fresh, low = native.cut_rows(self._keys, self._payload, self.count, self.n, width, before)
+            if cut == 0:
+                self._used = int(self.count.max())
+                return None, None, None
+            self._used = self.n
+            rows = fresh.ge(0).nonzero().squeeze(1)
+            return rows, (fresh[rows] if before is not None else None), low[rows]
         full = self.count > self.n
         rows = full.nonzero().squeeze(1)
         if rows.numel() == 0:
             self._used = int(self.count.max())
-            return None, None
+            return None, None, None
         every = rows.numel() == self.n_units
         keys = self._keys[:, :width] if every else self._keys[rows, :width]
         top = torch.topk(keys, self.n, dim=1, sorted=False)
@@ -275,10 +297,11 @@ class TopNQueues:
             self._keys[rows, self.n : width] = SENTINEL
         self.count[rows] = self.n
         self._used = self.n
+        low = top.values.min(dim=1).values
         if before is None:
-            return rows, None
+            return rows, None, low
         fresh = (top.indices >= before[rows, None]) & (top.values != SENTINEL)
-        return rows, fresh.sum(dim=1)
+        return rows, fresh.sum(dim=1), low
 
     def entries(self) -> Candidates:
         """All filled entries as flat candidates, unit-major."""
@@ -353,9 +376,10 @@ class WindowedQueues(TopNQueues):
         self.level = None
         return super().append(units, keys, payload, added)
 
-    def settle(self, before: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _cut(self, before: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                                                 torch.Tensor | None]:
         self.level = None
-        return super().settle(before)
+        return super()._cut(before)
 
     def add(self, units: torch.Tensor, keys: torch.Tensor, payload: torch.Tensor) -> None:
         """Add one batch's candidates (units ascending, keys above `thresh`) with their payloads."""
@@ -405,15 +429,22 @@ class WindowedQueues(TopNQueues):
             if self.level > self.n:
                 self._cut_every_row()
             return
-        rows, _ = self.settle()
-        if rows is not None:
-            self.thresh[rows] = torch.maximum(self.floor[rows], self._keys[rows, : self.n].min(dim=1).values)
+        rows, _, low = self._cut()
+        if rows is not None and low is not None:
+            self.thresh[rows] = torch.maximum(self.floor[rows], low)
             self.thresh_scores = threshold_scores(self.thresh)
 
     def _cut_every_row(self) -> None:
         """`settle` + the threshold update of `flush` when every row holds the same count (> N): one top-k over
-        all rows, with no device read (the same operations as `settle`'s all-rows case)."""
+        all rows, with no device read (the same operations as `settle`'s all-rows case; on the CPU its compiled
+        cut, which reads the counts on the host anyway)."""
         width = self._used
+        if self._keys.device.type == "cpu" and native.available():
+            _, _, low = native.cut_rows(self._keys, self._payload, self.count, self.n, width)
+            self._used = self.level = self.n
+            self.thresh = torch.maximum(self.floor, low)
+            self.thresh_scores = threshold_scores(self.thresh)
+            return
         top = torch.topk(self._keys[:, :width], self.n, dim=1, sorted=False)
         moved = torch.gather(self._payload[:, :width], 1, top.indices)
         self._keys[:, : self.n] = top.values

@@ -1,10 +1,13 @@
-"""A compiled hot path for CPU mining: per-(sentence, unit) score and peaks in one pass (token_stats.c).
+"""Compiled hot paths for CPU mining: per-(sentence, unit) score and peaks in one pass (token_stats.c); a batch's
+keys written densely into a queue window, and the cut of top-N queue rows back to their N best (queues.c).
 
-The C source ships with the package and is compiled on first use with the machine's C compiler
-(`cc -O3 -march=native`) into a per-user cache (`$MINER_NATIVE_CACHE`, default ~/.cache/neuron-miner),
-one library per source, compiler and CPU, written atomically so concurrent Ray workers share it. Where no
+The C sources ship with the package and are compiled on first use with the machine's C compiler
+(`cc -O3 -march=native`) into one library in a per-user cache (`$MINER_NATIVE_CACHE`, default
+~/.cache/neuron-miner), one per source text, compiler and CPU, written atomically so concurrent Ray workers
+share it. Where no
 compiler is found, or the build fails, or `MINER_NATIVE=0`, `available()` is False and mining uses the
-torch operations (`BlockMiner.torch_scores` / `dense_peaks`), which stay as the test oracle either way.
+torch operations (`BlockMiner.torch_scores` / `dense_peaks`, torch.topk in `TopNQueues.settle`), which stay as
+the test oracle either way.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("token_stats.c")
+SOURCES = (Path(__file__).with_name("token_stats.c"), Path(__file__).with_name("queues.c"))
 FLAGS = ["-O3", "-march=native", "-std=c11", "-shared", "-fPIC"]
 OPENMP = ["-fopenmp"]
 """Tried first: the kernel then runs on torch's own OpenMP threads (see token_stats.c); without OpenMP support
@@ -64,16 +67,22 @@ def _library() -> ctypes.CDLL | None:
             hist = dll.miner_score_histogram
             hist.argtypes = [ptr, i64, i64, ctypes.c_int, ptr]
             hist.restype = None
+            cut = dll.miner_cut_rows
+            cut.argtypes = [i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_int]
+            cut.restype = i64
+            slab = dll.miner_slab_keys
+            slab.argtypes = [ptr, ptr, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, i64, ctypes.c_int]
+            slab.restype = None
             return dll
-    log.warning("building %s with %s failed (%s): mining uses the (slower) torch operations", SOURCE.name, compiler,
-                errors[-1])
+    log.warning("building %s with %s failed (%s): mining uses the (slower) torch operations",
+                " + ".join(p.name for p in SOURCES), compiler, errors[-1])
     return None
 
 
 def _build_and_load(compiler: str, flags: list[str], errors: list[str]) -> ctypes.CDLL | None:
     """The cached library for these flags, compiled first if missing; None if compiling or loading fails (the
     reason appended to `errors`)."""
-    tag = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(),
+    tag = hashlib.sha256(b"\0".join([*(p.read_bytes() for p in SOURCES), compiler.encode(), " ".join(flags).encode(),
                                      platform.machine().encode(), _cpu_signature().encode()])).hexdigest()[:16]
     lib = _cache_dir() / f"token_stats-{tag}.so"
     if not lib.exists():
@@ -81,7 +90,7 @@ def _build_and_load(compiler: str, flags: list[str], errors: list[str]) -> ctype
             lib.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=lib.parent) as tmp:
                 out = Path(tmp) / lib.name
-                subprocess.run([compiler, *flags, str(SOURCE), "-o", str(out)], check=True, capture_output=True,
+                subprocess.run([compiler, *flags, *map(str, SOURCES), "-o", str(out)], check=True, capture_output=True,
                                text=True, timeout=120)
                 os.replace(out, lib)  # atomic: a concurrent worker sees no library or a whole one
         except (OSError, subprocess.SubprocessError) as e:
@@ -180,4 +189,70 @@ def score_histogram(scores: torch.Tensor, hist: torch.Tensor, threads: int | Non
     lib.miner_score_histogram(scores.data_ptr(), b, u, threads or torch.get_num_threads(), hist.data_ptr())
 
 
-__all__ = ["TokenStats", "available", "score_histogram", "takes", "token_stats"]
+def cut_rows(keys: torch.Tensor, payload: torch.Tensor, count: torch.Tensor, n: int, width: int,
+             before: torch.Tensor | None = None, threads: int | None = None) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Cut every row r of contiguous int64 CPU buffers keys, payload [rows, stride] with count[r] > n back to its
+    n best keys among slots 0..width-1, in place (the compiled twin of the torch.topk cut in `TopNQueues.settle`):
+    the kept entries move to slots 0.. in their slot order, SENTINEL after them, count[r] = n. Returns (rows cut,
+    fresh, low), int64 [rows] each: fresh[r] how many kept entries came from slots >= before[r] (0 without
+    `before`), -1 for a row not cut; low[r] the smallest key of the row's n slots after the cut (SENTINEL when
+    fewer than n are filled), undefined for a row not cut.
+
+    Example (n = 2): a row [5, SENTINEL, 9, 7] with count 4 and before [2] -> [9, 7, SENTINEL, SENTINEL],
+    count 2, fresh 2, low 7.
+    """
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the compiled kernel is not available")
+    rows, stride = keys.shape
+    for name, t in (("keys", keys), ("payload", payload), ("count", count)):
+        if not (t.device.type == "cpu" and t.dtype == torch.int64 and t.is_contiguous()):
+            raise ValueError(f"{name}: contiguous int64 on the CPU")
+    if payload.shape != keys.shape or count.shape != (rows,) or not 0 <= width <= stride:
+        raise ValueError(f"payload [{rows}, {stride}], count [{rows}] and width <= {stride} expected")
+    if before is not None:
+        before = before.to("cpu", torch.int64).contiguous()
+    fresh = torch.empty(rows, dtype=torch.int64)
+    low = torch.empty(rows, dtype=torch.int64)
+    got = lib.miner_cut_rows(rows, stride, width, n, keys.data_ptr(), payload.data_ptr(), count.data_ptr(),
+                             before.data_ptr() if before is not None else None, fresh.data_ptr(), low.data_ptr(),
+                             threads or torch.get_num_threads())
+    if got < 0:
+        raise MemoryError("queue cut: out of memory")
+    return int(got), fresh, low
+
+
+def slab_keys(scores: torch.Tensor, ids: torch.Tensor, thresh: torch.Tensor, top: torch.Tensor,
+              bottom: torch.Tensor | None, keys: torch.Tensor, payload: torch.Tensor, threads: int | None = None) -> None:
+    """Write one batch densely into a queue window's next columns (the compiled twin of `peaks.candidate_slab` +
+    `WindowedQueues.add_slab`'s copies): keys, payload [R, B] int64 views (rows of stride >= B, unit column
+    stride) get, for queue row r (R = U top rows, then U bottom rows when `bottom` is given) and batch row b, the
+    key of (scores[b, u], ids[b]) (bottom rows: of -scores[b, u]) where it beats thresh[r], else SENTINEL, and
+    the cell's peak top[b, u] (bottom rows: bottom[b, u]). The scores must be finite.
+
+    Example: scores [[0.5, 0.2]] (B=1, U=2), ids [7], thresh [key(0.3, 1), SENTINEL], no bottom -> keys
+    [[key(0.5, 7)], [key(0.2, 7)]]: both beat their row's threshold.
+    """
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the compiled kernel is not available")
+    b, u = scores.shape
+    d = 1 if bottom is None else 2
+    if not (scores.dtype == torch.float32 and scores.is_contiguous() and scores.device.type == "cpu"):
+        raise ValueError("scores: contiguous float32 on the CPU")
+    dense = [("ids", ids, (b,)), ("thresh", thresh, (d * u,)), ("top", top, (b, u))]
+    if bottom is not None:
+        dense.append(("bottom", bottom, (b, u)))
+    for name, t, shape in dense:
+        if not (t.dtype == torch.int64 and t.is_contiguous() and t.device.type == "cpu" and tuple(t.shape) == shape):
+            raise ValueError(f"{name}: contiguous int64 {list(shape)} on the CPU")
+    for name, t in (("keys", keys), ("payload", payload)):
+        if not (t.dtype == torch.int64 and t.device.type == "cpu" and tuple(t.shape) == (d * u, b)
+                and t.stride(1) == 1 and t.stride(0) == keys.stride(0) and t.stride(0) >= b):
+            raise ValueError(f"{name}: an int64 [{d * u}, {b}] CPU view with unit column stride")
+    lib.miner_slab_keys(scores.data_ptr(), ids.data_ptr(), b, u, d, thresh.data_ptr(), top.data_ptr(),
+                        bottom.data_ptr() if bottom is not None else None, keys.data_ptr(), payload.data_ptr(),
+                        keys.stride(0), threads or torch.get_num_threads())
+
+
+__all__ = ["TokenStats", "available", "cut_rows", "score_histogram", "slab_keys", "takes", "token_stats"]

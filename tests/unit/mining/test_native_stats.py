@@ -1,5 +1,6 @@
-"""The compiled one-pass kernel (miner.mining.native) against its torch twins: scores (masked mean / max) and peaks
-(first position of the max and the min over real tokens) of every cell, ties and odd widths included."""
+"""The compiled kernels (miner.mining.native) against their torch twins: scores (masked mean / max) and peaks
+(first position of the max and the min over real tokens) of every cell, ties and odd widths included; the cut of
+queue rows to their N best against torch.topk."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from miner.mining import native
 from miner.mining.batches import make_batches
 from miner.mining.block_miner import BlockMiner
-from miner.mining.topn import pack_payload
+from miner.mining.topn import SENTINEL, encode_keys, pack_payload
 from miner.model.layout import unit_layout
 from miner.model.loading import load_model
 from tests.support.builders import SENTENCES, tiny_model
@@ -169,3 +170,104 @@ def test_nan_activation_takes_torch_semantics(tmp_path: Path, use_native: bool) 
     value, pos = unpack_payload(top.payload[mask][i : i + 1])
     assert torch.isnan(value[0]) and int(pos[0]) == where["pos"]
     miner.close()
+
+
+def torch_cut(keys: torch.Tensor, payload: torch.Tensor, count: torch.Tensor, n: int, width: int,
+              before: torch.Tensor) -> tuple[list[set[tuple[int, int]]], list[int], list[int]]:
+    """The torch.topk cut of every row with count > n: per row its kept (key, payload) pairs, fresh, low."""
+    kept, fresh, low = [], [], []
+    for r in range(keys.shape[0]):
+        if int(count[r]) <= n:
+            kept.append({(int(k), int(p)) for k, p in zip(keys[r], payload[r]) if int(k) != SENTINEL})
+            fresh.append(-1)
+            low.append(0)
+            continue
+        top = torch.topk(keys[r, :width], n)
+        kept.append({(int(k), int(payload[r, i])) for k, i in zip(top.values, top.indices) if int(k) != SENTINEL})
+        fresh.append(int(((top.indices >= before[r]) & (top.values != SENTINEL)).sum()))
+        low.append(int(top.values.min()))
+    return kept, fresh, low
+
+
+@pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_compiled_cut_equals_torch_topk(seed: int) -> None:
+    """Rows of distinct keys with holes, some under n filled, some under n slots counted, ties in the scores
+    (broken by the ids in the keys): the same entries, fresh counts and row minima as torch.topk, for any
+    number of threads; the kept entries first in each row, SENTINEL after them."""
+    rng = np.random.default_rng(seed)
+    rows, stride, n = 37, 90, 11
+    width = int(rng.integers(n + 1, stride + 1))
+    scores = torch.from_numpy(rng.integers(-3, 3, size=(rows, stride)).astype(np.float32))
+    keys = encode_keys(scores, torch.from_numpy(rng.permutation(rows * stride).reshape(rows, stride)))
+    keys[:, width:] = SENTINEL
+    holes = torch.from_numpy(rng.random((rows, stride)) < rng.choice([0.0, 0.3, 0.95], size=(rows, 1)))
+    keys[holes] = SENTINEL
+    payload = torch.from_numpy(rng.integers(0, 1 << 40, size=(rows, stride)))
+    count = torch.from_numpy(rng.integers(0, width + 1, size=rows))
+    for r in range(rows):  # a row's slots from count on are empty
+        keys[r, int(count[r]):] = SENTINEL
+    before = torch.from_numpy(rng.integers(0, width + 1, size=rows))
+    want_kept, want_fresh, want_low = torch_cut(keys, payload, count, n, width, before)
+    results = []
+    for threads in (1, 2, 3):
+        k, p, c = keys.clone(), payload.clone(), count.clone()
+        cut, fresh, low = native.cut_rows(k, p, c, n, width, before, threads=threads)
+        assert cut == sum(f >= 0 for f in want_fresh) and fresh.tolist() == want_fresh
+        for r in range(rows):
+            if want_fresh[r] < 0:  # not cut: untouched
+                assert torch.equal(k[r], keys[r]) and torch.equal(p[r], payload[r]) and int(c[r]) == int(count[r])
+                continue
+            filled = int((k[r] != SENTINEL).sum())
+            assert bool((k[r, :filled] != SENTINEL).all()) and bool((k[r, filled:] == SENTINEL).all())
+            assert {(int(a), int(b)) for a, b in zip(k[r, :filled], p[r, :filled])} == want_kept[r]
+            assert int(c[r]) == n and int(low[r]) == want_low[r]
+        results.append((k, p[k != SENTINEL], c))
+    assert all(torch.equal(a[0], results[0][0]) and torch.equal(a[1], results[0][1]) for a in results)
+
+
+@pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
+def test_compiled_cut_of_equal_keys_keeps_the_first_and_an_adversarial_row() -> None:
+    keys = torch.tensor([[5, 9, 7, 7, 7, 1]])
+    payload = torch.arange(6)[None, :] * 10
+    _, fresh, low = native.cut_rows(keys, payload, torch.tensor([6]), 3, 6, torch.tensor([3]))
+    assert keys.tolist() == [[9, 7, 7, SENTINEL, SENTINEL, SENTINEL]] and payload[0, :3].tolist() == [10, 20, 30]
+    assert fresh.tolist() == [1] and low.tolist() == [7]
+    # sorted, reverse-sorted and organ-pipe rows (bad quickselect pivots) of 5,000 keys: the 100 best stay
+    for row in (torch.arange(5000), torch.arange(5000).flip(0),
+                torch.cat([torch.arange(0, 5000, 2), torch.arange(4999, 0, -2)])):
+        k, p = row[None, :].clone(), row[None, :].clone()
+        native.cut_rows(k, p, torch.tensor([5000]), 100, 5000)
+        assert sorted(k[0, :100].tolist()) == list(range(4900, 5000)) and torch.equal(k[:, :100], p[:, :100])
+
+
+@pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
+@pytest.mark.parametrize("bottom", [True, False])
+def test_compiled_slab_equals_candidate_slab(bottom: bool) -> None:
+    """A dense batch written into a window's next columns: the keys of `candidate_slab` (-0.0 and 0.0 alike, tied
+    scores, empty and full thresholds, 37 units: not a multiple of the 16-unit strips) and the cells' peaks, in
+    place in a wider buffer whose other columns stay untouched, for any number of threads."""
+    from miner.mining.peaks import candidate_slab, signed_rows
+
+    rng = np.random.default_rng(3)
+    b, u = 13, 37
+    d = 2 if bottom else 1
+    scores = torch.from_numpy(rng.integers(-3, 4, size=(b, u)).astype(np.float32) / 2)
+    scores[0, :5] = -0.0
+    ids = torch.from_numpy(rng.permutation(500)[:b].astype(np.int64))
+    thresh = encode_keys(torch.from_numpy(rng.integers(-2, 3, size=d * u).astype(np.float32) / 2),
+                         torch.from_numpy(rng.integers(0, 500, size=d * u)))
+    thresh[::7] = SENTINEL
+    top = torch.from_numpy(rng.integers(0, 1 << 40, size=(b, u)))
+    low = torch.from_numpy(rng.integers(0, 1 << 40, size=(b, u))) if bottom else None
+    want = candidate_slab(signed_rows(scores, d * u), ids, thresh)
+    want_payload = torch.cat([top.T, low.T]) if low is not None else top.T
+    for threads in (1, 3):
+        keys = torch.full((d * u, 40), 5, dtype=torch.int64)
+        payload = torch.full((d * u, 40), 6, dtype=torch.int64)
+        native.slab_keys(scores, ids, thresh, top, low, keys[:, 9 : 9 + b], payload[:, 9 : 9 + b], threads=threads)
+        assert torch.equal(keys[:, 9 : 9 + b], want) and torch.equal(payload[:, 9 : 9 + b], want_payload)
+        assert bool((keys[:, :9] == 5).all() and (keys[:, 9 + b :] == 5).all() and (payload[:, 9 + b :] == 6).all())
+    with pytest.raises(ValueError, match="keys"):
+        native.slab_keys(scores, ids, thresh, top, low, torch.zeros((d * u, b + 1), dtype=torch.int64),
+                         torch.zeros((d * u, b + 1), dtype=torch.int64))

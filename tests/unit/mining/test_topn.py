@@ -1,4 +1,5 @@
-"""Exact top-N queues: key packing, merging, ties, windowed hot path — each against a brute-force sort."""
+"""Exact top-N queues: key packing, merging, ties, windowed hot path — each against a brute-force sort, with the
+compiled row cut (`native.cut_rows`, tested against torch.topk in test_native_stats.py) and with torch.topk."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from miner.mining import native
 from miner.mining.topn import (
     SENTINEL,
     Candidates,
@@ -16,6 +18,15 @@ from miner.mining.topn import (
     pack_payload,
     unpack_payload,
 )
+
+
+@pytest.fixture(autouse=True, params=["compiled", "torch"])
+def cut_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the compiled row cut and with the torch.topk one (`MINER_NATIVE`)."""
+    monkeypatch.setenv("MINER_NATIVE", "1" if request.param == "compiled" else "0")
+    if request.param == "compiled" and not native.available():
+        pytest.skip("no compiled kernel (no C compiler)")
+    return str(request.param)
 
 
 def brute_top(scores: np.ndarray, ids: np.ndarray, n: int) -> list[list[int]]:
@@ -230,3 +241,4 @@ def test_checkpoint_state_round_trip() -> None:
     assert r.count.tolist() == [2]
     r.merge(Candidates(torch.tensor([0, 0, 0]), torch.tensor([1, 7, 12]), torch.tensor([10, 70, 120])))
     assert sorted(r.keys.tolist()[0]) == [4, 7, 9, 12]
+

@@ -1,0 +1,189 @@
+/* The queue windows' hot paths (miner/mining/topn.py): a batch's keys written densely into a window's next columns
+ * (`miner_slab_keys`), and queue rows cut back to their N best keys (`miner_cut_rows`, TopNQueues.settle).
+ *
+ * The cut, one row per task: select the N-th largest key on a scratch copy (quickselect), then compact the row in place, keys and
+ * payloads together, keeping the slot order of what stays.
+ *
+ * The torch path does one torch.topk over [rows, width] (a (value, index) pair per slot, nth_element, then the
+ * indices), a gather of the payloads by those indices and a comparison of the indices against `before` for the
+ * count of fresh entries: four passes with their temporaries. Here the row is read twice (copy of its filled
+ * keys, compaction) and the selection runs on the filled keys only: a row whose slots are mostly empty (a
+ * dense slab with holes) selects over few keys.
+ *
+ * Keys: int64, SENTINEL (INT64_MIN) marks an empty slot. Keys of one row are distinct (a sentence enters a row
+ * once and the key holds its id); should two be equal anyway, the first in slot order among those tied at the
+ * N-th key stay, so the result is deterministic.
+ *
+ * Build: with token_stats.c into one library (miner/mining/native/__init__.py).
+ * Example (N = 2): a row [5, SENTINEL, 9, 7] -> [9, 7, SENTINEL, SENTINEL], count 2, row minimum 7;
+ * with before = 2, both kept keys come from slots >= 2: fresh 2.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SENTINEL INT64_MIN
+#define MAX_SENTENCE_ID 0xFFFFFFFFu
+
+/* encode_keys of one score and sentence id (topn.py): the score's float32 bits made to sort as integers in the
+ * high half (-0.0 first made +0.0), 0xFFFFFFFF - id in the low half. */
+static inline int64_t encode_key(float score, int64_t id) {
+    const float s = score + 0.0f; /* IEEE: -0.0 + 0.0 = +0.0 (no -ffast-math here) */
+    int32_t bits;
+    memcpy(&bits, &s, sizeof bits);
+    const int32_t hi = bits ^ ((bits >> 31) & 0x7FFFFFFF);
+    return (int64_t)(((uint64_t)(int64_t)hi << 32) | (uint64_t)(MAX_SENTENCE_ID - (uint64_t)id));
+}
+
+/* One dense batch into a window (peaks.candidate_slab + WindowedQueues.add_slab): for queue row r < D * U (top
+ * rows 0..U-1, then with D = 2 the bottom rows, whose keys are those of the negated scores) and batch row b,
+ * keys[r * stride + b] = the key of (score[b, r % U] (negated for bottom rows), ids[b]) if it beats thresh[r],
+ * else SENTINEL; payload[r * stride + b] = top[b, u] (bottom rows: bottom[b, u]). `keys` and `payload` point at
+ * the window's first free column; the scores are finite (the caller checked). Units are walked in strips of 16
+ * (one cache line of a score row), batch rows inside a strip, over `threads` OpenMP threads. */
+void miner_slab_keys(const float *score, const int64_t *ids, int64_t B, int64_t U, int64_t D, const int64_t *thresh,
+                     const int64_t *top, const int64_t *bottom, int64_t *keys, int64_t *payload, int64_t stride,
+                     int threads) {
+    const int64_t strips = (U + 15) / 16;
+    if (threads < 1) threads = 1;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t t = 0; t < strips * D; t++) {
+        const int64_t d = t / strips, u0 = (t % strips) * 16, u1 = u0 + 16 < U ? u0 + 16 : U;
+        const int64_t *peak = d ? bottom : top;
+        for (int64_t b = 0; b < B; b++) {
+            const float *srow = score + b * U;
+            for (int64_t u = u0; u < u1; u++) {
+                const int64_t r = d * U + u, at = r * stride + b;
+                const int64_t key = encode_key(d ? -srow[u] : srow[u], ids[b]);
+                keys[at] = key > thresh[r] ? key : SENTINEL;
+                payload[at] = peak[b * U + u];
+            }
+        }
+    }
+}
+
+static inline void swap64(int64_t *a, int64_t *b) {
+    const int64_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static int cmp_desc(const void *x, const void *y) {
+    const int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a < b) - (a > b);
+}
+
+/* The k-th largest (0-based) of a[0..len-1], which it reorders: quickselect with a median-of-three pivot, a sort
+ * for short ranges and, past a depth of 2 log2(len) + 8 rounds (an adversarial order), a full sort. */
+static int64_t kth_largest(int64_t *a, int64_t len, int64_t k) {
+    int64_t lo = 0, hi = len - 1;
+    int depth = 8;
+    for (int64_t m = len; m > 1; m >>= 1) depth += 2;
+    while (hi - lo > 16) {
+        if (--depth < 0) {
+            qsort(a + lo, (size_t)(hi - lo + 1), sizeof *a, cmp_desc);
+            return a[k];
+        }
+        const int64_t mid = lo + (hi - lo) / 2;
+        /* median of three into a[mid], descending order: a[lo] >= a[mid] >= a[hi] */
+        if (a[mid] > a[lo]) swap64(a + mid, a + lo);
+        if (a[hi] > a[lo]) swap64(a + hi, a + lo);
+        if (a[hi] > a[mid]) swap64(a + hi, a + mid);
+        const int64_t pivot = a[mid];
+        int64_t i = lo, j = hi;
+        while (i <= j) { /* Hoare partition, descending: [lo, j] >= pivot >= [i, hi] */
+            while (a[i] > pivot) i++;
+            while (a[j] < pivot) j--;
+            if (i <= j) {
+                swap64(a + i, a + j);
+                i++;
+                j--;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return a[k]; /* j < k < i: a[k] == pivot */
+    }
+    for (int64_t x = lo + 1; x <= hi; x++) { /* insertion sort, descending */
+        const int64_t v = a[x];
+        int64_t y = x - 1;
+        while (y >= lo && a[y] < v) {
+            a[y + 1] = a[y];
+            y--;
+        }
+        a[y + 1] = v;
+    }
+    return a[k];
+}
+
+/* One row: keep its n best filled slots among the first `width`, compacted to slots 0.., SENTINEL after them.
+ * Returns how many are kept; *fresh: how many kept ones came from slots >= before; *low: the smallest kept key
+ * when n are kept, else SENTINEL (the row's threshold, as the minimum over its n slots). */
+static int64_t cut_row(int64_t *keys, int64_t *payload, int64_t width, int64_t n, int64_t before, int64_t *scratch,
+                       int64_t *fresh, int64_t *low) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < width; i++)
+        if (keys[i] != SENTINEL) scratch[m++] = keys[i];
+    int64_t kth = SENTINEL, ties = 0;
+    if (m > n) {
+        kth = kth_largest(scratch, m, n - 1);
+        int64_t greater = 0;
+        for (int64_t i = 0; i < m; i++) greater += scratch[i] > kth;
+        ties = n - greater; /* how many keys equal to kth stay (1 when keys are distinct) */
+    }
+    int64_t out = 0, f = 0, mn = INT64_MAX;
+    for (int64_t i = 0; i < width; i++) {
+        const int64_t k = keys[i];
+        if (k == SENTINEL) continue;
+        if (m > n && k <= kth) {
+            if (k < kth || ties == 0) continue;
+            ties--;
+        }
+        keys[out] = k;
+        payload[out] = payload[i];
+        f += i >= before;
+        if (k < mn) mn = k;
+        out++;
+    }
+    for (int64_t i = out; i < width; i++) keys[i] = SENTINEL;
+    *fresh = f;
+    *low = out >= n ? mn : SENTINEL;
+    return out;
+}
+
+/* Cut every row r of an int64 [rows, stride] key buffer (and its payload buffer) whose count[r] > n: its n best
+ * keys among slots 0..width-1 go to slots 0.. (SENTINEL-padded to n), count[r] = n. For each row: fresh[r] =
+ * how many of the kept came from slots >= before[r] (before NULL: 0), or -1 for a row not cut; low[r] = the
+ * smallest of its n slots after the cut (SENTINEL if fewer than n are filled), untouched for a row not cut.
+ * Rows are split over `threads` OpenMP threads. Returns the number of rows cut, or -1 when out of memory. */
+int64_t miner_cut_rows(int64_t rows, int64_t stride, int64_t width, int64_t n, int64_t *keys, int64_t *payload,
+                       int64_t *count, const int64_t *before, int64_t *fresh, int64_t *low, int threads) {
+    int64_t cut = 0;
+    int failed = 0;
+    if (threads < 1) threads = 1;
+    if (threads > rows) threads = (int)(rows > 0 ? rows : 1);
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : cut) reduction(| : failed)
+    for (int part = 0; part < threads; part++) {
+        const int64_t r0 = rows * part / threads, r1 = rows * (part + 1) / threads;
+        int64_t *scratch = malloc((size_t)(width > 0 ? width : 1) * sizeof *scratch);
+        if (!scratch) {
+            failed = 1;
+            continue;
+        }
+        for (int64_t r = r0; r < r1; r++) {
+            if (count[r] <= n) {
+                fresh[r] = -1;
+                continue;
+            }
+            cut_row(keys + r * stride, payload + r * stride, width, n, before ? before[r] : width, scratch,
+                    fresh + r, low + r);
+            count[r] = n;
+            cut++;
+        }
+        free(scratch);
+    }
+    return failed ? -1 : cut;
+}
