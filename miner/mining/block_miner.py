@@ -215,8 +215,9 @@ class BlockMiner:
         whose score reaches their row's threshold score (`candidate_superset`, `sparse_candidates`), and only
         they get keys, peak tokens (see `peaks`) and a place in the window; a batch where most cells qualify is
         handled densely (`candidate_slab`). On CPU the scores and both directions' peaks of every cell come from
-        one compiled pass (`miner.mining.native`); with the torch operations, the top direction's peaks come
-        first (a dense peak search overwrites non-real cells, after the scores). The sync-free loop
+        one compiled pass (`miner.mining.native`), and a second one puts the candidates into the window, cutting
+        each full row on the spot (`WindowedQueues.add_scored`); with the torch operations, the top direction's
+        peaks come first (a dense peak search overwrites non-real cells, after the scores). The sync-free loop
         (`mine_sync_free`) handles every batch densely and reads the device only after its last batch; a block
         with a non-finite score is mined again by the exact loop, so NaN/inf semantics are the exact loop's.
         """
@@ -304,8 +305,12 @@ class BlockMiner:
     def _add_candidates(self, queue: WindowedQueues, batch: Batch, tensors: list[torch.Tensor],
                         scores: torch.Tensor, cells: native.TokenStats | None, tokens: RealTokens | None,
                         finite: bool) -> None:
-        """A batch's candidates into the window, sparse or dense (see `mine_prepared`)."""
+        """A batch's candidates into the window: compiled (the kernel's cells), else sparse or dense (see
+        `mine_prepared`)."""
         dev = self.loaded.device
+        if cells is not None and finite:  # the kernel's scores and peaks: candidates straight into the window
+            queue.add_scored(scores, batch.ids.contiguous(), cells.top, cells.bottom)
+            return
         # a batch with non-finite scores takes per-candidate peaks, which are right for any input
         signed, superset = candidate_superset(scores, queue.thresh_scores, finite)
         found = int(torch.count_nonzero(superset))
@@ -313,18 +318,12 @@ class BlockMiner:
             return
         ids_dev = batch.ids.to(dev)
         if finite and found >= self.dense_window_fraction * superset.numel():
-            if cells is not None:  # the kernel's scores and peaks: keys and payloads straight into the window
-                b = scores.shape[0]
-                keys, payload = queue.open_slab(b)
-                native.slab_keys(scores, ids_dev.contiguous(), queue.thresh, cells.top, cells.bottom, keys, payload)
-                queue.close_slab(b)
-                return
             slab = self._dense_payload(tensors, tokens)
             queue.add_slab(candidate_slab(signed, ids_dev, queue.thresh), *slab)
             return
         rows, cols, keys = sparse_candidates(signed, superset, ids_dev, queue.thresh)
         split = int(torch.searchsorted(rows, self.layout.n_units)) if len(self.directions) == 2 else rows.numel()
-        queue.add(rows, keys, self._sparse_payload(tensors, cells, tokens, rows, cols, split, finite))
+        queue.add(rows, keys, self._sparse_payload(tensors, tokens, rows, cols, split, finite))
 
     def _dense_payload(self, tensors: list[torch.Tensor], tokens: RealTokens | None) -> list[torch.Tensor]:
         """Payload rows [U, B] of every cell, direction by direction, from dense torch peak searches."""
@@ -335,16 +334,11 @@ class BlockMiner:
             payload.append(dense_peaks(tensors, self.offsets, n_units, tokens, False, restore=False).T)
         return payload
 
-    def _sparse_payload(self, tensors: list[torch.Tensor], cells: native.TokenStats | None, tokens: RealTokens | None,
-                        rows: torch.Tensor, cols: torch.Tensor, split: int, finite: bool) -> torch.Tensor:
-        """Payloads of the candidate cells (queue rows, batch rows); rows from `split` on are bottom rows."""
+    def _sparse_payload(self, tensors: list[torch.Tensor], tokens: RealTokens | None, rows: torch.Tensor,
+                        cols: torch.Tensor, split: int, finite: bool) -> torch.Tensor:
+        """Payloads of the candidate cells (queue rows, batch rows) from torch peak searches; rows from `split` on
+        are bottom rows."""
         n_units = self.layout.n_units
-        if cells is not None:  # the kernel's peaks of the candidate cells
-            payload = cells.top[cols[:split], rows[:split]]
-            if split < rows.numel():
-                assert cells.bottom is not None
-                payload = torch.cat([payload, cells.bottom[cols[split:], rows[split:] - n_units]])
-            return payload
         assert tokens is not None
         payload = self.peaks(tensors, tokens, rows[:split], cols[:split], True, dense_ok=finite)
         if split < rows.numel():

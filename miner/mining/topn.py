@@ -390,6 +390,17 @@ class WindowedQueues(TopNQueues):
             self.flush()
         self.append(units, keys, payload, added)
 
+    def add_scored(self, scores: torch.Tensor, ids: torch.Tensor, top: torch.Tensor,
+                   bottom: torch.Tensor | None) -> None:
+        """Add one batch of finite CPU scores [B, U] (rows: U top rows, then U bottom rows when `bottom` is
+        given) with the cells' peaks [B, U], in one compiled pass (`native.window_add`): each cell whose key
+        beats its row's threshold enters the row; a full row is cut to its N best on the spot, raising its
+        threshold. The same entries as `add` of the batch's candidates (then `flush`)."""
+        most = native.window_add(scores, ids, top, bottom, self._keys, self._payload, self.n, self.count,
+                                 self.thresh, self.thresh_scores)
+        self.level = None
+        self._used = max(self._used, most)
+
     def needs_flush(self, b: int) -> bool:
         """Whether `b` more columns after the longest row overflow the buffers (known on the host)."""
         return self._used + b > self._keys.shape[1]

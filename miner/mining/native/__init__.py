@@ -1,5 +1,5 @@
 """Compiled hot paths for CPU mining: per-(sentence, unit) score and peaks in one pass (token_stats.c); a batch's
-keys written densely into a queue window, and the cut of top-N queue rows back to their N best (queues.c).
+candidates added to a block's queue window, and the cut of top-N queue rows back to their N best (queues.c).
 
 The C sources ship with the package and are compiled on first use with the machine's C compiler
 (`cc -O3 -march=native`) into one library in a per-user cache (`$MINER_NATIVE_CACHE`, default
@@ -70,9 +70,9 @@ def _library() -> ctypes.CDLL | None:
             cut = dll.miner_cut_rows
             cut.argtypes = [i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_int]
             cut.restype = i64
-            slab = dll.miner_slab_keys
-            slab.argtypes = [ptr, ptr, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, i64, ctypes.c_int]
-            slab.restype = None
+            add = dll.miner_window_add
+            add.argtypes = [ptr, ptr, i64, i64, i64, ptr, ptr, ptr, ptr, i64, i64, ptr, ptr, ptr, ctypes.c_int]
+            add.restype = i64
             return dll
     log.warning("building %s with %s failed (%s): mining uses the (slower) torch operations",
                 " + ".join(p.name for p in SOURCES), compiler, errors[-1])
@@ -222,37 +222,45 @@ def cut_rows(keys: torch.Tensor, payload: torch.Tensor, count: torch.Tensor, n: 
     return int(got), fresh, low
 
 
-def slab_keys(scores: torch.Tensor, ids: torch.Tensor, thresh: torch.Tensor, top: torch.Tensor,
-              bottom: torch.Tensor | None, keys: torch.Tensor, payload: torch.Tensor, threads: int | None = None) -> None:
-    """Write one batch densely into a queue window's next columns (the compiled twin of `peaks.candidate_slab` +
-    `WindowedQueues.add_slab`'s copies): keys, payload [R, B] int64 views (rows of stride >= B, unit column
-    stride) get, for queue row r (R = U top rows, then U bottom rows when `bottom` is given) and batch row b, the
-    key of (scores[b, u], ids[b]) (bottom rows: of -scores[b, u]) where it beats thresh[r], else SENTINEL, and
-    the cell's peak top[b, u] (bottom rows: bottom[b, u]). The scores must be finite.
+def window_add(scores: torch.Tensor, ids: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor | None,
+               keys: torch.Tensor, payload: torch.Tensor, n: int, count: torch.Tensor, thresh: torch.Tensor,
+               thresh_scores: torch.Tensor, threads: int | None = None) -> int:
+    """Add one batch's candidates to a block's window in place (the compiled twin of `candidate_superset`,
+    `sparse_candidates`, the peaks and `WindowedQueues.add` / `flush`): for queue row r (R = U top rows, then U
+    bottom rows when `bottom` is given) and batch row b in order, the key of (scores[b, u], ids[b]) (bottom rows:
+    of -scores[b, u]) enters row r of keys/payload [R, stride] at slot count[r], with the cell's peak top[b, u]
+    (bottom[b, u]), when it beats thresh[r]; a full row is first cut to its n best, raising thresh[r] and
+    thresh_scores[r] to its n-th best. The scores must be finite. Returns the largest count over the rows.
 
-    Example: scores [[0.5, 0.2]] (B=1, U=2), ids [7], thresh [key(0.3, 1), SENTINEL], no bottom -> keys
-    [[key(0.5, 7)], [key(0.2, 7)]]: both beat their row's threshold.
+    Example (n = 1, stride 2, one unit, no bottom): scores [[0.5], [0.9], [0.2]], ids [4, 5, 6], thresh SENTINEL
+    -> 0.5 and 0.9 fill the row; 0.2 finds it full: the row is cut to 0.9, whose key 0.2 does not beat; the row
+    holds key(0.9, 5) and thresh is that key.
     """
     lib = _library()
     if lib is None:
         raise RuntimeError("the compiled kernel is not available")
     b, u = scores.shape
     d = 1 if bottom is None else 2
+    rows, stride = keys.shape
     if not (scores.dtype == torch.float32 and scores.is_contiguous() and scores.device.type == "cpu"):
         raise ValueError("scores: contiguous float32 on the CPU")
-    dense = [("ids", ids, (b,)), ("thresh", thresh, (d * u,)), ("top", top, (b, u))]
+    dense = [("ids", ids, (b,)), ("top", top, (b, u)), ("keys", keys, (d * u, stride)),
+             ("payload", payload, (d * u, stride)), ("count", count, (d * u,)), ("thresh", thresh, (d * u,))]
     if bottom is not None:
         dense.append(("bottom", bottom, (b, u)))
     for name, t, shape in dense:
         if not (t.dtype == torch.int64 and t.is_contiguous() and t.device.type == "cpu" and tuple(t.shape) == shape):
             raise ValueError(f"{name}: contiguous int64 {list(shape)} on the CPU")
-    for name, t in (("keys", keys), ("payload", payload)):
-        if not (t.dtype == torch.int64 and t.device.type == "cpu" and tuple(t.shape) == (d * u, b)
-                and t.stride(1) == 1 and t.stride(0) == keys.stride(0) and t.stride(0) >= b):
-            raise ValueError(f"{name}: an int64 [{d * u}, {b}] CPU view with unit column stride")
-    lib.miner_slab_keys(scores.data_ptr(), ids.data_ptr(), b, u, d, thresh.data_ptr(), top.data_ptr(),
-                        bottom.data_ptr() if bottom is not None else None, keys.data_ptr(), payload.data_ptr(),
-                        keys.stride(0), threads or torch.get_num_threads())
+    if not (thresh_scores.dtype == torch.float32 and thresh_scores.is_contiguous()
+            and tuple(thresh_scores.shape) == (d * u,)) or not 0 <= n < stride:
+        raise ValueError(f"thresh_scores: contiguous float32 [{d * u}]; n below the row stride {stride}")
+    most = lib.miner_window_add(scores.data_ptr(), ids.data_ptr(), b, u, d, top.data_ptr(),
+                                bottom.data_ptr() if bottom is not None else None, keys.data_ptr(),
+                                payload.data_ptr(), stride, n, count.data_ptr(), thresh.data_ptr(),
+                                thresh_scores.data_ptr(), threads or torch.get_num_threads())
+    if most < 0:
+        raise MemoryError("window add: out of memory")
+    return int(most)
 
 
-__all__ = ["TokenStats", "available", "cut_rows", "score_histogram", "slab_keys", "takes", "token_stats"]
+__all__ = ["TokenStats", "available", "cut_rows", "score_histogram", "takes", "token_stats", "window_add"]

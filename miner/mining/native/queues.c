@@ -1,5 +1,6 @@
-/* The queue windows' hot paths (miner/mining/topn.py): a batch's keys written densely into a window's next columns
- * (`miner_slab_keys`), and queue rows cut back to their N best keys (`miner_cut_rows`, TopNQueues.settle).
+/* The queue windows' hot paths (miner/mining/topn.py): a batch's candidates added to a block's window row by row,
+ * each row cut back to its N best when it is full (`miner_window_add`), and queue rows cut back to their N best
+ * keys (`miner_cut_rows`, TopNQueues.settle).
  *
  * The cut, one row per task: select the N-th largest key on a scratch copy (quickselect), then compact the row in place, keys and
  * payloads together, keeping the slot order of what stays.
@@ -33,33 +34,6 @@ static inline int64_t encode_key(float score, int64_t id) {
     memcpy(&bits, &s, sizeof bits);
     const int32_t hi = bits ^ ((bits >> 31) & 0x7FFFFFFF);
     return (int64_t)(((uint64_t)(int64_t)hi << 32) | (uint64_t)(MAX_SENTENCE_ID - (uint64_t)id));
-}
-
-/* One dense batch into a window (peaks.candidate_slab + WindowedQueues.add_slab): for queue row r < D * U (top
- * rows 0..U-1, then with D = 2 the bottom rows, whose keys are those of the negated scores) and batch row b,
- * keys[r * stride + b] = the key of (score[b, r % U] (negated for bottom rows), ids[b]) if it beats thresh[r],
- * else SENTINEL; payload[r * stride + b] = top[b, u] (bottom rows: bottom[b, u]). `keys` and `payload` point at
- * the window's first free column; the scores are finite (the caller checked). Units are walked in strips of 16
- * (one cache line of a score row), batch rows inside a strip, over `threads` OpenMP threads. */
-void miner_slab_keys(const float *score, const int64_t *ids, int64_t B, int64_t U, int64_t D, const int64_t *thresh,
-                     const int64_t *top, const int64_t *bottom, int64_t *keys, int64_t *payload, int64_t stride,
-                     int threads) {
-    const int64_t strips = (U + 15) / 16;
-    if (threads < 1) threads = 1;
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t t = 0; t < strips * D; t++) {
-        const int64_t d = t / strips, u0 = (t % strips) * 16, u1 = u0 + 16 < U ? u0 + 16 : U;
-        const int64_t *peak = d ? bottom : top;
-        for (int64_t b = 0; b < B; b++) {
-            const float *srow = score + b * U;
-            for (int64_t u = u0; u < u1; u++) {
-                const int64_t r = d * U + u, at = r * stride + b;
-                const int64_t key = encode_key(d ? -srow[u] : srow[u], ids[b]);
-                keys[at] = key > thresh[r] ? key : SENTINEL;
-                payload[at] = peak[b * U + u];
-            }
-        }
-    }
 }
 
 static inline void swap64(int64_t *a, int64_t *b) {
@@ -186,4 +160,70 @@ int64_t miner_cut_rows(int64_t rows, int64_t stride, int64_t width, int64_t n, i
         free(scratch);
     }
     return failed ? -1 : cut;
+}
+
+/* The float32 lower bound of the scores of keys above `key` (topn.threshold_scores): its score, -inf for SENTINEL
+ * and NaN. */
+static inline float threshold_score(int64_t key) {
+    if (key == SENTINEL) return -__builtin_inff();
+    const int32_t hi = (int32_t)(key >> 32);
+    const int32_t bits = hi ^ ((hi >> 31) & 0x7FFFFFFF);
+    float s;
+    memcpy(&s, &bits, sizeof s);
+    return s != s ? -__builtin_inff() : s;
+}
+
+/* One batch into a block's window (WindowedQueues; the compiled twin of candidate_superset + sparse_candidates +
+ * the peaks + add + flush of BlockMiner._add_candidates): for queue row r < D * U (top rows 0..U-1, then with
+ * D = 2 the bottom rows, whose keys are those of the negated scores) and batch row b in order, the key of
+ * (score[b, r % U] (negated for bottom rows), ids[b]) enters row r when it beats thresh[r]: it is written at
+ * slot count[r] of keys/payload [D * U, stride] with the cell's peak (top[b, u], bottom rows bottom[b, u]). A
+ * row that is full (count = stride) is first cut to its n best (cut_row), and its threshold rises to its n-th
+ * best key (thresh, and thresh_scores, the float32 bound of the scores that can beat it). Every row ends holding
+ * the same entries a top-N of its candidates would, whenever it was cut. The scores are finite (the caller
+ * checked). Units are walked in strips of 16 (one cache line of a score row), over `threads` OpenMP threads.
+ * Returns the largest count over the rows, or -1 when out of memory. */
+int64_t miner_window_add(const float *score, const int64_t *ids, int64_t B, int64_t U, int64_t D, const int64_t *top,
+                         const int64_t *bottom, int64_t *keys, int64_t *payload, int64_t stride, int64_t n,
+                         int64_t *count, int64_t *thresh, float *thresh_scores, int threads) {
+    const int64_t strips = (U + 15) / 16;
+    int64_t most = 0;
+    int failed = 0;
+    if (threads < 1) threads = 1;
+#pragma omp parallel num_threads(threads) reduction(max : most) reduction(| : failed)
+    {
+        int64_t *scratch = malloc((size_t)(stride > 0 ? stride : 1) * sizeof *scratch);
+        if (!scratch) failed = 1;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < strips * D; t++) {
+            if (!scratch) continue;
+            const int64_t d = t / strips, u0 = (t % strips) * 16, u1 = u0 + 16 < U ? u0 + 16 : U;
+            const int64_t *peak = d ? bottom : top;
+            for (int64_t b = 0; b < B; b++) {
+                const float *srow = score + b * U;
+                for (int64_t u = u0; u < u1; u++) {
+                    const int64_t r = d * U + u;
+                    const int64_t key = encode_key(d ? -srow[u] : srow[u], ids[b]);
+                    if (key <= thresh[r]) continue;
+                    int64_t *krow = keys + r * stride, *prow = payload + r * stride;
+                    if (count[r] >= stride) { /* full: cut to the n best, raise the threshold */
+                        int64_t fresh, low;
+                        count[r] = cut_row(krow, prow, count[r], n, count[r], scratch, &fresh, &low);
+                        if (low > thresh[r]) {
+                            thresh[r] = low;
+                            thresh_scores[r] = threshold_score(low);
+                        }
+                        if (key <= thresh[r]) continue;
+                    }
+                    krow[count[r]] = key;
+                    prow[count[r]] = peak[b * U + u];
+                    count[r]++;
+                }
+            }
+            for (int64_t u = u0; u < u1; u++)
+                if (count[d * U + u] > most) most = count[d * U + u];
+        }
+        free(scratch);
+    }
+    return failed ? -1 : most;
 }

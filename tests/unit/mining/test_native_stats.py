@@ -243,31 +243,61 @@ def test_compiled_cut_of_equal_keys_keeps_the_first_and_an_adversarial_row() -> 
 
 @pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
 @pytest.mark.parametrize("bottom", [True, False])
-def test_compiled_slab_equals_candidate_slab(bottom: bool) -> None:
-    """A dense batch written into a window's next columns: the keys of `candidate_slab` (-0.0 and 0.0 alike, tied
-    scores, empty and full thresholds, 37 units: not a multiple of the 16-unit strips) and the cells' peaks, in
-    place in a wider buffer whose other columns stay untouched, for any number of threads."""
-    from miner.mining.peaks import candidate_slab, signed_rows
+def test_compiled_window_add_equals_brute_force_and_the_torch_window(bottom: bool) -> None:
+    """Batches of tied scores (-0.0 and 0.0 alike) into a floored window of 37 units (not a multiple of the
+    16-unit strips), rows cut on the spot as they fill: the block's entries equal a brute-force top-N above the
+    floor and the torch window's (candidate_slab / sparse_candidates + add, flush), payloads with them, and the
+    thresholds agree after the block, for any number of threads."""
+    from miner.mining.peaks import candidate_slab, candidate_superset, sparse_candidates
+    from miner.mining.topn import WindowedQueues, decode_keys
 
     rng = np.random.default_rng(3)
-    b, u = 13, 37
+    n_sent, b, u, n, window = 200, 16, 37, 9, 16
     d = 2 if bottom else 1
-    scores = torch.from_numpy(rng.integers(-3, 4, size=(b, u)).astype(np.float32) / 2)
-    scores[0, :5] = -0.0
-    ids = torch.from_numpy(rng.permutation(500)[:b].astype(np.int64))
-    thresh = encode_keys(torch.from_numpy(rng.integers(-2, 3, size=d * u).astype(np.float32) / 2),
-                         torch.from_numpy(rng.integers(0, 500, size=d * u)))
-    thresh[::7] = SENTINEL
-    top = torch.from_numpy(rng.integers(0, 1 << 40, size=(b, u)))
-    low = torch.from_numpy(rng.integers(0, 1 << 40, size=(b, u))) if bottom else None
-    want = candidate_slab(signed_rows(scores, d * u), ids, thresh)
-    want_payload = torch.cat([top.T, low.T]) if low is not None else top.T
-    for threads in (1, 3):
-        keys = torch.full((d * u, 40), 5, dtype=torch.int64)
-        payload = torch.full((d * u, 40), 6, dtype=torch.int64)
-        native.slab_keys(scores, ids, thresh, top, low, keys[:, 9 : 9 + b], payload[:, 9 : 9 + b], threads=threads)
-        assert torch.equal(keys[:, 9 : 9 + b], want) and torch.equal(payload[:, 9 : 9 + b], want_payload)
-        assert bool((keys[:, :9] == 5).all() and (keys[:, 9 + b :] == 5).all() and (payload[:, 9 + b :] == 6).all())
-    with pytest.raises(ValueError, match="keys"):
-        native.slab_keys(scores, ids, thresh, top, low, torch.zeros((d * u, b + 1), dtype=torch.int64),
-                         torch.zeros((d * u, b + 1), dtype=torch.int64))
+    scores = torch.from_numpy(rng.integers(-3, 4, size=(n_sent, u)).astype(np.float32) / 2)
+    scores[:40:3] = -0.0
+    ids = torch.from_numpy(rng.permutation(5000)[:n_sent].astype(np.int64))
+    top = torch.from_numpy(rng.integers(0, 1 << 40, size=(n_sent, u)))
+    low = torch.from_numpy(rng.integers(0, 1 << 40, size=(n_sent, u)))
+    floor = encode_keys(torch.from_numpy(rng.integers(-4, 1, size=d * u).astype(np.float32) / 2),
+                        torch.from_numpy(rng.integers(0, 5000, size=d * u)))
+    floor[::5] = SENTINEL
+
+    def entries(q: WindowedQueues) -> list[set[tuple[int, int]]]:
+        got = q.finish().sparse()
+        rows: list[set[tuple[int, int]]] = [set() for _ in range(d * u)]
+        for r, k, p in zip(got.units.tolist(), got.keys.tolist(), got.payload.tolist()):
+            rows[r].add((k, p))
+        return rows
+
+    signed_all = torch.cat([scores.T, -scores.T]) if bottom else scores.T
+    peaks_all = torch.cat([top.T, low.T]) if bottom else top.T
+    keys_all = encode_keys(signed_all, ids[None, :])
+    want = []
+    for r in range(d * u):
+        above = [(int(k), int(p)) for k, p in zip(keys_all[r], peaks_all[r]) if int(k) > int(floor[r])]
+        want.append(set(sorted(above, reverse=True)[:n]))
+    torch_q = WindowedQueues(d * u, n, window, floor)
+    for lo in range(0, n_sent, b):
+        sc = scores[lo : lo + b]
+        signed, superset = candidate_superset(sc, torch_q.thresh_scores, True)
+        pk = peaks_all[:, lo : lo + b]
+        if lo % (3 * b) == 0:
+            torch_q.add_slab(candidate_slab(signed, ids[lo : lo + b], torch_q.thresh), pk)
+        else:
+            rows, cols, keys = sparse_candidates(signed, superset, ids[lo : lo + b], torch_q.thresh)
+            torch_q.add(rows, keys, pk[rows, cols])
+    assert entries(torch_q) == want
+    before = torch.get_num_threads()
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)  # the kernel runs on torch's thread count
+        q = WindowedQueues(d * u, n, window, floor)
+        for lo in range(0, n_sent, b):
+            q.add_scored(scores[lo : lo + b].contiguous(), ids[lo : lo + b].contiguous(), top[lo : lo + b].contiguous(),
+                         low[lo : lo + b].contiguous() if bottom else None)
+        got_thresh = q.thresh.clone()
+        assert entries(q) == want
+        assert torch.equal(q.thresh, torch.maximum(floor, q.keys.min(dim=1).values))  # finish: the N-th best
+        assert bool((got_thresh <= q.thresh).all()) and bool((got_thresh >= floor).all())
+        assert torch.equal(q.thresh_scores, torch.where(q.thresh == SENTINEL, float("-inf"), decode_keys(q.thresh)[0]))
+    torch.set_num_threads(before)
