@@ -258,6 +258,9 @@ class BlockMiner:
         with torch.inference_mode():
             for batch in prepared.batches:
                 self._add_batch(queue, batch, stats, sums, sample)
+            tm = time.perf_counter()
+            sums.drain()  # the batches the compiled pass still holds
+            stats.moments_seconds += time.perf_counter() - tm
             found = queue.finish()
         return found, sums, sample
 

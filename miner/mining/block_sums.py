@@ -17,24 +17,46 @@ class BatchSums:
     def __init__(self, n_units: int, device: torch.device, use_native: bool = False) -> None:
         self.count = 0
         self.native = use_native and device.type == "cpu"
-        """Count the histogram with the compiled kernel (`native.score_histogram`)."""
+        """Sum float32 CPU scores with the compiled pass (`native.batch_sums`)."""
         self.total = torch.zeros(n_units, dtype=torch.float64, device=device)
         self.squares = torch.zeros(n_units, dtype=torch.float64, device=device)
         self.low = torch.full((n_units,), float("inf"), dtype=torch.float32, device=device)  # exact in float32
         self.high = torch.full((n_units,), float("-inf"), dtype=torch.float32, device=device)
         self.positive = torch.zeros(n_units, dtype=torch.float64, device=device)  # counts: exact below 2**53
-        self.hist = torch.zeros(n_units * BINS, dtype=torch.int64, device=device)
+        # a block's counts fit int32: half the counter memory the compiled pass walks through
+        hist_dtype = torch.int32 if self.native else torch.int64
+        self.hist = torch.zeros(n_units * BINS, dtype=hist_dtype, device=device)
         """Sentences per (unit, score bin), unit-major (`miner.mining.sketch`)."""
         self._offsets = torch.arange(n_units, dtype=torch.int64, device=device) * BINS
         self._ones: dict[int, torch.Tensor] = {}
-        self._one = torch.ones(1, dtype=torch.int64, device=device)
+        self._one = torch.ones(1, dtype=hist_dtype, device=device)
+        self.pending_bytes = 32 << 20
+        """The compiled pass sums the batches held until their scores reach this many bytes (it then reads each
+        unit's histogram once for all of them, see `native.batch_sums`)."""
+        self._pending: list[torch.Tensor] = []
+        self._pending_bytes = 0
+
+    def drain(self) -> None:
+        """Sum the batches held for the compiled pass."""
+        if self._pending:
+            native.batch_sums(self._pending, self.total, self.squares, self.low, self.high, self.positive, self.hist)
+            self._pending, self._pending_bytes = [], 0
 
     def add(self, scores: torch.Tensor) -> None:
         """Add a batch of float32 [B, U] scores.
 
         The column sums are products with a row of ones (a column reduction over a row-major [B, U] tensor is
-        several times slower than one matrix-vector product), min and max come from one pass (aminmax).
+        several times slower than one matrix-vector product), min and max come from one pass (aminmax). On the
+        CPU the compiled twin (`native.batch_sums`) does all of it, histogram included, in one pass.
         """
+        if self.native and scores.dtype == torch.float32 and scores.is_contiguous():
+            self.count += int(scores.shape[0])
+            self._pending.append(scores)  # nothing writes to a batch's scores after they are summed
+            self._pending_bytes += scores.numel() * 4
+            if self._pending_bytes >= self.pending_bytes:
+                self.drain()
+            return
+        self.drain()  # the sums stay in batch order
         x = scores.to(torch.float64)
         b = int(x.shape[0])
         ones = self._ones.get(b)
@@ -47,9 +69,6 @@ class BatchSums:
         torch.minimum(self.low, low, out=self.low)
         torch.maximum(self.high, high, out=self.high)
         self.positive += (ones @ (x > 0).to(torch.float64))[0]  # a batch's counts (< 2**53) are exact in float64
-        if self.native and native.takes([scores[None]]):  # the compiled twin of the two lines below
-            native.score_histogram(scores, self.hist)
-            return
         # integer adds: exact in any order (bincount would read the largest index back: a host sync on CUDA)
         cells = (score_bins_torch(scores) + self._offsets).view(-1)
         self.hist.index_add_(0, cells, self._one.expand(cells.numel()))
@@ -57,9 +76,11 @@ class BatchSums:
     def finite(self) -> bool:
         """Whether every score added was finite (one device read): float64 sums of finite float32 scores never
         overflow, and a NaN or infinite score makes its unit's sum NaN or infinite."""
+        self.drain()
         return bool(torch.isfinite(self.total).all())
 
     def result(self) -> MomentSums:
+        self.drain()
         return MomentSums(self.count, self.total.cpu().numpy(), self.squares.cpu().numpy(),
                           self.low.cpu().numpy().astype(np.float64), self.high.cpu().numpy().astype(np.float64),
                           self.positive.cpu().numpy().astype(np.int64),

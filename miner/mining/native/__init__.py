@@ -67,6 +67,9 @@ def _library() -> ctypes.CDLL | None:
             hist = dll.miner_score_histogram
             hist.argtypes = [ptr, i64, i64, ctypes.c_int, ptr]
             hist.restype = None
+            sums = dll.miner_batch_sums
+            sums.argtypes = [ptr, ptr, i64, i64, ctypes.c_int, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_int]
+            sums.restype = None
             cut = dll.miner_cut_rows
             cut.argtypes = [i64, i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_int]
             cut.restype = i64
@@ -189,6 +192,43 @@ def score_histogram(scores: torch.Tensor, hist: torch.Tensor, threads: int | Non
     lib.miner_score_histogram(scores.data_ptr(), b, u, threads or torch.get_num_threads(), hist.data_ptr())
 
 
+def batch_sums(scores: list[torch.Tensor], total: torch.Tensor, squares: torch.Tensor, low: torch.Tensor,
+               high: torch.Tensor, positive: torch.Tensor, hist: torch.Tensor, threads: int | None = None) -> None:
+    """Add contiguous float32 [B_k, U] CPU score matrices (in order) to a block's sums in place, in one pass (the
+    compiled twin of `BatchSums.add`'s torch operations): total, squares, positive (float64 [U]) += the column
+    sums of the scores, their squares and their positive cells; low, high (float32 [U]) the running minimum and
+    maximum (NaN propagates); hist (int32 or int64 [U * sketch.BINS]) += their bins. Column sums run row by row
+    in float64 (a matrix product sums in another order: the same to about 1e-15, relative). Several batches at
+    once read each unit's histogram once for all of them.
+
+    Example: scores [[[1.0], [-2.0]]] onto zeros, +inf, -inf -> total [-1.0], squares [5.0], low [-2.0],
+    high [1.0], positive [1.0].
+    """
+    from miner.mining.sketch import BINS
+
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the compiled kernel is not available")
+    u = int(total.shape[0])
+    for x in scores:
+        if not (x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() and x.dim() == 2
+                and x.shape[1] == u):
+            raise ValueError(f"scores: contiguous float32 [B, {u}] on the CPU")
+    for name, t, dtype in (("total", total, torch.float64), ("squares", squares, torch.float64),
+                           ("low", low, torch.float32), ("high", high, torch.float32),
+                           ("positive", positive, torch.float64)):
+        if not (t.dtype == dtype and t.is_contiguous() and t.device.type == "cpu" and tuple(t.shape) == (u,)):
+            raise ValueError(f"{name}: contiguous {dtype} [{u}] on the CPU")
+    if not (hist.dtype in (torch.int32, torch.int64) and hist.is_contiguous() and hist.numel() == u * BINS):
+        raise ValueError(f"hist: contiguous int32 or int64 [{u} * {BINS}]")
+    k = len(scores)
+    ptrs = (ctypes.c_void_p * k)(*[x.data_ptr() for x in scores])
+    rows = (ctypes.c_int64 * k)(*[x.shape[0] for x in scores])
+    lib.miner_batch_sums(ptrs, rows, k, u, threads or torch.get_num_threads(), total.data_ptr(), squares.data_ptr(),
+                         low.data_ptr(), high.data_ptr(), positive.data_ptr(), hist.data_ptr(),
+                         int(hist.dtype == torch.int32))
+
+
 def cut_rows(keys: torch.Tensor, payload: torch.Tensor, count: torch.Tensor, n: int, width: int,
              before: torch.Tensor | None = None, threads: int | None = None) -> tuple[int, torch.Tensor, torch.Tensor]:
     """Cut every row r of contiguous int64 CPU buffers keys, payload [rows, stride] with count[r] > n back to its
@@ -263,4 +303,4 @@ def window_add(scores: torch.Tensor, ids: torch.Tensor, top: torch.Tensor, botto
     return int(most)
 
 
-__all__ = ["TokenStats", "available", "cut_rows", "score_histogram", "takes", "token_stats", "window_add"]
+__all__ = ["TokenStats", "available", "batch_sums", "cut_rows", "score_histogram", "takes", "token_stats", "window_add"]
