@@ -211,7 +211,8 @@ class MemoryEstimate:
     the lane merge after each block do not overlap; the queues live throughout."""
 
     persistent_queues: int
-    """The lane's top-N/bottom-N queues kept across blocks: rows x (N + N spare) int64 keys and payloads."""
+    """The lane's top-N/bottom-N queues kept across blocks: rows x (N + N spare) int64 keys and payloads (the torch
+    path, as on a GPU; the CPU's compiled merge, `native.merge_rows`, needs no spare columns)."""
     window_queue: int
     """The block's windowed queue: rows x (N + window) int64 keys and payloads, plus per-row counters."""
     activations: int

@@ -145,9 +145,11 @@ class TopNQueues:
 
     def __init__(self, n_units: int, n: int, device: torch.device | str = "cpu", spare: int | None = None) -> None:
         self.n = n
-        self._keys = torch.full((n_units, n + (n if spare is None else spare)), SENTINEL, dtype=torch.int64,
-                                device=device)
-        self._payload = torch.zeros(self._keys.shape, dtype=torch.int64, device=device)
+        if spare is None:  # room to append a block's N candidates per row before the top-k; the compiled merge
+            spare = 0 if self._compiled(torch.device(device)) else n  # needs none
+        self._keys = torch.full((n_units, n + spare), SENTINEL, dtype=torch.int64, device=device)
+        # payloads of empty slots are never read (every reader masks them by their SENTINEL keys): no fill
+        self._payload = torch.empty(self._keys.shape, dtype=torch.int64, device=device)
         self.count = torch.zeros(n_units, dtype=torch.int64, device=device)
         """int64 [units]: filled slots per row."""
         self._used = 0
@@ -171,8 +173,19 @@ class TopNQueues:
         """int64 [units]: a candidate enters a unit's queue only if its key is greater than this."""
         return self.keys.min(dim=1).values
 
+    @staticmethod
+    def _compiled(device: torch.device) -> bool:
+        """Whether the compiled queue kernels (`miner.mining.native`) run for buffers on this device."""
+        return device.type == "cpu" and native.available()
+
     def merge(self, cand: Candidates) -> torch.Tensor:
-        """Merge candidates exactly; returns int64 [units]: how many entries each queue gained."""
+        """Merge candidates exactly; returns int64 [units]: how many entries each queue gained.
+
+        On the CPU one compiled pass per row (`native.merge_rows`: a selection over the row's entries and its
+        candidates) does it; elsewhere the candidates are appended and the rows over N cut by a top-k (`settle`).
+        """
+        if self._compiled(self._keys.device):
+            return self._merge_compiled(cand)
         if cand.dense:
             if cand.keys.shape[1] and bool((self.count == self.count[0]).all()):
                 return self._merge_slab(cand.keys.to(self._keys.device), cand.payload.to(self._keys.device))
@@ -191,6 +204,30 @@ class TopNQueues:
         if rows is not None and kept is not None:
             gained[rows] = kept
         return gained.cpu()
+
+    def _merge_compiled(self, cand: Candidates) -> torch.Tensor:
+        """`merge` by `native.merge_rows`: dense candidate rows as they are, flat ones grouped by unit."""
+        rows = self.n_units
+        if cand.dense:
+            keys, payload = cand.keys.contiguous(), cand.payload.contiguous()
+            if keys.shape[0] != rows:
+                raise ValueError(f"dense candidates: {rows} rows expected, got {keys.shape[0]}")
+            starts = torch.arange(rows + 1, dtype=torch.int64) * keys.shape[1]
+            keys, payload = keys.view(-1), payload.view(-1)
+        else:
+            assert cand.units is not None
+            units, keys, payload = cand.units.to(torch.int64), cand.keys, cand.payload
+            if units.numel() and not (0 <= int(units.min()) and int(units.max()) < rows):
+                raise ValueError(f"candidate units must lie in [0, {rows})")
+            if not bool((units[1:] >= units[:-1]).all()):
+                order = torch.argsort(units, stable=True)
+                units, keys, payload = units[order], keys[order], payload[order]
+            starts = torch.zeros(rows + 1, dtype=torch.int64)
+            torch.cumsum(torch.bincount(units, minlength=rows), 0, out=starts[1:])
+            keys, payload = keys.to(torch.int64).contiguous(), payload.to(torch.int64).contiguous()
+        gained = native.merge_rows(self._keys, self._payload, self.count, self.n, keys, payload, starts)
+        self._used = int(self.count.max()) if rows else 0
+        return gained
 
     def _merge_slab(self, keys: torch.Tensor, payload: torch.Tensor) -> torch.Tensor:
         """Merge dense candidate rows [units, W] (SENTINEL = empty) when every row holds the same count: one
@@ -245,7 +282,7 @@ class TopNQueues:
     def _grow(self, width: int) -> None:
         width = max(width, self._keys.shape[1] + self.n // 2)
         keys = torch.full((self.n_units, width), SENTINEL, dtype=torch.int64, device=self._keys.device)
-        payload = torch.zeros(keys.shape, dtype=torch.int64, device=keys.device)
+        payload = torch.empty(keys.shape, dtype=torch.int64, device=keys.device)
         keys[:, : self._keys.shape[1]] = self._keys
         payload[:, : self._keys.shape[1]] = self._payload
         self._keys, self._payload = keys, payload
@@ -318,8 +355,9 @@ class TopNQueues:
         return units.cpu(), (slots + 1).cpu(), keys[units, slots].cpu(), payload[units, slots].cpu()
 
     def state(self) -> dict[str, np.ndarray]:
-        """Arrays for a checkpoint: keys and payload, [units, N] each."""
-        return {"keys": self.keys.cpu().numpy().copy(), "payload": self.payload.cpu().numpy().copy()}
+        """Arrays for a checkpoint: keys and payload, [units, N] each (payload 0 in empty slots)."""
+        keys = self.keys
+        return {"keys": keys.cpu().numpy().copy(), "payload": self.payload.masked_fill(keys == SENTINEL, 0).cpu().numpy()}
 
     @staticmethod
     def from_state(state: dict[str, np.ndarray], device: torch.device | str = "cpu") -> TopNQueues:

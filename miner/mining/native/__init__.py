@@ -76,6 +76,9 @@ def _library() -> ctypes.CDLL | None:
             add = dll.miner_window_add
             add.argtypes = [ptr, ptr, i64, i64, i64, ptr, ptr, ptr, ptr, i64, i64, ptr, ptr, ptr, ctypes.c_int]
             add.restype = i64
+            merge = dll.miner_merge_rows
+            merge.argtypes = [i64, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ctypes.c_int]
+            merge.restype = i64
             return dll
     log.warning("building %s with %s failed (%s): mining uses the (slower) torch operations",
                 " + ".join(p.name for p in SOURCES), compiler, errors[-1])
@@ -262,6 +265,39 @@ def cut_rows(keys: torch.Tensor, payload: torch.Tensor, count: torch.Tensor, n: 
     return int(got), fresh, low
 
 
+def merge_rows(keys: torch.Tensor, payload: torch.Tensor, count: torch.Tensor, n: int, cand_keys: torch.Tensor,
+               cand_payload: torch.Tensor, starts: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+    """Merge candidates into top-N queue rows in place (the compiled twin of `TopNQueues.merge`'s append and
+    top-k): row r of contiguous int64 CPU buffers keys, payload [rows, stride] (entries in slots 0..count[r]-1,
+    at most n) takes its candidates cand_keys/cand_payload[starts[r]:starts[r + 1]] (flat int64; SENTINEL keys
+    are empty slots) and keeps the n best of both, compacted to slots 0.., count[r] = how many it keeps. Returns
+    int64 [rows]: how many of each row's kept entries are candidates.
+
+    Example (n = 2): a row [9, 4] with candidates [7, SENTINEL, 1] -> [9, 7], count 2, gained [1].
+    """
+    lib = _library()
+    if lib is None:
+        raise RuntimeError("the compiled kernel is not available")
+    rows, stride = keys.shape
+    for name, t in (("keys", keys), ("payload", payload), ("count", count), ("cand_keys", cand_keys),
+                    ("cand_payload", cand_payload), ("starts", starts)):
+        if not (t.device.type == "cpu" and t.dtype == torch.int64 and t.is_contiguous()):
+            raise ValueError(f"{name}: contiguous int64 on the CPU")
+    if (payload.shape != keys.shape or count.shape != (rows,) or starts.shape != (rows + 1,) or not 0 < n <= stride
+            or cand_keys.shape != cand_payload.shape or cand_keys.dim() != 1):
+        raise ValueError(f"payload [{rows}, {stride}], count [{rows}], starts [{rows + 1}], n <= {stride} and flat "
+                         "candidates of one length expected")
+    if rows and not (int(starts[0]) == 0 and int(starts[-1]) == cand_keys.numel() and bool((starts.diff() >= 0).all())):
+        raise ValueError("starts: row offsets into the candidates, from 0 to their number, ascending")
+    gained = torch.empty(rows, dtype=torch.int64)
+    got = lib.miner_merge_rows(rows, stride, n, keys.data_ptr(), payload.data_ptr(), count.data_ptr(),
+                               cand_keys.data_ptr(), cand_payload.data_ptr(), starts.data_ptr(), gained.data_ptr(),
+                               threads or torch.get_num_threads())
+    if got < 0:
+        raise MemoryError("queue merge: out of memory")
+    return gained
+
+
 def window_add(scores: torch.Tensor, ids: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor | None,
                keys: torch.Tensor, payload: torch.Tensor, n: int, count: torch.Tensor, thresh: torch.Tensor,
                thresh_scores: torch.Tensor, threads: int | None = None) -> int:
@@ -303,4 +339,4 @@ def window_add(scores: torch.Tensor, ids: torch.Tensor, top: torch.Tensor, botto
     return int(most)
 
 
-__all__ = ["TokenStats", "available", "batch_sums", "cut_rows", "score_histogram", "takes", "token_stats", "window_add"]
+__all__ = ["TokenStats", "available", "batch_sums", "cut_rows", "merge_rows", "score_histogram", "takes", "token_stats", "window_add"]

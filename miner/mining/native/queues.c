@@ -227,3 +227,85 @@ int64_t miner_window_add(const float *score, const int64_t *ids, int64_t B, int6
     }
     return failed ? -1 : most;
 }
+
+/* Merge candidates into top-N queue rows in place (TopNQueues.merge): row r holds entries in slots
+ * 0..count[r]-1 of keys/payload [rows, stride] (SENTINEL slots among them are empty) and at most n of them;
+ * its candidates are ckeys/cpayload[cstart[r] .. cstart[r + 1]) (SENTINEL ones are empty slots, as in dense
+ * candidate rows). The row keeps the n best of both (all of them when they are at most n; n <= stride),
+ * compacted to slots 0.. (its entries first, in slot order, then its candidates, in order), SENTINEL up to the
+ * old count; count[r] = how many it keeps; gained[r] = how many of those are candidates. Keys are distinct in a
+ * row; should two be equal, the first (entries before candidates) stay. Rows are split over `threads` OpenMP
+ * threads; returns 0, or -1 when out of memory.
+ * Example (n = 2): entries [9, 4], candidates [7, SENTINEL, 1] -> [9, 7], count 2, gained 1. */
+int64_t miner_merge_rows(int64_t rows, int64_t stride, int64_t n, int64_t *keys, int64_t *payload, int64_t *count,
+                         const int64_t *ckeys, const int64_t *cpayload, const int64_t *cstart, int64_t *gained,
+                         int threads) {
+    int failed = 0;
+    if (threads < 1) threads = 1;
+    if (threads > rows) threads = (int)(rows > 0 ? rows : 1);
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(| : failed)
+    for (int part = 0; part < threads; part++) {
+        const int64_t r0 = rows * part / threads, r1 = rows * (part + 1) / threads;
+        int64_t cap = 0;
+        int64_t *scratch = NULL;
+        for (int64_t r = r0; r < r1 && !failed; r++) {
+            int64_t *krow = keys + r * stride, *prow = payload + r * stride;
+            const int64_t had = count[r], c0 = cstart[r], c1 = cstart[r + 1];
+            if (c1 == c0) {
+                gained[r] = 0;
+                continue;
+            }
+            if (had + (c1 - c0) > cap) {
+                cap = had + (c1 - c0);
+                free(scratch);
+                scratch = malloc((size_t)cap * sizeof *scratch);
+                if (!scratch) {
+                    failed = 1;
+                    break;
+                }
+            }
+            int64_t m = 0;
+            for (int64_t i = 0; i < had; i++)
+                if (krow[i] != SENTINEL) scratch[m++] = krow[i];
+            for (int64_t i = c0; i < c1; i++)
+                if (ckeys[i] != SENTINEL) scratch[m++] = ckeys[i];
+            int64_t kth = SENTINEL, ties = 0;
+            const int cut = m > n;
+            if (cut) {
+                kth = kth_largest(scratch, m, n - 1);
+                int64_t greater = 0;
+                for (int64_t i = 0; i < m; i++) greater += scratch[i] > kth;
+                ties = n - greater;
+            }
+            int64_t out = 0, fresh = 0;
+            for (int64_t i = 0; i < had; i++) {
+                const int64_t k = krow[i];
+                if (k == SENTINEL) continue;
+                if (cut && k <= kth) {
+                    if (k < kth || ties == 0) continue;
+                    ties--;
+                }
+                krow[out] = k;
+                prow[out] = prow[i];
+                out++;
+            }
+            for (int64_t i = c0; i < c1; i++) {
+                const int64_t k = ckeys[i];
+                if (k == SENTINEL) continue;
+                if (cut && k <= kth) {
+                    if (k < kth || ties == 0) continue;
+                    ties--;
+                }
+                krow[out] = k;
+                prow[out] = cpayload[i];
+                out++;
+                fresh++;
+            }
+            for (int64_t i = out; i < had; i++) krow[i] = SENTINEL;
+            count[r] = out;
+            gained[r] = fresh;
+        }
+        free(scratch);
+    }
+    return failed ? -1 : 0;
+}

@@ -15,6 +15,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from miner.errors import ConfigError, MinerError
+from miner.mining import native
 from miner.mining.batches import make_batches
 from miner.mining.block_miner import BlockMiner
 from miner.mining.hardware import (
@@ -175,9 +176,13 @@ def random_keys(rows: int, width: int, rng: np.random.Generator) -> torch.Tensor
 UNITS, N, DIRECTIONS, WINDOW, BATCH = 24, 40, 2, 24, 8
 
 
-def test_queue_buffers_are_the_estimate() -> None:
+def test_queue_buffers_are_the_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
     est = estimate_mining_memory(UNITS, N, DIRECTIONS, WINDOW, BATCH, 16, [UNITS], 4)
     rows = DIRECTIONS * UNITS
+    if native.available():  # the CPU's compiled merge needs no spare columns: half the lane queues
+        lane = TopNQueues(rows, N)
+        assert buffer_bytes(lane) == (est.persistent_queues - rows * 8) // 2 + rows * 8
+    monkeypatch.setenv("MINER_NATIVE", "0")  # the estimate's device path (torch, as on a GPU)
     assert buffer_bytes(TopNQueues(rows, N)) == est.persistent_queues
     assert buffer_bytes(WindowedQueues(rows, N, WINDOW)) == est.window_queue
 

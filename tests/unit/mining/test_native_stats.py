@@ -335,3 +335,20 @@ def test_compiled_batch_sums_equal_the_torch_sums() -> None:
     one_by_one = held.result()
     for name in ("total", "squares", "low", "high", "positive", "hist"):  # bit for bit: the same order of sums
         assert np.array_equal(getattr(got, name), getattr(one_by_one, name), equal_nan=True), name
+
+
+@pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
+def test_compiled_merge_rows_keeps_the_best_and_counts_the_gain() -> None:
+    """The docstring's row, a row under n after the merge, a row without candidates; bad offsets are refused.
+    (Every queue test in test_topn.py runs through it against brute force too.)"""
+    keys = torch.tensor([[9, 4, SENTINEL], [3, SENTINEL, SENTINEL], [8, 6, SENTINEL]])
+    payload = keys * 10
+    count = torch.tensor([2, 1, 2])
+    cand = torch.tensor([7, SENTINEL, 1, 5])
+    starts = torch.tensor([0, 3, 4, 4])
+    gained = native.merge_rows(keys, payload, count, 2, cand, cand * 10, starts)
+    assert keys.tolist() == [[9, 7, SENTINEL], [3, 5, SENTINEL], [8, 6, SENTINEL]]
+    assert torch.equal(payload[keys != SENTINEL], keys[keys != SENTINEL] * 10)
+    assert count.tolist() == [2, 2, 2] and gained.tolist() == [1, 1, 0]
+    with pytest.raises(ValueError, match="starts"):
+        native.merge_rows(keys, payload, count, 2, cand, cand, torch.tensor([0, 3, 2, 4]))
