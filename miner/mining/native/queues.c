@@ -93,7 +93,33 @@ static int64_t kth_largest(int64_t *a, int64_t len, int64_t k) {
     return a[k];
 }
 
-/* One row: keep its n best filled slots among the first `width`, compacted to slots 0.., SENTINEL after them.
+/* The k-th largest (0-based) of a[0..len-1] for long rows, with `spare` room for len keys; both are reordered.
+ * Partition steps mispredict about every other branch, so a row of 2,000 keys costs ~15 us by quickselect
+ * alone. Here two keys of an evenly spread sample of 64 bracket the k-th (its rank in the sample, +-6), one
+ * branch-free pass counts the keys above the bracket and copies those inside it to `spare`, and the search goes
+ * on there (a tenth to a fifth of the row) with the roles of the buffers swapped; when the bracket misses
+ * the k-th (an unlucky sample), quickselect runs on the whole row. Exact either way. */
+static int64_t kth_largest_long(int64_t *a, int64_t len, int64_t k, int64_t *spare) {
+    enum { S = 64, D = 6 };
+    if (len < 4 * S) return kth_largest(a, len, k);
+    int64_t sample[S];
+    for (int64_t i = 0; i < S; i++) sample[i] = a[i * len / S];
+    const int64_t j = k * S / len;
+    const int64_t hi = j - D < 0 ? INT64_MAX : kth_largest(sample, S, j - D);
+    const int64_t lo = j + D > S - 1 ? INT64_MIN : kth_largest(sample, S, j + D);
+    int64_t above = 0, inside = 0;
+    for (int64_t i = 0; i < len; i++) {
+        const int64_t x = a[i];
+        spare[inside] = x;
+        inside += (x <= hi) & (x >= lo);
+        above += x > hi;
+    }
+    if (above <= k && k < above + inside) return kth_largest_long(spare, inside, k - above, a);
+    return kth_largest(a, len, k);
+}
+
+/* One row: keep its n best filled slots among the first `width`, compacted to slots 0.., SENTINEL after them
+ * (`scratch` holds 2 x width keys).
  * Returns how many are kept; *fresh: how many kept ones came from slots >= before; *low: the smallest kept key
  * when n are kept, else SENTINEL (the row's threshold, as the minimum over its n slots). */
 static int64_t cut_row(int64_t *keys, int64_t *payload, int64_t width, int64_t n, int64_t before, int64_t *scratch,
@@ -103,24 +129,24 @@ static int64_t cut_row(int64_t *keys, int64_t *payload, int64_t width, int64_t n
         if (keys[i] != SENTINEL) scratch[m++] = keys[i];
     int64_t kth = SENTINEL, ties = 0;
     if (m > n) {
-        kth = kth_largest(scratch, m, n - 1);
         int64_t greater = 0;
-        for (int64_t i = 0; i < m; i++) greater += scratch[i] > kth;
+        kth = kth_largest_long(scratch, m, n - 1, scratch + width);
+        for (int64_t i = 0; i < width; i++) greater += keys[i] > kth;
         ties = n - greater; /* how many keys equal to kth stay (1 when keys are distinct) */
     }
+    /* branch-free compaction (a kept/dropped branch would mispredict half the time): without a cut kth is
+     * SENTINEL, below every filled slot */
     int64_t out = 0, f = 0, mn = INT64_MAX;
     for (int64_t i = 0; i < width; i++) {
         const int64_t k = keys[i];
-        if (k == SENTINEL) continue;
-        if (m > n && k <= kth) {
-            if (k < kth || ties == 0) continue;
-            ties--;
-        }
+        const int64_t tie = (k == kth) & (k != SENTINEL) & (ties > 0);
+        const int64_t keep = (k > kth) | tie;
+        ties -= tie;
         keys[out] = k;
         payload[out] = payload[i];
-        f += i >= before;
-        if (k < mn) mn = k;
-        out++;
+        f += keep & (i >= before);
+        mn = keep & (k < mn) ? k : mn;
+        out += keep;
     }
     for (int64_t i = out; i < width; i++) keys[i] = SENTINEL;
     *fresh = f;
@@ -142,7 +168,7 @@ int64_t miner_cut_rows(int64_t rows, int64_t stride, int64_t width, int64_t n, i
 #pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : cut) reduction(| : failed)
     for (int part = 0; part < threads; part++) {
         const int64_t r0 = rows * part / threads, r1 = rows * (part + 1) / threads;
-        int64_t *scratch = malloc((size_t)(width > 0 ? width : 1) * sizeof *scratch);
+        int64_t *scratch = malloc(2 * (size_t)(width > 0 ? width : 1) * sizeof *scratch);
         if (!scratch) {
             failed = 1;
             continue;
@@ -192,19 +218,28 @@ int64_t miner_window_add(const float *score, const int64_t *ids, int64_t B, int6
     if (threads < 1) threads = 1;
 #pragma omp parallel num_threads(threads) reduction(max : most) reduction(| : failed)
     {
-        int64_t *scratch = malloc((size_t)(stride > 0 ? stride : 1) * sizeof *scratch);
+        int64_t *scratch = malloc(2 * (size_t)(stride > 0 ? stride : 1) * sizeof *scratch);
         if (!scratch) failed = 1;
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < strips * D; t++) {
             if (!scratch) continue;
             const int64_t d = t / strips, u0 = (t % strips) * 16, u1 = u0 + 16 < U ? u0 + 16 : U;
             const int64_t *peak = d ? bottom : top;
+            const int64_t w = u1 - u0;
             for (int64_t b = 0; b < B; b++) {
-                const float *srow = score + b * U;
-                for (int64_t u = u0; u < u1; u++) {
-                    const int64_t r = d * U + u;
-                    const int64_t key = encode_key(d ? -srow[u] : srow[u], ids[b]);
-                    if (key <= thresh[r]) continue;
+                const float *srow = score + b * U + u0;
+                const int64_t *trow = thresh + d * U + u0, id = ids[b];
+                int64_t cand[16];
+                uint32_t beat = 0;
+                /* the strip's keys and which beat their row's threshold, branch-free (the compiler vectorizes it);
+                 * then only those cells, usually few once the queues are full */
+                for (int64_t j = 0; j < w; j++) {
+                    cand[j] = encode_key(d ? -srow[j] : srow[j], id);
+                    beat |= (uint32_t)(cand[j] > trow[j]) << j;
+                }
+                while (beat) {
+                    const int64_t j = __builtin_ctz(beat), u = u0 + j, r = d * U + u, key = cand[j];
+                    beat &= beat - 1;
                     int64_t *krow = keys + r * stride, *prow = payload + r * stride;
                     if (count[r] >= stride) { /* full: cut to the n best, raise the threshold */
                         int64_t fresh, low;
@@ -258,7 +293,7 @@ int64_t miner_merge_rows(int64_t rows, int64_t stride, int64_t n, int64_t *keys,
             if (had + (c1 - c0) > cap) {
                 cap = had + (c1 - c0);
                 free(scratch);
-                scratch = malloc((size_t)cap * sizeof *scratch);
+                scratch = malloc(2 * (size_t)cap * sizeof *scratch);
                 if (!scratch) {
                     failed = 1;
                     break;
@@ -272,36 +307,38 @@ int64_t miner_merge_rows(int64_t rows, int64_t stride, int64_t n, int64_t *keys,
             int64_t kth = SENTINEL, ties = 0;
             const int cut = m > n;
             if (cut) {
-                kth = kth_largest(scratch, m, n - 1);
+                kth = kth_largest_long(scratch, m, n - 1, scratch + m);
                 int64_t greater = 0;
-                for (int64_t i = 0; i < m; i++) greater += scratch[i] > kth;
+                for (int64_t i = 0; i < had; i++) greater += krow[i] > kth;
+                for (int64_t i = c0; i < c1; i++) greater += ckeys[i] > kth;
                 ties = n - greater;
             }
+            /* branch-free compaction, as in cut_row (without a cut kth is SENTINEL, below every filled slot);
+             * out <= n <= stride, and out <= i while the row's own slots are walked */
             int64_t out = 0, fresh = 0;
             for (int64_t i = 0; i < had; i++) {
                 const int64_t k = krow[i];
-                if (k == SENTINEL) continue;
-                if (cut && k <= kth) {
-                    if (k < kth || ties == 0) continue;
-                    ties--;
-                }
+                const int64_t tie = (k == kth) & (k != SENTINEL) & (ties > 0);
+                const int64_t keep = (k > kth) | tie;
+                ties -= tie;
                 krow[out] = k;
                 prow[out] = prow[i];
-                out++;
+                out += keep;
             }
             for (int64_t i = c0; i < c1; i++) {
                 const int64_t k = ckeys[i];
-                if (k == SENTINEL) continue;
-                if (cut && k <= kth) {
-                    if (k < kth || ties == 0) continue;
-                    ties--;
+                const int64_t tie = (k == kth) & (k != SENTINEL) & (ties > 0);
+                const int64_t keep = (k > kth) | tie;
+                ties -= tie;
+                if (out < stride) { /* the slot after the last kept one is scratch only while it exists */
+                    krow[out] = k;
+                    prow[out] = cpayload[i];
                 }
-                krow[out] = k;
-                prow[out] = cpayload[i];
-                out++;
-                fresh++;
+                out += keep;
+                fresh += keep;
             }
-            for (int64_t i = out; i < had; i++) krow[i] = SENTINEL;
+            const int64_t written = out < stride ? out + 1 : stride; /* a dropped candidate may sit at slot out */
+            for (int64_t i = out; i < (had > written ? had : written); i++) krow[i] = SENTINEL;
             count[r] = out;
             gained[r] = fresh;
         }

@@ -190,13 +190,14 @@ def torch_cut(keys: torch.Tensor, payload: torch.Tensor, count: torch.Tensor, n:
 
 
 @pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_compiled_cut_equals_torch_topk(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "rows", "stride", "n"), [(0, 37, 90, 11), (1, 37, 90, 11), (2, 37, 90, 11),
+                                                         (3, 9, 1500, 600), (4, 9, 1500, 20), (5, 9, 1500, 1400)])
+def test_compiled_cut_equals_torch_topk(seed: int, rows: int, stride: int, n: int) -> None:
     """Rows of distinct keys with holes, some under n filled, some under n slots counted, ties in the scores
     (broken by the ids in the keys): the same entries, fresh counts and row minima as torch.topk, for any
-    number of threads; the kept entries first in each row, SENTINEL after them."""
+    number of threads; the kept entries first in each row, SENTINEL after them. Long rows (1,500 slots) take
+    the sampled bracket of the selection, its n near either end of the row included."""
     rng = np.random.default_rng(seed)
-    rows, stride, n = 37, 90, 11
     width = int(rng.integers(n + 1, stride + 1))
     scores = torch.from_numpy(rng.integers(-3, 3, size=(rows, stride)).astype(np.float32))
     keys = encode_keys(scores, torch.from_numpy(rng.permutation(rows * stride).reshape(rows, stride)))
@@ -234,8 +235,15 @@ def test_compiled_cut_of_equal_keys_keeps_the_first_and_an_adversarial_row() -> 
     assert keys.tolist() == [[9, 7, 7, SENTINEL, SENTINEL, SENTINEL]] and payload[0, :3].tolist() == [10, 20, 30]
     assert fresh.tolist() == [1] and low.tolist() == [7]
     # sorted, reverse-sorted and organ-pipe rows (bad quickselect pivots) of 5,000 keys: the 100 best stay
+    # and a row whose 64 sampled slots (every 5000 / 64-th) hold its 64 largest keys: the sample's bracket
+    # misses the 100th best, and the plain selection takes over
+    planted = torch.arange(5000)
+    spots = torch.arange(64) * 5000 // 64
+    rest = torch.ones(5000, dtype=torch.bool)
+    rest[spots] = False
+    planted[spots], planted[rest] = torch.arange(4936, 5000), torch.arange(4936)
     for row in (torch.arange(5000), torch.arange(5000).flip(0),
-                torch.cat([torch.arange(0, 5000, 2), torch.arange(4999, 0, -2)])):
+                torch.cat([torch.arange(0, 5000, 2), torch.arange(4999, 0, -2)]), planted):
         k, p = row[None, :].clone(), row[None, :].clone()
         native.cut_rows(k, p, torch.tensor([5000]), 100, 5000)
         assert sorted(k[0, :100].tolist()) == list(range(4900, 5000)) and torch.equal(k[:, :100], p[:, :100])
@@ -352,3 +360,36 @@ def test_compiled_merge_rows_keeps_the_best_and_counts_the_gain() -> None:
     assert count.tolist() == [2, 2, 2] and gained.tolist() == [1, 1, 0]
     with pytest.raises(ValueError, match="starts"):
         native.merge_rows(keys, payload, count, 2, cand, cand, torch.tensor([0, 3, 2, 4]))
+
+
+@pytest.mark.skipif(not native.available(), reason="no compiled kernel (no C compiler)")
+@pytest.mark.parametrize("seed", [0, 1])
+def test_compiled_merge_rows_of_long_rows_equal_torch_topk(seed: int) -> None:
+    """Queue rows of up to 600 entries with holes merged with up to 900 candidates each (SENTINEL among them,
+    tied scores): the entries a torch.topk over both keeps, and the candidates among them."""
+    rng = np.random.default_rng(seed)
+    rows, n = 9, 600
+    scores = torch.from_numpy(rng.integers(-40, 40, size=(rows, n + 900)).astype(np.float32) / 8)
+    both = encode_keys(scores, torch.from_numpy(rng.permutation(rows * (n + 900)).reshape(rows, n + 900)))
+    both[torch.from_numpy(rng.random(both.shape) < 0.2)] = SENTINEL
+    count = torch.from_numpy(rng.integers(0, n + 1, size=rows))
+    keys = both[:, :n].clone()
+    for r in range(rows):
+        keys[r, int(count[r]):] = SENTINEL
+    took = torch.from_numpy(rng.integers(0, 901, size=rows))
+    cand = [both[r, n : n + int(took[r])] for r in range(rows)]
+    want = []
+    for r in range(rows):
+        pool = torch.cat([keys[r], cand[r]])
+        pool = pool[pool != SENTINEL]
+        best = torch.topk(pool, min(n, pool.numel())).values
+        want.append((set(best.tolist()), len(set(best.tolist()) & set(cand[r].tolist()))))
+    payload = keys ^ 77
+    flat = torch.cat(cand)
+    starts = torch.zeros(rows + 1, dtype=torch.int64)
+    starts[1:] = torch.cumsum(took, 0)
+    gained = native.merge_rows(keys, payload, count, n, flat, flat ^ 77, starts)
+    for r in range(rows):
+        c = int(count[r])
+        assert set(keys[r, :c].tolist()) == want[r][0] and int(gained[r]) == want[r][1]
+        assert bool((keys[r, c:] == SENTINEL).all()) and torch.equal(payload[r, :c], keys[r, :c] ^ 77)
