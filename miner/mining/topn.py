@@ -17,7 +17,8 @@ from miner.mining import native
 # so a plain integer top-k is an exact, deterministic top-N with ties broken by sentence_id, and the key alone
 # stores both the score (bit-exact float32) and the id (< 2**32). Bottom-N queues use the keys of the negated
 # scores. Queues are merged with one dense top-k over [queue | candidates]; `sorted=False` is used on the hot
-# path and the final order is produced once at the end.
+# path and the final order is produced once at the end. On the CPU compiled twins of the merge, the cut and the
+# window's batch add (miner/mining/native/queues.c) do the same selections; the torch operations stay their oracle.
 
 SENTINEL = torch.iinfo(torch.int64).min
 """Key of an empty queue slot; smaller than every real key."""
@@ -307,7 +308,7 @@ class TopNQueues:
         width = self._used
         if width <= self.n:
             return None, None, None
-        if self._keys.device.type == "cpu" and native.available():
+        if self._compiled(self._keys.device):
             cut, fresh, low = native.cut_rows(self._keys, self._payload, self.count, self.n, width, before)
             if cut == 0:
                 self._used = int(self.count.max())
@@ -488,7 +489,7 @@ class WindowedQueues(TopNQueues):
         all rows, with no device read (the same operations as `settle`'s all-rows case; on the CPU its compiled
         cut, which reads the counts on the host anyway)."""
         width = self._used
-        if self._keys.device.type == "cpu" and native.available():
+        if self._compiled(self._keys.device):
             _, _, low = native.cut_rows(self._keys, self._payload, self.count, self.n, width)
             self._used = self.level = self.n
             self.thresh = torch.maximum(self.floor, low)
