@@ -1,15 +1,13 @@
-/* The queue windows' hot paths (miner/mining/topn.py): a batch's candidates added to a block's window row by row,
- * each row cut back to its N best when it is full (`miner_window_add`), and queue rows cut back to their N best
- * keys (`miner_cut_rows`, TopNQueues.settle).
+/* The queues' hot paths on the CPU (miner/mining/topn.py; the torch operations stay their oracle): a batch's
+ * candidates added to a block's window, each full row cut back to its N best on the spot (`miner_window_add`,
+ * WindowedQueues.add_scored); candidates merged into queue rows (`miner_merge_rows`, TopNQueues.merge); queue
+ * rows cut back to their N best (`miner_cut_rows`, TopNQueues.settle).
  *
- * The cut, one row per task: select the N-th largest key on a scratch copy (quickselect), then compact the row in place, keys and
- * payloads together, keeping the slot order of what stays.
- *
- * The torch path does one torch.topk over [rows, width] (a (value, index) pair per slot, nth_element, then the
- * indices), a gather of the payloads by those indices and a comparison of the indices against `before` for the
- * count of fresh entries: four passes with their temporaries. Here the row is read twice (copy of its filled
- * keys, compaction) and the selection runs on the filled keys only: a row whose slots are mostly empty (a
- * dense slab with holes) selects over few keys.
+ * Each is a selection per row: the N-th largest key is found on a scratch copy of the filled keys (a sampled
+ * bracket, then quickselect on what lies inside it: kth_largest_long), then the row is compacted in place, keys
+ * and payloads together, keeping the slot order of what stays, with branch-free passes. The torch path does a
+ * torch.topk over [rows, width] (a (value, index) pair per slot, nth_element, then the indices), a gather of the
+ * payloads by those indices and comparisons of the indices for the fresh counts, with their temporaries.
  *
  * Keys: int64, SENTINEL (INT64_MIN) marks an empty slot. Keys of one row are distinct (a sentence enters a row
  * once and the key holds its id); should two be equal anyway, the first in slot order among those tied at the
@@ -114,7 +112,8 @@ static int64_t kth_largest_long(int64_t *a, int64_t len, int64_t k, int64_t *spa
         inside += (x <= hi) & (x >= lo);
         above += x > hi;
     }
-    if (above <= k && k < above + inside) return kth_largest_long(spare, inside, k - above, a);
+    if (above <= k && k < above + inside && inside < len) /* inside < len: equal keys cannot loop */
+        return kth_largest_long(spare, inside, k - above, a);
     return kth_largest(a, len, k);
 }
 

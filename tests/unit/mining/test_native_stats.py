@@ -242,6 +242,9 @@ def test_compiled_cut_of_equal_keys_keeps_the_first_and_an_adversarial_row() -> 
     rest = torch.ones(5000, dtype=torch.bool)
     rest[spots] = False
     planted[spots], planted[rest] = torch.arange(4936, 5000), torch.arange(4936)
+    same = torch.full((1, 5000), 7)  # equal keys (never made by mining): n of them stay, the first ones
+    native.cut_rows(same, same.clone(), torch.tensor([5000]), 100, 5000)
+    assert same[0, :100].tolist() == [7] * 100 and bool((same[0, 100:] == SENTINEL).all())
     for row in (torch.arange(5000), torch.arange(5000).flip(0),
                 torch.cat([torch.arange(0, 5000, 2), torch.arange(4999, 0, -2)]), planted):
         k, p = row[None, :].clone(), row[None, :].clone()
