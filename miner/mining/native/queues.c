@@ -117,6 +117,15 @@ static int64_t kth_largest_long(int64_t *a, int64_t len, int64_t k, int64_t *spa
     return kth_largest(a, len, k);
 }
 
+/* Whether a key stays in a row cut at kth (1 or 0, branch-free: a kept/dropped branch would mispredict half the
+ * time): keys above kth, and keys equal to it while *ties lasts (counted down). Without a cut kth is SENTINEL,
+ * below every filled slot, and *ties 0. */
+static inline int64_t kept(int64_t k, int64_t kth, int64_t *ties) {
+    const int64_t tie = (k == kth) & (k != SENTINEL) & (*ties > 0);
+    *ties -= tie;
+    return (k > kth) | tie;
+}
+
 /* One row: keep its n best filled slots among the first `width`, compacted to slots 0.., SENTINEL after them
  * (`scratch` holds 2 x width keys).
  * Returns how many are kept; *fresh: how many kept ones came from slots >= before; *low: the smallest kept key
@@ -133,14 +142,11 @@ static int64_t cut_row(int64_t *keys, int64_t *payload, int64_t width, int64_t n
         for (int64_t i = 0; i < width; i++) greater += keys[i] > kth;
         ties = n - greater; /* how many keys equal to kth stay (1 when keys are distinct) */
     }
-    /* branch-free compaction (a kept/dropped branch would mispredict half the time): without a cut kth is
-     * SENTINEL, below every filled slot */
+    /* branch-free compaction (see kept) */
     int64_t out = 0, f = 0, mn = INT64_MAX;
     for (int64_t i = 0; i < width; i++) {
         const int64_t k = keys[i];
-        const int64_t tie = (k == kth) & (k != SENTINEL) & (ties > 0);
-        const int64_t keep = (k > kth) | tie;
-        ties -= tie;
+        const int64_t keep = kept(k, kth, &ties);
         keys[out] = k;
         payload[out] = payload[i];
         f += keep & (i >= before);
@@ -312,23 +318,19 @@ int64_t miner_merge_rows(int64_t rows, int64_t stride, int64_t n, int64_t *keys,
                 for (int64_t i = c0; i < c1; i++) greater += ckeys[i] > kth;
                 ties = n - greater;
             }
-            /* branch-free compaction, as in cut_row (without a cut kth is SENTINEL, below every filled slot);
-             * out <= n <= stride, and out <= i while the row's own slots are walked */
+            /* branch-free compaction (see kept); out <= n <= stride, and out <= i while the row's own slots are
+             * walked */
             int64_t out = 0, fresh = 0;
             for (int64_t i = 0; i < had; i++) {
                 const int64_t k = krow[i];
-                const int64_t tie = (k == kth) & (k != SENTINEL) & (ties > 0);
-                const int64_t keep = (k > kth) | tie;
-                ties -= tie;
+                const int64_t keep = kept(k, kth, &ties);
                 krow[out] = k;
                 prow[out] = prow[i];
                 out += keep;
             }
             for (int64_t i = c0; i < c1; i++) {
                 const int64_t k = ckeys[i];
-                const int64_t tie = (k == kth) & (k != SENTINEL) & (ties > 0);
-                const int64_t keep = (k > kth) | tie;
-                ties -= tie;
+                const int64_t keep = kept(k, kth, &ties);
                 if (out < stride) { /* the slot after the last kept one is scratch only while it exists */
                     krow[out] = k;
                     prow[out] = cpayload[i];
